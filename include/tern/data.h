@@ -1,0 +1,111 @@
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tern/tensor.h"
+
+namespace tern {
+
+// One split of a dataset, in memory: x f32 [rows, features...], y i32 [rows] (classes) or
+// f32 [rows, targets] (regression).
+struct Split {
+  std::string name;  // "train" or "val"
+  Tensor x, y;
+  int64_t rows() const { return x.numel() ? x.dim(0) : 0; }
+};
+
+// Per-feature statistics of the training inputs: the normalisation, and what an export carries
+// for drift monitoring.
+struct FeatureStats {
+  std::vector<double> mean, stddev, min, max;
+};
+FeatureStats feature_stats(const Tensor& x);
+
+// What the model expects of a data file.
+struct DataExpectation {
+  int64_t input_dim = 0;  // 0: any
+  bool classification = true;
+  int64_t classes = 0;     // labels must lie in [0, classes)
+  int64_t target_dim = 0;  // regression targets per row
+};
+
+// The layout tern-data writes: /train/x, /train/y and optionally /val/x, /val/y.
+struct Dataset {
+  std::string path;
+  Split train, val;
+  bool has_val = false;
+  // The number of input features, read from /train/x without loading it.
+  static int64_t input_dim_of(const std::string& path);
+  // Loads and validates both splits; a violation is an InputError naming the dataset and the
+  // first bad row.
+  static Dataset load(const std::string& path, const DataExpectation& expect);
+};
+
+// x = (x - mean) / std per feature (a std of zero counts as one).
+void normalize_inputs(Split& split, const FeatureStats& stats);
+
+// The global sample order: position p of the training stream is sample
+// permutation(seed, p / n)[p % n]. It depends on (seed, epoch) alone, never on the number of
+// ranks, which is what makes resuming on another number of ranks exact.
+class Sampler {
+ public:
+  Sampler(int64_t rows, uint64_t seed) : rows_(rows), seed_(seed) {}
+  int64_t sample_at(int64_t position);
+  const std::vector<int64_t>& permutation(int64_t epoch);
+
+ private:
+  int64_t rows_;
+  uint64_t seed_;
+  std::map<int64_t, std::vector<int64_t>> cache_;  // at most two epochs
+};
+
+// [begin, end) of `total` items owned by `part` of `parts`; parts differ by at most one item.
+std::pair<int64_t, int64_t> even_share(int64_t total, int64_t part, int64_t parts);
+
+// One rank's rows of one micro-batch. Row i is global sample first_sample + i of the stream.
+struct Batch {
+  int64_t step = 0;
+  int64_t micro = 0;
+  int64_t first_sample = 0;
+  Tensor x, y;
+};
+
+// Gives this rank its slice of every global batch, micro-batch by micro-batch, prepared on a
+// background thread `prefetch` batches ahead. Global batch s is stream positions
+// [s*B, (s+1)*B); micro-batch m of A is its m-th even share; rank r takes the r-th even share
+// of that.
+class Loader {
+ public:
+  struct Options {
+    int64_t batch_size = 1, accum_steps = 1, rank = 0, world = 1, prefetch = 4;
+    int64_t start_step = 0;
+    uint64_t seed = 0;
+  };
+  Loader(const Split& split, Options opt);
+  ~Loader();
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+  Batch next();
+
+ private:
+  void run();
+  Batch make(int64_t step, int64_t micro);
+
+  const Split& split_;
+  Options opt_;
+  Sampler sampler_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Batch> ready_;
+  bool stop_ = false;
+  std::exception_ptr error_;
+  std::thread worker_;
+};
+
+}  // namespace tern

@@ -1,0 +1,82 @@
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "tern/tensor.h"
+
+namespace tern {
+
+// Where this process stands in the job. Started by mpirun or srun, it initialises MPI; started
+// alone, it is world size 1 and MPI is never touched (so a single-process run needs no launcher).
+class ProcessGroup {
+ public:
+  ProcessGroup(int* argc, char*** argv);
+  ~ProcessGroup();
+  ProcessGroup(const ProcessGroup&) = delete;
+  ProcessGroup& operator=(const ProcessGroup&) = delete;
+
+  int rank() const { return rank_; }
+  int world() const { return world_; }
+  int local_rank() const { return local_rank_; }
+  int local_world() const { return local_world_; }
+  bool uses_mpi() const { return mpi_; }
+  // Ends every rank of the job (MPI_Abort) or just this process.
+  [[noreturn]] void abort(int code) const;
+
+ private:
+  int rank_ = 0, world_ = 1, local_rank_ = 0, local_world_ = 1;
+  bool mpi_ = false;
+};
+
+// True when the environment says a launcher (mpirun, srun) started this process.
+bool launched_by_mpi();
+
+// Collectives over the ranks of a group. Non-blocking all-reduces are started, driven by
+// progress() (MPI progresses only inside MPI calls) and completed together by wait_all().
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual void allreduce_sum_start(float* data, int64_t count) = 0;
+  virtual void progress() = 0;
+  virtual void wait_all() = 0;
+  virtual void allreduce_sum(double* data, int count) = 0;
+  virtual void broadcast(void* data, size_t bytes, int root) = 0;
+  virtual void barrier() = 0;
+};
+
+// World size 1: every collective is the identity.
+std::unique_ptr<Communicator> make_single_communicator();
+// MPI over the job's ranks (world) or over this process alone (self, for tests comparing a
+// W-rank run with a 1-rank run in one job).
+enum class MpiScope { world, self };
+std::unique_ptr<Communicator> make_mpi_communicator(MpiScope scope);
+
+// Averages gradients over the ranks in buckets (slices of the flat gradient buffer, from its end,
+// since backward produces the last layers' gradients first). A bucket's all-reduce starts as soon
+// as backward reports it final, so communication overlaps the rest of backward (PyTorch DDP's
+// reducer). The first bucket is small so that communication starts early.
+class GradReducer {
+ public:
+  GradReducer(Communicator& comm, Tensor grads, double bucket_mb);
+  size_t num_buckets() const { return buckets_.size(); }
+  void begin_step();
+  // Gradients in [offset, end) are final for this step.
+  void grads_ready_from(int64_t offset);
+  // Starts what is left and waits for everything.
+  void finish();
+
+ private:
+  struct Bucket {
+    int64_t offset, count;
+  };
+  Communicator& comm_;
+  Tensor grads_;
+  std::vector<Bucket> buckets_;  // ordered from the end of the buffer
+  size_t next_ = 0;
+};
+
+}  // namespace tern

@@ -1,0 +1,17 @@
+#pragma once
+#include <stdexcept>
+#include <string>
+
+namespace tern {
+
+// Exit codes shared by every binary (DESIGN.md section 7).
+enum ExitCode : int { kExitOk = 0, kExitError = 1, kExitUsage = 2, kExitPreempted = 75 };
+
+// Bad input from the user: a config key, a command-line value, a data file. The message names
+// the culprit (key, file, dataset, row) and the binaries exit with kExitUsage.
+class InputError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace tern

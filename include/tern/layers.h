@@ -1,0 +1,103 @@
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tern/ops.h"
+#include "tern/tensor.h"
+
+namespace tern {
+
+// One entry of a config's layer list, e.g. "linear out=128 bias=true". Arguments are read
+// through the getters; any argument left unread is an error naming the layer.
+class LayerSpec {
+ public:
+  static LayerSpec parse(const std::string& text, int index);
+  const std::string& type() const { return type_; }
+  int index() const { return index_; }
+  std::string where() const;  // "layer 2 (linear out=10)"
+
+  int64_t get_int(const std::string& key, int64_t fallback);
+  int64_t require_int(const std::string& key);
+  float get_float(const std::string& key, float fallback);
+  bool get_bool(const std::string& key, bool fallback);
+  void check_all_used() const;
+
+ private:
+  const std::string* find(const std::string& key);
+  std::string type_, text_;
+  int index_ = 0;
+  std::map<std::string, std::string> args_;
+  std::map<std::string, bool> used_;
+};
+
+enum class Init { zeros, ones, uniform_fan_in };
+
+struct ParamSpec {
+  std::string name;  // within the layer: "weight", "bias", ...
+  Shape shape;
+  bool decay;  // weight decay applies (not to biases and norm parameters)
+  Init init;
+  int64_t fan_in = 1;
+};
+
+// What a step tells the layers. Row i of the batch is global sample first_sample + i.
+struct StepContext {
+  bool training = true;
+  uint64_t seed = 0;
+  int64_t first_sample = 0;
+};
+
+// A layer maps [rows, in_features...] to [rows, out_features...]. Parameters and gradients are
+// views into the model's two flat buffers, bound once; backward adds into the gradients
+// (the model zeroes them once per optimizer step, which gives gradient accumulation for free).
+class Layer {
+ public:
+  virtual ~Layer() = default;
+  virtual const char* type() const = 0;
+  const Shape& in_shape() const { return in_shape_; }
+  const Shape& out_shape() const { return out_shape_; }
+  virtual std::vector<ParamSpec> param_specs() const { return {}; }
+  void bind(std::vector<Tensor> params, std::vector<Tensor> grads);
+  // Scratch space that depends on the batch size.
+  virtual void reserve(int64_t /*max_rows*/) {}
+  virtual void forward(const Tensor& x, Tensor& y, const StepContext& ctx) = 0;
+  // dx is null for the first layer, whose input needs no gradient.
+  virtual void backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor* dx,
+                        const StepContext& ctx) = 0;
+
+ protected:
+  Shape in_shape_, out_shape_;
+  std::vector<Tensor> params_, grads_;
+};
+
+using LayerFactory = std::function<std::unique_ptr<Layer>(LayerSpec&, const Shape& in)>;
+struct LayerInfo {
+  LayerFactory make;
+  std::string help;  // arguments and meaning, for --help
+};
+// Every layer type by name; the config's layer list is built from it.
+const std::map<std::string, LayerInfo>& layer_registry();
+std::unique_ptr<Layer> make_layer(LayerSpec& spec, const Shape& in);
+
+// A loss turns the model's output and the targets into a summed loss and, in training, the
+// gradient of the output scaled by grad_scale (1 / global batch).
+class Loss {
+ public:
+  virtual ~Loss() = default;
+  virtual const char* type() const = 0;
+  virtual bool classification() const = 0;
+  virtual ops::LossStats compute(const Tensor& out, const Tensor& target, Tensor* dout,
+                                 float grad_scale) const = 0;
+};
+struct LossInfo {
+  std::function<std::unique_ptr<Loss>()> make;
+  std::string help;
+};
+const std::map<std::string, LossInfo>& loss_registry();
+std::unique_ptr<Loss> make_loss(const std::string& name);
+
+}  // namespace tern

@@ -1,0 +1,84 @@
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tern/tensor.h"
+
+// The op list: every compute primitive tern uses, one function each. Each checks its arguments
+// (dtype, shape, device) and dispatches on the device; src/cpu/ holds the reference
+// implementations. All tensors are row-major and f32 unless stated.
+namespace tern::ops {
+
+enum class Activation { relu, gelu, tanh };
+const char* activation_name(Activation a);
+
+// c = alpha * op(a) @ op(b) + beta * c, 2-D operands.
+void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
+          float alpha = 1.0f, float beta = 0.0f);
+
+// y[n, :] += bias
+void add_bias(Tensor& y, const Tensor& bias);
+// dbias = sum_n dy[n, :]  (added to dbias when accumulate)
+void bias_grad(const Tensor& dy, Tensor& dbias, bool accumulate);
+
+// y = act(x)
+void activation_forward(Activation act, const Tensor& x, Tensor& y);
+// dx = dy * act'(x), x the activation's input
+void activation_backward(Activation act, const Tensor& x, const Tensor& dy, Tensor& dx);
+
+// Which random stream a dropout mask comes from. Row i of the batch is the global sample
+// `first_sample + i`, so the mask does not depend on how the global batch is split over ranks.
+struct DropoutKey {
+  uint64_t seed = 0;
+  uint32_t stream = 0;  // one per dropout layer
+  int64_t first_sample = 0;
+};
+// y = x * mask / (1 - p); backward regenerates the same mask from the key.
+void dropout_forward(const Tensor& x, Tensor& y, float p, DropoutKey key);
+void dropout_backward(const Tensor& dy, Tensor& dx, float p, DropoutKey key);
+
+// Layer normalisation over the last dimension; mean and rstd ([rows]) are saved for backward.
+void layernorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& y,
+                       Tensor& mean, Tensor& rstd, float eps);
+void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                        const Tensor& rstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta,
+                        bool accumulate);
+
+struct LossStats {
+  double loss_sum = 0;  // summed over rows
+  int64_t correct = 0;  // rows whose arg-max is the label (classification only)
+};
+// Softmax cross-entropy of logits [N, C] against i32 labels [N], fused with its gradient:
+// when dlogits is given it receives grad_scale * d(loss_row)/d(logits).
+LossStats softmax_cross_entropy(const Tensor& logits, const Tensor& labels, Tensor* dlogits,
+                                float grad_scale);
+// Mean squared error per row (averaged over the row's D values) of pred [N, D] against target.
+LossStats mean_squared_error(const Tensor& pred, const Tensor& target, Tensor* dpred,
+                             float grad_scale);
+
+// sum(x^2) in double, for the global gradient norm.
+double sum_squares(const Tensor& x);
+void scale(Tensor& x, float s);
+
+// Optimizer updates over flat buffers. Segments carry the weight-decay mask: biases and norm
+// parameters are not decayed.
+struct ParamSegment {
+  int64_t offset = 0;
+  int64_t count = 0;
+  bool decay = true;
+};
+struct AdamWHyper {
+  float lr, beta1, beta2, eps, weight_decay;
+  int64_t step;  // 1-based, for bias correction
+};
+void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                  const std::vector<ParamSegment>& segments, const AdamWHyper& h);
+struct SgdHyper {
+  float lr, momentum, weight_decay;
+  bool nesterov;
+};
+void sgd_update(Tensor& param, const Tensor& grad, Tensor& velocity,
+                const std::vector<ParamSegment>& segments, const SgdHyper& h);
+
+}  // namespace tern::ops

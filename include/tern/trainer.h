@@ -1,0 +1,60 @@
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "tern/config.h"
+#include "tern/data.h"
+#include "tern/dist.h"
+#include "tern/metrics.h"
+#include "tern/model.h"
+#include "tern/optim.h"
+
+namespace tern {
+
+struct EvalResult {
+  double loss = 0;
+  double accuracy = 0;  // classification only
+  int64_t rows = 0;
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  double train_loss = 0;  // mean over the last logging interval
+  EvalResult val;
+  std::string param_checksum;
+  double samples_per_sec = 0;
+};
+
+// The training loop of DESIGN.md section 4 on one rank: every rank runs it with its own
+// communicator; parameters stay identical because every rank applies the same averaged update.
+class Trainer {
+ public:
+  // effective_ini is written to <run.dir>/config.ini by rank 0.
+  Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_ini = "");
+  ~Trainer();
+  TrainResult run();
+  EvalResult evaluate();
+  Model& model() { return *model_; }
+  const Dataset& dataset() const { return data_; }
+
+ private:
+  void log_progress(int64_t step, double loss, float lr, double samples_per_sec, bool final);
+
+  TrainerConfig cfg_;
+  Communicator& comm_;
+  std::string effective_ini_;
+  Dataset data_;
+  FeatureStats stats_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Optimizer> optim_;
+  std::unique_ptr<GradReducer> reducer_;
+  RunLog log_;
+  Clock::time_point start_;
+  bool progress_line_ = false;
+};
+
+// Sets the BLAS threads of this rank: `requested`, or the node's cores shared by its ranks.
+int configure_blas_threads(int64_t requested, int local_world);
+
+}  // namespace tern

@@ -1,0 +1,258 @@
+#include "tern/config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+
+#include "tern/error.h"
+#include "tern/layers.h"
+#include "tern/version.h"
+
+namespace po = boost::program_options;
+
+namespace tern {
+
+template <class T>
+std::string OptionSet::format(const T& v) {
+  std::ostringstream out;
+  if constexpr (std::is_same_v<T, bool>) {
+    out << (v ? "true" : "false");
+  } else if constexpr (std::is_floating_point_v<T>) {
+    out << std::setprecision(std::numeric_limits<T>::max_digits10) << v;
+  } else {
+    out << v;
+  }
+  return out.str();
+}
+
+template std::string OptionSet::format(const bool&);
+template std::string OptionSet::format(const float&);
+template std::string OptionSet::format(const double&);
+template std::string OptionSet::format(const int64_t&);
+template std::string OptionSet::format(const std::string&);
+
+namespace {
+
+void reject_unknown(const po::parsed_options& parsed, const std::string& where) {
+  for (const auto& opt : parsed.options) {
+    if (!opt.unregistered) continue;
+    std::string value;
+    for (const auto& v : opt.value) value += (value.empty() ? "" : " ") + v;
+    std::string key = opt.string_key.empty() && !opt.original_tokens.empty()
+                          ? opt.original_tokens.front()
+                          : opt.string_key;
+    throw InputError(where + ": unknown key '" + key + "'" +
+                     (value.empty() ? "" : " (value '" + value + "')") +
+                     "; --help lists every key");
+  }
+}
+
+}  // namespace
+
+OptionSet::OptionSet(std::string program) : program_(std::move(program)) {}
+
+po::options_description& OptionSet::section(const std::string& key) {
+  const std::string name = key.substr(0, key.find('.'));
+  auto& slot = sections_[name];
+  if (!slot) {
+    slot = std::make_unique<po::options_description>("[" + name + "]", 100, 50);
+    section_order_.push_back(name);
+  }
+  return *slot;
+}
+
+void OptionSet::add_value(const std::string& key, const po::value_semantic* sem,
+                          const std::string& help, std::function<std::string()> show) {
+  section(key).add_options()(key.c_str(), sem, help.c_str());
+  keys_.emplace_back(key, std::move(show));
+}
+
+void OptionSet::add_list(const std::string& key, std::vector<std::string>* target,
+                         const std::string& help) {
+  section(key).add_options()(key.c_str(), po::value<std::vector<std::string>>(target), help.c_str());
+  keys_.emplace_back(key, [key, target] {
+    std::string out;
+    for (size_t i = 0; i < target->size(); ++i)
+      out += (i ? "\n" + key.substr(key.find('.') + 1) + " = " : "") + (*target)[i];
+    return out;
+  });
+}
+
+std::string OptionSet::help_text() const {
+  std::ostringstream out;
+  out << "Usage: " << program_ << " [--config FILE.ini] [--section.key=value ...]\n\n"
+      << "Every key can be set in the INI file (under [section]) or on the command line; the\n"
+      << "command line wins.\n\n"
+      << "  --config FILE    INI file with the settings\n"
+      << "  --help           this text\n"
+      << "  --version        version and git commit\n";
+  for (const auto& name : section_order_) out << "\n" << *sections_.at(name);
+  return out.str();
+}
+
+OptionSet::Outcome OptionSet::parse(int argc, const char* const* argv) {
+  po::options_description all;
+  for (const auto& name : section_order_) all.add(*sections_.at(name));
+  po::options_description meta;
+  meta.add_options()("config", po::value<std::string>(&config_file_))("help", "")("version", "");
+  po::options_description cmdline;
+  cmdline.add(meta).add(all);
+
+  po::variables_map vm;
+  try {
+    po::parsed_options parsed =
+        po::command_line_parser(argc, argv).options(cmdline).allow_unregistered().run();
+    reject_unknown(parsed, "command line");
+    for (const auto& opt : parsed.options) origins_[opt.string_key] = "command line";
+    po::store(parsed, vm);
+  } catch (const po::error& e) {
+    throw InputError(std::string("command line: ") + e.what());
+  }
+  if (vm.count("help")) return Outcome::help;
+  if (vm.count("version")) return Outcome::version;
+  if (vm.count("config")) {
+    config_file_ = vm["config"].as<std::string>();
+    std::ifstream file(config_file_);
+    if (!file) throw InputError("config file '" + config_file_ + "' cannot be read (missing?)");
+    try {
+      po::parsed_options parsed = po::parse_config_file(file, all, true);
+      reject_unknown(parsed, "config file '" + config_file_ + "'");
+      for (const auto& opt : parsed.options)
+        if (!origins_.count(opt.string_key)) origins_[opt.string_key] = config_file_;
+      po::store(parsed, vm);
+    } catch (const po::error& e) {
+      throw InputError("config file '" + config_file_ + "': " + e.what());
+    }
+  }
+  try {
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw InputError(e.what());
+  }
+  return Outcome::run;
+}
+
+std::string OptionSet::origin(const std::string& key) const {
+  auto it = origins_.find(key);
+  return it == origins_.end() ? "default" : it->second;
+}
+
+std::string OptionSet::describe(const std::string& key) const {
+  for (const auto& [k, show] : keys_)
+    if (k == key) return key + "=" + show() + " (from " + origin(key) + ")";
+  return key;
+}
+
+std::string OptionSet::effective_ini() const {
+  std::ostringstream out;
+  out << "# effective configuration of " << program_ << " " << version_string() << "\n";
+  std::string current;
+  for (const auto& [key, show] : keys_) {
+    const std::string sec = key.substr(0, key.find('.'));
+    if (sec != current) {
+      out << "\n[" << sec << "]\n";
+      current = sec;
+    }
+    const std::string value = show();
+    if (!value.empty()) out << key.substr(sec.size() + 1) << " = " << value << "\n";
+  }
+  return out.str();
+}
+
+void register_trainer_options(OptionSet& o, TrainerConfig& c) {
+  std::string layer_help = "a layer, in order; repeat the key for each layer. Types:";
+  for (const auto& [name, info] : layer_registry()) layer_help += "\n  " + name + " " + info.help;
+  std::string loss_help = "loss:";
+  for (const auto& [name, info] : loss_registry()) loss_help += "\n  " + name + ": " + info.help;
+  o.add_list("model.layer", &c.model.layers, layer_help);
+  o.add("model.loss", &c.model.loss, loss_help);
+  o.add("model.input_dim", &c.model.input_dim, "input features; 0 takes them from the data file");
+
+  o.add("data.path", &c.data.path, "HDF5 file with /train/x, /train/y and optionally /val/x, /val/y");
+  o.add("data.normalize", &c.data.normalize,
+        "input normalisation: standard (per-feature mean/std of the training split) | none");
+  o.add("data.prefetch", &c.data.prefetch, "batches each rank's loader prepares ahead");
+
+  o.add("optim.name", &c.optim.name, "optimizer: adamw | sgd");
+  o.add("optim.lr", &c.optim.lr, "peak learning rate");
+  o.add("optim.weight_decay", &c.optim.weight_decay, "weight decay (not applied to biases and norms)");
+  o.add("optim.beta1", &c.optim.beta1, "AdamW first-moment decay");
+  o.add("optim.beta2", &c.optim.beta2, "AdamW second-moment decay");
+  o.add("optim.eps", &c.optim.eps, "AdamW epsilon");
+  o.add("optim.momentum", &c.optim.momentum, "SGD momentum");
+  o.add("optim.nesterov", &c.optim.nesterov, "SGD Nesterov momentum");
+  o.add("optim.schedule", &c.optim.schedule, "learning-rate decay after warmup: cosine | linear | constant");
+  o.add("optim.warmup_steps", &c.optim.warmup_steps, "linear warmup steps");
+  o.add("optim.min_lr_ratio", &c.optim.min_lr_ratio, "final learning rate as a fraction of optim.lr");
+  o.add("optim.clip_norm", &c.optim.clip_norm, "clip the global gradient norm to this; 0 = off");
+
+  o.add("train.steps", &c.train.steps, "optimizer steps in all");
+  o.add("train.batch_size", &c.train.batch_size, "global batch (all ranks, all micro-batches)");
+  o.add("train.accum_steps", &c.train.accum_steps, "micro-batches accumulated per optimizer step");
+  o.add("train.seed", &c.train.seed, "seed of initialisation, data order and dropout");
+  o.add("train.eval_every", &c.train.eval_every, "evaluate on the validation split every N steps; 0 = only at the end");
+  o.add("train.eval_batch_size", &c.train.eval_batch_size, "rows per evaluation batch on each rank");
+  o.add("train.log_every", &c.train.log_every, "write a metrics record every N steps");
+  o.add("train.on_nonfinite", &c.train.on_nonfinite, "a NaN/Inf loss: error (stop, exit 1) | skip (drop the step)");
+
+  o.add("run.dir", &c.run.dir, "output folder: metrics.jsonl, config.ini; empty = no files");
+  o.add("run.threads", &c.run.threads, "BLAS threads per rank; 0 = cores of the node / ranks on the node");
+  o.add("run.log_level", &c.run.log_level, "rank 0's log level: debug | info | warn | error");
+  o.add("run.progress", &c.run.progress, "live progress line on rank 0: auto (when a terminal) | on | off");
+
+  o.add("dist.backend", &c.dist.backend, "gradient all-reduce: auto | mpi | none (world size 1)");
+  o.add("dist.bucket_mb", &c.dist.bucket_mb, "all-reduce bucket size in MB");
+}
+
+namespace {
+
+void require(bool ok, const OptionSet& o, const std::string& key, const std::string& what) {
+  if (!ok) throw InputError(o.describe(key) + ": " + what);
+}
+
+bool one_of(const std::string& v, std::initializer_list<const char*> allowed) {
+  for (const char* a : allowed)
+    if (v == a) return true;
+  return false;
+}
+
+}  // namespace
+
+void validate_trainer_config(const OptionSet& o, const TrainerConfig& c) {
+  require(!c.model.layers.empty(), o, "model.layer", "the model needs at least one layer");
+  require(c.model.input_dim >= 0, o, "model.input_dim", "must be >= 0");
+  require(!c.data.path.empty(), o, "data.path", "no data file given");
+  require(one_of(c.data.normalize, {"standard", "none"}), o, "data.normalize", "expected standard or none");
+  require(c.data.prefetch >= 1, o, "data.prefetch", "must be >= 1");
+  require(one_of(c.optim.name, {"adamw", "sgd"}), o, "optim.name", "expected adamw or sgd");
+  require(c.optim.lr > 0, o, "optim.lr", "must be > 0");
+  require(c.optim.weight_decay >= 0, o, "optim.weight_decay", "must be >= 0");
+  require(c.optim.beta1 >= 0 && c.optim.beta1 < 1, o, "optim.beta1", "must be in [0, 1)");
+  require(c.optim.beta2 >= 0 && c.optim.beta2 < 1, o, "optim.beta2", "must be in [0, 1)");
+  require(c.optim.eps > 0, o, "optim.eps", "must be > 0");
+  require(c.optim.momentum >= 0 && c.optim.momentum < 1, o, "optim.momentum", "must be in [0, 1)");
+  require(one_of(c.optim.schedule, {"cosine", "linear", "constant"}), o, "optim.schedule",
+          "expected cosine, linear or constant");
+  require(c.optim.warmup_steps >= 0, o, "optim.warmup_steps", "must be >= 0");
+  require(c.optim.min_lr_ratio >= 0 && c.optim.min_lr_ratio <= 1, o, "optim.min_lr_ratio", "must be in [0, 1]");
+  require(c.optim.clip_norm >= 0, o, "optim.clip_norm", "must be >= 0");
+  require(c.train.steps >= 1, o, "train.steps", "must be >= 1");
+  require(c.train.batch_size >= 1, o, "train.batch_size", "must be >= 1");
+  require(c.train.accum_steps >= 1, o, "train.accum_steps", "must be >= 1");
+  require(c.train.batch_size >= c.train.accum_steps, o, "train.batch_size",
+          "must be at least train.accum_steps, so every micro-batch has a sample");
+  require(c.train.seed >= 0, o, "train.seed", "must be >= 0");
+  require(c.train.eval_every >= 0, o, "train.eval_every", "must be >= 0");
+  require(c.train.eval_batch_size >= 1, o, "train.eval_batch_size", "must be >= 1");
+  require(c.train.log_every >= 1, o, "train.log_every", "must be >= 1");
+  require(one_of(c.train.on_nonfinite, {"error", "skip"}), o, "train.on_nonfinite", "expected error or skip");
+  require(c.run.threads >= 0, o, "run.threads", "must be >= 0");
+  require(one_of(c.run.log_level, {"debug", "info", "warn", "error"}), o, "run.log_level",
+          "expected debug, info, warn or error");
+  require(one_of(c.run.progress, {"auto", "on", "off"}), o, "run.progress", "expected auto, on or off");
+  require(one_of(c.dist.backend, {"auto", "mpi", "none"}), o, "dist.backend", "expected auto, mpi or none");
+  require(c.dist.bucket_mb > 0, o, "dist.bucket_mb", "must be > 0");
+}
+
+}  // namespace tern

@@ -1,0 +1,104 @@
+#include <cmath>
+#include <cstring>
+
+#include "cpu/cpu_ops.h"
+#include "tern/philox.h"
+
+namespace tern::cpu {
+namespace {
+
+// GELU with the tanh approximation (GPT-2's, PyTorch's approximate="tanh").
+constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)
+constexpr float kGeluA = 0.044715f;
+
+}  // namespace
+
+void add_bias(float* y, const float* bias, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = y + r * cols;
+    for (int64_t c = 0; c < cols; ++c) row[c] += bias[c];
+  }
+}
+
+void bias_grad(const float* dy, float* dbias, int64_t rows, int64_t cols, bool accumulate) {
+  if (!accumulate) std::memset(dbias, 0, sizeof(float) * cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = dy + r * cols;
+    for (int64_t c = 0; c < cols; ++c) dbias[c] += row[c];
+  }
+}
+
+void activation_forward(ops::Activation act, const float* x, float* y, int64_t n) {
+  switch (act) {
+    case ops::Activation::relu:
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+      break;
+    case ops::Activation::tanh:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
+      break;
+    case ops::Activation::gelu:
+      for (int64_t i = 0; i < n; ++i) {
+        float v = x[i];
+        y[i] = 0.5f * v * (1.0f + std::tanh(kGeluC * (v + kGeluA * v * v * v)));
+      }
+      break;
+  }
+}
+
+void activation_backward(ops::Activation act, const float* x, const float* dy, float* dx, int64_t n) {
+  switch (act) {
+    case ops::Activation::relu:
+      for (int64_t i = 0; i < n; ++i) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+      break;
+    case ops::Activation::tanh:
+      for (int64_t i = 0; i < n; ++i) {
+        float t = std::tanh(x[i]);
+        dx[i] = dy[i] * (1.0f - t * t);
+      }
+      break;
+    case ops::Activation::gelu:
+      for (int64_t i = 0; i < n; ++i) {
+        float v = x[i];
+        float u = kGeluC * (v + kGeluA * v * v * v);
+        float t = std::tanh(u);
+        float du = kGeluC * (1.0f + 3.0f * kGeluA * v * v);
+        dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+      }
+      break;
+  }
+}
+
+void dropout(const float* x, float* y, int64_t rows, int64_t cols, float p, ops::DropoutKey key) {
+  const float keep_scale = 1.0f / (1.0f - p);
+  const uint32_t k0 = static_cast<uint32_t>(key.seed);
+  const uint32_t k1 = static_cast<uint32_t>(key.seed >> 32) ^ (key.stream * 0x85EBCA6Bu);
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint64_t sample = static_cast<uint64_t>(key.first_sample + r);
+    const float* in = x + r * cols;
+    float* out = y + r * cols;
+    for (int64_t c0 = 0; c0 < cols; c0 += 4) {
+      Philox4 bits = philox4x32(
+          Philox4{{static_cast<uint32_t>(sample), static_cast<uint32_t>(sample >> 32),
+                   static_cast<uint32_t>(c0 / 4), 0u}},
+          k0, k1);
+      for (int64_t j = 0; j < 4 && c0 + j < cols; ++j)
+        out[c0 + j] = philox_uniform(bits.v[j]) < p ? 0.0f : in[c0 + j] * keep_scale;
+    }
+  }
+}
+
+double sum_squares(const float* x, int64_t n) {
+  // Four partial sums keep the loop vectorisable while summing in double.
+  double s[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int j = 0; j < 4; ++j) s[j] += static_cast<double>(x[i + j]) * x[i + j];
+  for (; i < n; ++i) s[0] += static_cast<double>(x[i]) * x[i];
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+void scale(float* x, float s, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] *= s;
+}
+
+}  // namespace tern::cpu

@@ -1,0 +1,40 @@
+#include <cmath>
+
+#include "cpu/cpu_ops.h"
+
+namespace tern::cpu {
+
+void adamw_update(float* p, const float* g, float* m, float* v,
+                  const std::vector<ops::ParamSegment>& segments, const ops::AdamWHyper& h) {
+  const float bc1 = 1.0f - static_cast<float>(std::pow(h.beta1, static_cast<double>(h.step)));
+  const float bc2 = 1.0f - static_cast<float>(std::pow(h.beta2, static_cast<double>(h.step)));
+  const float step_size = h.lr / bc1;
+  const float inv_sqrt_bc2 = 1.0f / std::sqrt(bc2);
+  for (const auto& seg : segments) {
+    const float decay = seg.decay ? 1.0f - h.lr * h.weight_decay : 1.0f;
+    for (int64_t i = seg.offset, end = seg.offset + seg.count; i < end; ++i) {
+      m[i] = h.beta1 * m[i] + (1.0f - h.beta1) * g[i];
+      v[i] = h.beta2 * v[i] + (1.0f - h.beta2) * g[i] * g[i];
+      const float denom = std::sqrt(v[i]) * inv_sqrt_bc2 + h.eps;
+      p[i] = p[i] * decay - step_size * m[i] / denom;
+    }
+  }
+}
+
+void sgd_update(float* p, const float* g, float* vel, const std::vector<ops::ParamSegment>& segments,
+                const ops::SgdHyper& h) {
+  for (const auto& seg : segments) {
+    const float wd = seg.decay ? h.weight_decay : 0.0f;
+    for (int64_t i = seg.offset, end = seg.offset + seg.count; i < end; ++i) {
+      const float grad = g[i] + wd * p[i];
+      if (h.momentum == 0.0f) {
+        p[i] -= h.lr * grad;
+        continue;
+      }
+      vel[i] = h.momentum * vel[i] + grad;
+      p[i] -= h.lr * (h.nesterov ? grad + h.momentum * vel[i] : vel[i]);
+    }
+  }
+}
+
+}  // namespace tern::cpu

@@ -1,0 +1,221 @@
+#include "tern/trainer.h"
+
+#include <cblas.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "tern/error.h"
+#include "tern/log.h"
+#include "tern/version.h"
+
+namespace tern {
+
+int configure_blas_threads(int64_t requested, int local_world) {
+  int threads = static_cast<int>(requested);
+  if (threads == 0)
+    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / std::max(local_world, 1));
+  openblas_set_num_threads(threads);
+  return threads;
+}
+
+Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_ini)
+    : cfg_(std::move(cfg)), comm_(comm), effective_ini_(std::move(effective_ini)) {
+  const bool root = comm_.rank() == 0;
+  const int64_t file_dim = Dataset::input_dim_of(cfg_.data.path);
+  if (cfg_.model.input_dim && cfg_.model.input_dim != file_dim)
+    throw InputError("data file '" + cfg_.data.path + "': dataset /train/x: rows have " +
+                     std::to_string(file_dim) + " features, the model expects " +
+                     std::to_string(cfg_.model.input_dim) + " (model.input_dim)");
+  model_ = std::make_unique<Model>(cfg_.model.layers, cfg_.model.loss, Shape{file_dim});
+
+  DataExpectation expect;
+  expect.input_dim = file_dim;
+  expect.classification = model_->loss_fn().classification();
+  expect.classes = expect.classification ? model_->output_shape()[0] : 0;
+  expect.target_dim = expect.classification ? 0 : shape_numel(model_->output_shape());
+  data_ = Dataset::load(cfg_.data.path, expect);
+  stats_ = feature_stats(data_.train.x);
+  if (cfg_.data.normalize == "standard") {
+    normalize_inputs(data_.train, stats_);
+    if (data_.has_val) normalize_inputs(data_.val, stats_);
+  }
+  if (!data_.has_val) spdlog::warn("data file '{}' has no /val split: no evaluation", cfg_.data.path);
+
+  // Every rank initialises from the same seed; the broadcast makes rank 0's copy the truth even
+  // if a rank's initialisation ever differed.
+  model_->init_params(static_cast<uint64_t>(cfg_.train.seed));
+  comm_.broadcast(model_->params().raw(), model_->params().nbytes(), 0);
+  optim_ = std::make_unique<Optimizer>(cfg_.optim, cfg_.train.steps, model_->num_params());
+  reducer_ = std::make_unique<GradReducer>(comm_, model_->grads(), cfg_.dist.bucket_mb);
+
+  if (root && !cfg_.run.dir.empty()) {
+    std::filesystem::create_directories(cfg_.run.dir);
+    log_ = RunLog(cfg_.run.dir + "/metrics.jsonl");
+    if (!effective_ini_.empty()) std::ofstream(cfg_.run.dir + "/config.ini") << effective_ini_;
+  }
+  progress_line_ = root && (cfg_.run.progress == "on" || (cfg_.run.progress == "auto" && isatty(2)));
+  if (root)
+    spdlog::info("model: {} layers, {} parameters; data: {} train rows, {} val rows; {} rank(s), "
+                 "global batch {}, {} all-reduce bucket(s)",
+                 model_->num_layers(), model_->num_params(), data_.train.rows(), data_.val.rows(),
+                 comm_.size(), cfg_.train.batch_size, reducer_->num_buckets());
+}
+
+Trainer::~Trainer() = default;
+
+EvalResult Trainer::evaluate() {
+  EvalResult out;
+  if (!data_.has_val) return out;
+  auto [begin, end] = even_share(data_.val.rows(), comm_.rank(), comm_.size());
+  double sums[3] = {0, 0, static_cast<double>(end - begin)};
+  StepContext ctx{false, static_cast<uint64_t>(cfg_.train.seed), 0};
+  for (int64_t r = begin; r < end; r += cfg_.train.eval_batch_size) {
+    const int64_t n = std::min(cfg_.train.eval_batch_size, end - r);
+    model_->forward(data_.val.x.rows(r, n), ctx);
+    ops::LossStats s = model_->loss(data_.val.y.rows(r, n), 1.0f, false);
+    sums[0] += s.loss_sum;
+    sums[1] += static_cast<double>(s.correct);
+  }
+  comm_.allreduce_sum(sums, 3);
+  out.rows = static_cast<int64_t>(sums[2]);
+  out.loss = sums[0] / std::max(sums[2], 1.0);
+  out.accuracy = model_->loss_fn().classification() ? sums[1] / std::max(sums[2], 1.0) : 0.0;
+  return out;
+}
+
+void Trainer::log_progress(int64_t step, double loss, float lr, double samples_per_sec, bool final) {
+  const int64_t total = cfg_.train.steps;
+  const double elapsed = seconds_since(start_);
+  const double eta = step > 0 ? elapsed / step * (total - step) : 0;
+  char line[200];
+  std::snprintf(line, sizeof line, "step %lld/%lld  loss %.4f  lr %.2e  %.0f samples/s  ETA %d:%02d",
+                static_cast<long long>(step), static_cast<long long>(total), loss, lr,
+                samples_per_sec, static_cast<int>(eta) / 60, static_cast<int>(eta) % 60);
+  if (progress_line_) {
+    std::fprintf(stderr, "\r%s\033[K%s", line, final ? "\n" : "");
+    std::fflush(stderr);
+  } else if (comm_.rank() == 0 && (final || step % std::max<int64_t>(total / 10, 1) == 0)) {
+    spdlog::info("{}", line);
+  }
+}
+
+TrainResult Trainer::run() {
+  const TrainConfig& tc = cfg_.train;
+  const int64_t B = tc.batch_size;
+  const float grad_scale = 1.0f / static_cast<float>(B);
+  Loader loader(data_.train, {B, tc.accum_steps, comm_.rank(), comm_.size(), cfg_.data.prefetch, 0,
+                              static_cast<uint64_t>(tc.seed)});
+  TrainResult result;
+  StepTimes interval_times;
+  double interval_loss = 0;
+  int64_t interval_steps = 0;
+  start_ = Clock::now();
+  Clock::time_point interval_start = start_;
+  auto grads_ready = [this](int64_t offset) { reducer_->grads_ready_from(offset); };
+
+  for (int64_t step = 0; step < tc.steps; ++step) {
+    StepTimes t;
+    model_->zero_grads();
+    reducer_->begin_step();
+    double loss_sum = 0;
+    for (int64_t micro = 0; micro < tc.accum_steps; ++micro) {
+      auto t0 = Clock::now();
+      Batch batch = loader.next();
+      auto t1 = Clock::now();
+      StepContext ctx{true, static_cast<uint64_t>(tc.seed), batch.first_sample};
+      model_->forward(batch.x, ctx);
+      loss_sum += model_->loss(batch.y, grad_scale, true).loss_sum;
+      auto t2 = Clock::now();
+      const bool last = micro + 1 == tc.accum_steps;
+      model_->backward(ctx, last ? std::function<void(int64_t)>(grads_ready) : nullptr);
+      auto t3 = Clock::now();
+      t.data_wait += std::chrono::duration<double>(t1 - t0).count();
+      t.forward += std::chrono::duration<double>(t2 - t1).count();
+      t.backward += std::chrono::duration<double>(t3 - t2).count();
+    }
+    auto t4 = Clock::now();
+    reducer_->finish();
+    comm_.allreduce_sum(&loss_sum, 1);
+    const double loss = loss_sum / static_cast<double>(B);
+    auto t5 = Clock::now();
+    t.allreduce_wait = std::chrono::duration<double>(t5 - t4).count();
+
+    Optimizer::StepStats os;
+    if (std::isfinite(loss)) {
+      os = optim_->step(*model_, step);
+    } else if (tc.on_nonfinite == "error") {
+      throw std::runtime_error("non-finite training loss (" + std::to_string(loss) + ") at step " +
+                               std::to_string(step + 1) +
+                               "; lower optim.lr, set optim.clip_norm, or train.on_nonfinite=skip");
+    } else {
+      spdlog::warn("step {}: non-finite loss, update skipped (train.on_nonfinite=skip)", step + 1);
+      os.lr = learning_rate(cfg_.optim, step, tc.steps);
+    }
+    t.optimizer = seconds_since(t5);
+    interval_times.add(t);
+    if (std::isfinite(loss)) interval_loss += loss;
+    ++interval_steps;
+
+    const int64_t done = step + 1;
+    const bool last_step = done == tc.steps;
+    if (done % tc.log_every == 0 || last_step) {
+      const double secs = seconds_since(interval_start);
+      const double sps = static_cast<double>(interval_steps * B) / std::max(secs, 1e-9);
+      result.train_loss = interval_loss / interval_steps;
+      nlohmann::json rec = {{"step", done},
+                            {"epoch", static_cast<double>(done * B) / data_.train.rows()},
+                            {"train_loss", result.train_loss},
+                            {"lr", os.lr},
+                            {"grad_norm", os.grad_norm},
+                            {"samples_per_sec", sps}};
+      rec.update(interval_times.per_step_ms(interval_steps));
+      log_.write(rec);
+      if (comm_.rank() == 0) log_progress(done, result.train_loss, os.lr, sps, last_step);
+      interval_times = {};
+      interval_loss = 0;
+      interval_steps = 0;
+      interval_start = Clock::now();
+    }
+    if (data_.has_val && ((tc.eval_every && done % tc.eval_every == 0 && !last_step) || last_step)) {
+      auto te = Clock::now();
+      EvalResult ev = evaluate();
+      log_.write({{"step", done}, {"event", "eval"}, {"val_loss", ev.loss}, {"val_accuracy", ev.accuracy}});
+      if (comm_.rank() == 0 && !last_step)
+        spdlog::info("step {}: val_loss {:.4f} val_accuracy {:.4f}", done, ev.loss, ev.accuracy);
+      result.val = ev;
+      interval_start += Clock::now() - te;  // evaluation is not training throughput
+    }
+  }
+  const double wall = seconds_since(start_);
+  result.steps = tc.steps;
+  result.param_checksum = content_checksum(model_->params());
+  result.samples_per_sec = static_cast<double>(tc.steps * B) / std::max(wall, 1e-9);
+  nlohmann::json done = {{"event", "done"},
+                         {"step", tc.steps},
+                         {"train_loss", result.train_loss},
+                         {"param_checksum", result.param_checksum},
+                         {"wall_seconds", wall},
+                         {"samples_per_sec", result.samples_per_sec},
+                         {"world_size", comm_.size()},
+                         {"version", version_string()}};
+  if (data_.has_val) {
+    done["val_loss"] = result.val.loss;
+    done["val_accuracy"] = result.val.accuracy;
+  }
+  log_.write(done);
+  if (comm_.rank() == 0)
+    spdlog::info("done: {} steps in {:.1f} s, train_loss {:.4f}{}, param_checksum {}", tc.steps,
+                 wall, result.train_loss,
+                 data_.has_val ? fmt::format(", val_loss {:.4f}, val_accuracy {:.4f}", result.val.loss,
+                                             result.val.accuracy)
+                               : "",
+                 result.param_checksum);
+  return result;
+}
+
+}  // namespace tern
