@@ -82,7 +82,7 @@ void Model::init_params(uint64_t seed) {
 }
 
 void Model::ensure_capacity(int64_t rows) {
-  if (rows <= capacity_rows_) return;
+  if (rows <= capacity_rows_ && !act_store_.empty()) return;
   capacity_rows_ = rows;
   act_store_.clear();
   int64_t widest = shape_numel(input_shape_);

@@ -57,6 +57,7 @@ class Sampler {
  public:
   Sampler(int64_t rows, uint64_t seed) : rows_(rows), seed_(seed) {}
   int64_t sample_at(int64_t position);
+  // Valid until the next call: two epochs are cached, since a batch can straddle an epoch end.
   const std::vector<int64_t>& permutation(int64_t epoch);
 
  private:

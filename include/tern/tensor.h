@@ -44,7 +44,7 @@ class Tensor {
   // Wraps memory the caller owns and keeps alive.
   static Tensor wrap(void* data, Shape shape, DType dt, Device dev = {});
 
-  bool defined() const { return ptr_ != nullptr || numel() == 0; }
+  bool defined() const { return ptr_ != nullptr; }
   const Shape& shape() const { return shape_; }
   int64_t dim(int i) const { return shape_.at(i < 0 ? shape_.size() + i : i); }
   int ndim() const { return static_cast<int>(shape_.size()); }
@@ -71,7 +71,7 @@ class Tensor {
   void check_dtype(DType want) const;
   std::shared_ptr<void> storage_;
   void* ptr_ = nullptr;
-  Shape shape_;
+  Shape shape_{0};  // a default tensor is empty, not a scalar
   DType dtype_ = DType::f32;
   Device device_;
 };

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Config errors give exit code 2 and name the key, the value and the file.
+source "$(dirname "$0")/lib.sh"
+train="$TERN_BIN/tern-train"
+ini="$WORK/bad.ini"
+
+cat configs/digits_mlp.ini > "$ini"
+printf '[optim]\nlearnig_rate = 0.1\n' >> "$ini"
+expect_exit 2 "unknown key 'optim.learnig_rate' (value '0.1')" "$train" --config "$ini"
+expect_exit 2 "$ini" "$train" --config "$ini"
+
+sed 's/^steps = .*/steps = many/' configs/digits_mlp.ini > "$ini"
+expect_exit 2 "('many') for option 'train.steps' is invalid" "$train" --config "$ini"
+expect_exit 2 "$ini" "$train" --config "$ini"
+
+expect_exit 2 "train.batch_size=-4 (from command line): must be >= 1" "$train" --config configs/digits_mlp.ini --train.batch_size=-4
+expect_exit 2 "command line: unknown key 'train.stepz' (value '3')" "$train" --config configs/digits_mlp.ini --train.stepz=3
+expect_exit 2 "config file '/nonexistent/digits.ini' cannot be read" "$train" --config /nonexistent/digits.ini
+expect_exit 2 "optim.name=adam (from command line): expected adamw or sgd" "$train" --config configs/digits_mlp.ini --optim.name=adam
+expect_exit 2 "model.layer 1 (conv9 k=3): unknown layer type 'conv9'" "$train" --config configs/digits_mlp.ini --model.layer="linear out=10" --model.layer="conv9 k=3"
+expect_exit 2 "unknown argument 'widht' for layer type linear" "$train" --config configs/digits_mlp.ini --model.layer="linear out=10 widht=3"
+expect_exit 0 "--train.batch_size" "$train" --help
+expect_exit 0 "(=1000)" "$train" --help
+expect_exit 0 "tern-train 0." "$train" --version
+expect_exit 2 "unknown command 'frobnicate'" "$TERN_BIN/tern-data" frobnicate
+finish

@@ -1,0 +1,53 @@
+# Shared helpers for the end-to-end tests. Source it; run from the repository root.
+set -euo pipefail
+TERN_BIN=${TERN_BIN:-build/bin}
+# Open MPI refuses to run as root unless told; CI and containers run as root.
+if [ "$(id -u)" = 0 ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+WORK=$(mktemp -d /tmp/tern-e2e.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+failures=0
+
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+pass() { echo "ok: $*"; }
+
+# expect_exit CODE PATTERN CMD...: CMD exits with CODE and its output contains PATTERN.
+expect_exit() {
+  local want=$1 pattern=$2
+  shift 2
+  local out rc=0
+  out=$("$@" 2>&1) || rc=$?
+  if [ "$rc" != "$want" ]; then
+    fail "$* exited $rc, expected $want; output: $out"
+  elif ! grep -qF -- "$pattern" <<<"$out"; then
+    fail "$* output lacks '$pattern'; output: $out"
+  else
+    pass "$* -> $rc, '$pattern'"
+  fi
+}
+
+# The JSON record of metrics.jsonl with "event": "done", one field of it.
+done_field() {
+  python3 -c 'import json,sys
+recs=[json.loads(l) for l in open(sys.argv[1])]
+print([r for r in recs if r.get("event")=="done"][-1][sys.argv[2]])' "$1/metrics.jsonl" "$2"
+}
+
+launch() {  # launch NP CMD...: NP ranks under mpirun, or one process when built without MPI
+  local np=$1
+  shift
+  if [ "${TERN_HAVE_MPI:-ON}" = "ON" ] || [ "${TERN_HAVE_MPI:-}" = "TRUE" ] || [ "${TERN_HAVE_MPI:-}" = "1" ]; then
+    mpirun -np "$np" --oversubscribe "$@"
+  else
+    "$@"
+  fi
+}
+
+finish() {
+  if [ "$failures" -gt 0 ]; then
+    echo "$failures check(s) failed" >&2
+    exit 1
+  fi
+  echo "all checks passed"
+}

@@ -1,0 +1,196 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+
+#include "tern/data.h"
+#include "tern/error.h"
+#include "tern/h5.h"
+#include "test_util.h"
+
+namespace tern {
+namespace {
+
+// A small valid file, which each test then breaks in one way.
+struct FileSpec {
+  int64_t rows = 20, features = 4;
+  bool float_labels = false;
+  Shape x_shape;  // overrides [rows, features]
+  float poison = 0;
+  int64_t poison_at = -1;
+  int32_t bad_label = 0;
+  int64_t bad_label_at = -1;
+  bool skip_train_y = false;
+};
+
+std::string write(const std::string& name, const FileSpec& s) {
+  std::string path = testing::temp_path(name);
+  h5::File f = h5::File::create(path);
+  Tensor x = testing::random_tensor(s.x_shape.empty() ? Shape{s.rows, s.features} : s.x_shape, 1);
+  if (s.poison_at >= 0) x.data<float>()[s.poison_at] = s.poison;
+  f.write("/train/x", x);
+  if (!s.skip_train_y) {
+    if (s.float_labels) {
+      f.write("/train/y", Tensor::zeros({s.rows}));
+    } else {
+      Tensor y = Tensor::empty({s.rows}, DType::i32);
+      for (int64_t i = 0; i < s.rows; ++i) y.data<int32_t>()[i] = static_cast<int32_t>(i % 3);
+      if (s.bad_label_at >= 0) y.data<int32_t>()[s.bad_label_at] = s.bad_label;
+      f.write("/train/y", y);
+    }
+  }
+  return path;
+}
+
+std::string load_error(const std::string& path, DataExpectation e = {4, true, 3, 0}) {
+  try {
+    Dataset::load(path, e);
+  } catch (const InputError& err) {
+    return err.what();
+  }
+  return "no error";
+}
+
+TEST(DataValidation, AcceptsGoodFile) {
+  Dataset d = Dataset::load(write("good.h5", {}), {4, true, 3, 0});
+  EXPECT_EQ(d.train.rows(), 20);
+  EXPECT_FALSE(d.has_val);
+}
+
+TEST(DataValidation, NaNNamesDatasetRowAndColumn) {
+  FileSpec s;
+  s.poison = NAN;
+  s.poison_at = 4 * 7 + 2;
+  std::string err = load_error(write("nan.h5", s));
+  EXPECT_NE(err.find("dataset /train/x: row 7, column 2 is NaN"), std::string::npos) << err;
+}
+
+TEST(DataValidation, InfinityIsRejected) {
+  FileSpec s;
+  s.poison = INFINITY;
+  s.poison_at = 5;
+  EXPECT_NE(load_error(write("inf.h5", s)).find("row 1, column 1 is infinite"), std::string::npos);
+}
+
+TEST(DataValidation, LabelOutOfRange) {
+  FileSpec s;
+  s.bad_label = 3;
+  s.bad_label_at = 11;
+  std::string err = load_error(write("label.h5", s));
+  EXPECT_NE(err.find("dataset /train/y: row 11 has label 3, outside [0, 3)"), std::string::npos) << err;
+}
+
+TEST(DataValidation, WrongFeatureCount) {
+  FileSpec s;
+  s.features = 5;
+  std::string err = load_error(write("shape.h5", s));
+  EXPECT_NE(err.find("dataset /train/x: rows have 5 features, the model expects 4"), std::string::npos) << err;
+}
+
+TEST(DataValidation, WrongLabelDtype) {
+  FileSpec s;
+  s.float_labels = true;
+  std::string err = load_error(write("dtype.h5", s));
+  EXPECT_NE(err.find("dataset /train/y: expected integer class labels, found float"), std::string::npos) << err;
+}
+
+TEST(DataValidation, MissingDatasetAndFile) {
+  FileSpec s;
+  s.skip_train_y = true;
+  EXPECT_NE(load_error(write("missing.h5", s)).find("dataset /train/y: missing"), std::string::npos);
+  EXPECT_NE(load_error("/nonexistent.h5").find("'/nonexistent.h5' is missing or is not an HDF5 file"), std::string::npos);
+}
+
+TEST(DataValidation, RowCountMismatch) {
+  FileSpec s;
+  s.x_shape = {19, 4};
+  EXPECT_NE(load_error(write("rows.h5", s)).find("has 20 rows but /train/x has 19"), std::string::npos);
+}
+
+TEST(Sampler, PermutationDependsOnlyOnSeedAndEpoch) {
+  Sampler a(50, 7), b(50, 7), c(50, 8);
+  const auto& p0 = a.permutation(0);
+  std::set<int64_t> seen(p0.begin(), p0.end());
+  EXPECT_EQ(seen.size(), 50u);
+  EXPECT_EQ(*seen.begin(), 0);
+  EXPECT_EQ(*seen.rbegin(), 49);
+  EXPECT_EQ(b.permutation(3), a.permutation(3));
+  const std::vector<int64_t> e1 = a.permutation(1), e0 = a.permutation(0);
+  EXPECT_NE(e1, e0);
+  EXPECT_NE(c.permutation(0), e0);
+  EXPECT_EQ(a.sample_at(50 * 3 + 17), b.permutation(3)[17]);
+}
+
+TEST(Sampler, EvenShareCoversEverything) {
+  for (int64_t total : {0, 1, 7, 64, 65})
+    for (int64_t parts : {1, 2, 3, 5}) {
+      int64_t expect = 0;
+      for (int64_t p = 0; p < parts; ++p) {
+        auto [b, e] = even_share(total, p, parts);
+        EXPECT_EQ(b, expect);
+        EXPECT_LE(e - b, total / parts + 1);
+        expect = e;
+      }
+      EXPECT_EQ(expect, total);
+    }
+}
+
+// The rows every rank gets, put together, are the 1-rank batch, for any W and accumulation.
+TEST(Loader, RanksTogetherSeeTheGlobalBatch) {
+  Split split;
+  split.name = "train";
+  const int64_t rows = 37;
+  split.x = Tensor::empty({rows, 2});
+  split.y = Tensor::empty({rows}, DType::i32);
+  for (int64_t i = 0; i < rows; ++i) {
+    split.x.data<float>()[2 * i] = static_cast<float>(i);
+    split.x.data<float>()[2 * i + 1] = -static_cast<float>(i);
+    split.y.data<int32_t>()[i] = static_cast<int32_t>(i);
+  }
+  const int64_t B = 13, steps = 6;
+  auto collect = [&](int64_t world, int64_t accum) {
+    std::vector<std::vector<int32_t>> per_step(steps);
+    for (int64_t r = 0; r < world; ++r) {
+      Loader loader(split, {B, accum, r, world, 2, 0, 99});
+      for (int64_t s = 0; s < steps; ++s)
+        for (int64_t m = 0; m < accum; ++m) {
+          Batch b = loader.next();
+          EXPECT_EQ(b.step, s);
+          for (int64_t i = 0; i < b.y.numel(); ++i) per_step[s].push_back(b.y.data<int32_t>()[i]);
+        }
+    }
+    for (auto& v : per_step) std::sort(v.begin(), v.end());
+    return per_step;
+  };
+  auto one = collect(1, 1);
+  for (auto& v : one) EXPECT_EQ(v.size(), static_cast<size_t>(B));
+  EXPECT_EQ(collect(2, 1), one);
+  EXPECT_EQ(collect(3, 1), one);
+  EXPECT_EQ(collect(3, 2), one);
+  EXPECT_EQ(collect(5, 3), one);
+}
+
+TEST(Loader, FirstSampleIsTheStreamPosition) {
+  Split split;
+  split.x = Tensor::zeros({10, 1});
+  split.y = Tensor::zeros({10}, DType::i32);
+  Loader loader(split, {8, 2, 1, 2, 1, 3, 0});
+  Batch b = loader.next();  // step 3, micro 0 = positions [24, 28); rank 1 of 2 = [26, 28)
+  EXPECT_EQ(b.first_sample, 26);
+  EXPECT_EQ(b.x.dim(0), 2);
+}
+
+TEST(Normalize, StandardisesTrainingFeatures) {
+  Split split;
+  split.x = testing::random_tensor({100, 3}, 5, 2, 9);
+  FeatureStats st = feature_stats(split.x);
+  normalize_inputs(split, st);
+  FeatureStats after = feature_stats(split.x);
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_NEAR(after.mean[c], 0.0, 1e-5);
+    EXPECT_NEAR(after.stddev[c], 1.0, 1e-4);
+  }
+}
+
+}  // namespace
+}  // namespace tern

@@ -1,0 +1,209 @@
+// Finite-difference gradient checks for every registered layer and loss, and for a whole model.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+
+#include "tern/layers.h"
+#include "tern/model.h"
+#include "test_util.h"
+
+namespace tern {
+namespace {
+
+using testing::random_tensor;
+
+// The layer specs checked here; a layer type missing from this list fails the coverage test.
+const std::vector<std::string> kLayerCases = {
+    "linear out=5", "linear out=4 bias=false", "relu", "gelu", "tanh", "dropout p=0.3", "layernorm",
+};
+
+constexpr float kEps = 1e-2f;
+constexpr double kTol = 2e-3;
+
+// Relative error that tolerates tiny gradients.
+double rel_err(double a, double b) { return std::abs(a - b) / std::max(1e-2, std::abs(a) + std::abs(b)); }
+
+struct LayerHarness {
+  std::unique_ptr<Layer> layer;
+  Tensor params, grads;
+  std::vector<std::pair<int64_t, int64_t>> ranges;  // (offset, count) per parameter
+};
+
+LayerHarness build(const std::string& text, const Shape& in) {
+  LayerSpec spec = LayerSpec::parse(text, 2);
+  LayerHarness h;
+  h.layer = make_layer(spec, in);
+  int64_t total = 0;
+  for (const auto& p : h.layer->param_specs()) total += shape_numel(p.shape);
+  h.params = random_tensor({total}, 77, -0.8f, 0.8f);
+  h.grads = Tensor::zeros({total});
+  std::vector<Tensor> pv, gv;
+  int64_t off = 0;
+  for (const auto& p : h.layer->param_specs()) {
+    pv.push_back(h.params.slice(off, p.shape));
+    gv.push_back(h.grads.slice(off, p.shape));
+    h.ranges.push_back({off, shape_numel(p.shape)});
+    off += shape_numel(p.shape);
+  }
+  h.layer->bind(pv, gv);
+  return h;
+}
+
+TEST(GradCheck, EveryRegisteredLayerIsCovered) {
+  std::set<std::string> covered;
+  for (const auto& text : kLayerCases) covered.insert(LayerSpec::parse(text, 0).type());
+  for (const auto& [name, info] : layer_registry())
+    EXPECT_TRUE(covered.count(name)) << "layer '" << name << "' has no gradient check";
+}
+
+class LayerGradCheck : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(LayerGradCheck, MatchesFiniteDifferences) {
+  const int64_t rows = 3, in = 6;
+  LayerHarness h = build(GetParam(), {in});
+  h.layer->reserve(rows);
+  // Inputs kept away from 0 so relu's kink is not inside the finite-difference step.
+  Tensor x = random_tensor({rows, in}, 1, 0.1f, 1.0f);
+  for (int64_t i = 0; i < x.numel(); i += 2) x.data<float>()[i] *= -1.0f;
+  Shape out_shape = {rows, shape_numel(h.layer->out_shape())};
+  Tensor r = random_tensor(out_shape, 2);  // L = sum(y * r), so dL/dy = r
+  StepContext ctx{true, 99, 1000};
+
+  auto loss = [&]() {
+    Tensor y = Tensor::empty(out_shape);
+    h.layer->forward(x, y, ctx);
+    double l = 0;
+    for (int64_t i = 0; i < y.numel(); ++i) l += double(y.data<float>()[i]) * r.data<float>()[i];
+    return l;
+  };
+  Tensor y = Tensor::empty(out_shape), dx = Tensor::empty({rows, in});
+  h.layer->forward(x, y, ctx);
+  h.grads.zero_();
+  h.layer->backward(x, y, r, &dx, ctx);
+
+  auto check = [&](Tensor& t, const Tensor& analytic, const std::string& what) {
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      float& v = t.data<float>()[i];
+      const float saved = v;
+      v = saved + kEps;
+      const double lp = loss();
+      v = saved - kEps;
+      const double lm = loss();
+      v = saved;
+      const double numeric = (lp - lm) / (2 * kEps);
+      EXPECT_LT(rel_err(analytic.data<float>()[i], numeric), kTol)
+          << GetParam() << " " << what << "[" << i << "]: analytic " << analytic.data<float>()[i]
+          << " numeric " << numeric;
+    }
+  };
+  check(x, dx, "input");
+  for (size_t k = 0; k < h.ranges.size(); ++k) {
+    Tensor p = h.params.slice(h.ranges[k].first, {h.ranges[k].second});
+    Tensor g = h.grads.slice(h.ranges[k].first, {h.ranges[k].second});
+    check(p, g, "param" + std::to_string(k));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Layers, LayerGradCheck, ::testing::ValuesIn(kLayerCases),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n)
+                             if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return n;
+                         });
+
+TEST(GradCheck, EveryLossMatchesFiniteDifferences) {
+  for (const auto& [name, info] : loss_registry()) {
+    auto loss = make_loss(name);
+    const int64_t rows = 4, cols = 5;
+    Tensor out = random_tensor({rows, cols}, 3, -2, 2);
+    Tensor target;
+    if (loss->classification()) {
+      target = Tensor::empty({rows}, DType::i32);
+      for (int64_t i = 0; i < rows; ++i) target.data<int32_t>()[i] = static_cast<int32_t>(i % cols);
+    } else {
+      target = random_tensor({rows, cols}, 4);
+    }
+    const float scale = 1.0f / rows;
+    Tensor dout = Tensor::empty({rows, cols});
+    loss->compute(out, target, &dout, scale);
+    for (int64_t i = 0; i < out.numel(); ++i) {
+      float& v = out.data<float>()[i];
+      const float saved = v;
+      v = saved + kEps;
+      const double lp = loss->compute(out, target, nullptr, scale).loss_sum * scale;
+      v = saved - kEps;
+      const double lm = loss->compute(out, target, nullptr, scale).loss_sum * scale;
+      v = saved;
+      EXPECT_LT(rel_err(dout.data<float>()[i], (lp - lm) / (2 * kEps)), kTol) << name << " [" << i << "]";
+    }
+  }
+}
+
+TEST(GradCheck, WholeModelMatchesFiniteDifferences) {
+  Model model({"linear out=7", "layernorm", "gelu", "dropout p=0.2", "linear out=6", "tanh",
+               "linear out=3"},
+              "softmax_cross_entropy", {5});
+  model.init_params(5);
+  Tensor x = random_tensor({4, 5}, 6);
+  Tensor y = Tensor::empty({4}, DType::i32);
+  for (int i = 0; i < 4; ++i) y.data<int32_t>()[i] = i % 3;
+  StepContext ctx{true, 11, 0};
+  auto loss = [&] {
+    model.forward(x, ctx);
+    return model.loss(y, 0.25f, false).loss_sum * 0.25;
+  };
+  model.zero_grads();
+  model.forward(x, ctx);
+  model.loss(y, 0.25f, true);
+  std::vector<int64_t> ready;
+  model.backward(ctx, [&](int64_t off) { ready.push_back(off); });
+  ASSERT_EQ(ready.size(), 7u);
+  EXPECT_TRUE(std::is_sorted(ready.rbegin(), ready.rend())) << "readiness moves towards offset 0";
+  EXPECT_EQ(ready.back(), 0);
+  Tensor& p = model.params();
+  for (const ParamInfo& info : model.param_table())
+    for (int64_t i = info.offset; i < info.offset + shape_numel(info.shape); ++i) {
+      float& v = p.data<float>()[i];
+      const float saved = v;
+      v = saved + kEps;
+      const double lp = loss();
+      v = saved - kEps;
+      const double lm = loss();
+      v = saved;
+      EXPECT_LT(rel_err(model.grads().data<float>()[i], (lp - lm) / (2 * kEps)), kTol) << info.name << " [" << i - info.offset << "]";
+    }
+}
+
+TEST(Model, FlatBufferLayout) {
+  Model model({"linear out=3", "relu", "layernorm", "linear out=2 bias=false"}, "mse", {5});
+  const auto& t = model.param_table();
+  ASSERT_EQ(t.size(), 5u);
+  EXPECT_EQ(t[0].name, "0.linear.weight");
+  EXPECT_EQ(t[4].name, "3.linear.weight");
+  for (const auto& p : t) EXPECT_EQ(p.offset % 16, 0) << p.name << " is aligned";
+  EXPECT_FALSE(t[1].decay);  // bias
+  EXPECT_FALSE(t[2].decay);  // layernorm weight
+  EXPECT_TRUE(t[4].decay);
+  EXPECT_EQ(model.segments().size(), 5u);
+}
+
+TEST(Model, ConfigErrorsNameTheLayer) {
+  auto message = [](std::vector<std::string> layers) {
+    try {
+      Model m(layers, "softmax_cross_entropy", {4});
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message({"linear out=3", "conv9"}).find("model.layer 1 (conv9): unknown layer type 'conv9'"), std::string::npos);
+  EXPECT_NE(message({"linear"}).find("missing argument out=N"), std::string::npos);
+  EXPECT_NE(message({"linear out=3 widht=2"}).find("unknown argument 'widht'"), std::string::npos);
+  EXPECT_NE(message({"dropout p=1.5"}).find("p must be in [0, 1)"), std::string::npos);
+  EXPECT_NE(message({"linear out=abc"}).find("out=abc is not an integer"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tern

@@ -1,0 +1,27 @@
+#pragma once
+#include <algorithm>
+#include <random>
+#include <string>
+
+#include "tern/tensor.h"
+
+namespace tern::testing {
+
+inline Tensor random_tensor(Shape shape, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+  Tensor t = Tensor::empty(std::move(shape));
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
+  return t;
+}
+
+inline Tensor copy_of(const Tensor& t) {
+  Tensor out = Tensor::empty(t.shape(), t.dtype());
+  std::copy_n(static_cast<const char*>(t.raw()), t.nbytes(), static_cast<char*>(out.raw()));
+  return out;
+}
+
+// A fresh temporary path for a file a test writes.
+std::string temp_path(const std::string& name);
+
+}  // namespace tern::testing
