@@ -1,8 +1,8 @@
 #include "tern/config.h"
 
+#include <charconv>
 #include <filesystem>
 #include <fstream>
-#include <iomanip>
 #include <sstream>
 
 #include "tern/error.h"
@@ -19,7 +19,10 @@ std::string OptionSet::format(const T& v) {
   if constexpr (std::is_same_v<T, bool>) {
     out << (v ? "true" : "false");
   } else if constexpr (std::is_floating_point_v<T>) {
-    out << std::setprecision(std::numeric_limits<T>::max_digits10) << v;
+    // The shortest text that reads back as the same value: 0.001, not 0.00100000005.
+    char buf[64];
+    auto res = std::to_chars(buf, buf + sizeof buf, v);
+    out << std::string(buf, res.ptr);
   } else {
     out << v;
   }
@@ -70,7 +73,8 @@ void OptionSet::add_value(const std::string& key, const po::value_semantic* sem,
 
 void OptionSet::add_list(const std::string& key, std::vector<std::string>* target,
                          const std::string& help) {
-  section(key).add_options()(key.c_str(), po::value<std::vector<std::string>>(target), help.c_str());
+  section(key).add_options()(key.c_str(), po::value<std::vector<std::string>>(target),
+                             help.c_str());
   keys_.emplace_back(key, [key, target] {
     std::string out;
     for (size_t i = 0; i < target->size(); ++i)
@@ -88,6 +92,7 @@ std::string OptionSet::help_text() const {
       << "  --help           this text\n"
       << "  --version        version and git commit\n";
   for (const auto& name : section_order_) out << "\n" << *sections_.at(name);
+  if (!epilog_.empty()) out << "\n" << epilog_;
   return out.str();
 }
 
@@ -161,45 +166,56 @@ std::string OptionSet::effective_ini() const {
 }
 
 void register_trainer_options(OptionSet& o, TrainerConfig& c) {
-  std::string layer_help = "a layer, in order; repeat the key for each layer. Types:";
-  for (const auto& [name, info] : layer_registry()) layer_help += "\n  " + name + " " + info.help;
-  std::string loss_help = "loss:";
-  for (const auto& [name, info] : loss_registry()) loss_help += "\n  " + name + ": " + info.help;
-  o.add_list("model.layer", &c.model.layers, layer_help);
-  o.add("model.loss", &c.model.loss, loss_help);
+  std::string types = "Layer types (model.layer = TYPE [key=value ...]):\n";
+  for (const auto& [name, info] : layer_registry()) types += "  " + name + " " + info.help + "\n";
+  types += "\nLosses (model.loss):\n";
+  for (const auto& [name, info] : loss_registry()) types += "  " + name + ": " + info.help + "\n";
+  o.set_epilog(types);
+  o.add_list("model.layer", &c.model.layers,
+             "a layer, in order: TYPE [key=value ...]; repeat the key for each layer");
+  o.add("model.loss", &c.model.loss, "loss: softmax_cross_entropy | mse");
   o.add("model.input_dim", &c.model.input_dim, "input features; 0 takes them from the data file");
 
-  o.add("data.path", &c.data.path, "HDF5 file with /train/x, /train/y and optionally /val/x, /val/y");
+  o.add("data.path", &c.data.path,
+        "HDF5 file with /train/x, /train/y and optionally /val/x, /val/y");
   o.add("data.normalize", &c.data.normalize,
         "input normalisation: standard (per-feature mean/std of the training split) | none");
   o.add("data.prefetch", &c.data.prefetch, "batches each rank's loader prepares ahead");
 
   o.add("optim.name", &c.optim.name, "optimizer: adamw | sgd");
   o.add("optim.lr", &c.optim.lr, "peak learning rate");
-  o.add("optim.weight_decay", &c.optim.weight_decay, "weight decay (not applied to biases and norms)");
+  o.add("optim.weight_decay", &c.optim.weight_decay,
+        "weight decay (not applied to biases and norms)");
   o.add("optim.beta1", &c.optim.beta1, "AdamW first-moment decay");
   o.add("optim.beta2", &c.optim.beta2, "AdamW second-moment decay");
   o.add("optim.eps", &c.optim.eps, "AdamW epsilon");
   o.add("optim.momentum", &c.optim.momentum, "SGD momentum");
   o.add("optim.nesterov", &c.optim.nesterov, "SGD Nesterov momentum");
-  o.add("optim.schedule", &c.optim.schedule, "learning-rate decay after warmup: cosine | linear | constant");
+  o.add("optim.schedule", &c.optim.schedule,
+        "learning-rate decay after warmup: cosine | linear | constant");
   o.add("optim.warmup_steps", &c.optim.warmup_steps, "linear warmup steps");
-  o.add("optim.min_lr_ratio", &c.optim.min_lr_ratio, "final learning rate as a fraction of optim.lr");
+  o.add("optim.min_lr_ratio", &c.optim.min_lr_ratio,
+        "final learning rate as a fraction of optim.lr");
   o.add("optim.clip_norm", &c.optim.clip_norm, "clip the global gradient norm to this; 0 = off");
 
   o.add("train.steps", &c.train.steps, "optimizer steps in all");
   o.add("train.batch_size", &c.train.batch_size, "global batch (all ranks, all micro-batches)");
   o.add("train.accum_steps", &c.train.accum_steps, "micro-batches accumulated per optimizer step");
   o.add("train.seed", &c.train.seed, "seed of initialisation, data order and dropout");
-  o.add("train.eval_every", &c.train.eval_every, "evaluate on the validation split every N steps; 0 = only at the end");
-  o.add("train.eval_batch_size", &c.train.eval_batch_size, "rows per evaluation batch on each rank");
+  o.add("train.eval_every", &c.train.eval_every,
+        "evaluate on the validation split every N steps; 0 = only at the end");
+  o.add("train.eval_batch_size", &c.train.eval_batch_size,
+        "rows per evaluation batch on each rank");
   o.add("train.log_every", &c.train.log_every, "write a metrics record every N steps");
-  o.add("train.on_nonfinite", &c.train.on_nonfinite, "a NaN/Inf loss: error (stop, exit 1) | skip (drop the step)");
+  o.add("train.on_nonfinite", &c.train.on_nonfinite,
+        "a NaN/Inf loss: error (stop, exit 1) | skip (drop the step)");
 
   o.add("run.dir", &c.run.dir, "output folder: metrics.jsonl, config.ini; empty = no files");
-  o.add("run.threads", &c.run.threads, "BLAS threads per rank; 0 = cores of the node / ranks on the node");
+  o.add("run.threads", &c.run.threads,
+        "BLAS threads per rank; 0 = cores of the node / ranks on the node");
   o.add("run.log_level", &c.run.log_level, "rank 0's log level: debug | info | warn | error");
-  o.add("run.progress", &c.run.progress, "live progress line on rank 0: auto (when a terminal) | on | off");
+  o.add("run.progress", &c.run.progress,
+        "live progress line on rank 0: auto (when a terminal) | on | off");
 
   o.add("dist.backend", &c.dist.backend, "gradient all-reduce: auto | mpi | none (world size 1)");
   o.add("dist.bucket_mb", &c.dist.bucket_mb, "all-reduce bucket size in MB");
@@ -223,7 +239,8 @@ void validate_trainer_config(const OptionSet& o, const TrainerConfig& c) {
   require(!c.model.layers.empty(), o, "model.layer", "the model needs at least one layer");
   require(c.model.input_dim >= 0, o, "model.input_dim", "must be >= 0");
   require(!c.data.path.empty(), o, "data.path", "no data file given");
-  require(one_of(c.data.normalize, {"standard", "none"}), o, "data.normalize", "expected standard or none");
+  require(one_of(c.data.normalize, {"standard", "none"}), o, "data.normalize",
+          "expected standard or none");
   require(c.data.prefetch >= 1, o, "data.prefetch", "must be >= 1");
   require(one_of(c.optim.name, {"adamw", "sgd"}), o, "optim.name", "expected adamw or sgd");
   require(c.optim.lr > 0, o, "optim.lr", "must be > 0");
@@ -235,7 +252,8 @@ void validate_trainer_config(const OptionSet& o, const TrainerConfig& c) {
   require(one_of(c.optim.schedule, {"cosine", "linear", "constant"}), o, "optim.schedule",
           "expected cosine, linear or constant");
   require(c.optim.warmup_steps >= 0, o, "optim.warmup_steps", "must be >= 0");
-  require(c.optim.min_lr_ratio >= 0 && c.optim.min_lr_ratio <= 1, o, "optim.min_lr_ratio", "must be in [0, 1]");
+  require(c.optim.min_lr_ratio >= 0 && c.optim.min_lr_ratio <= 1, o, "optim.min_lr_ratio",
+          "must be in [0, 1]");
   require(c.optim.clip_norm >= 0, o, "optim.clip_norm", "must be >= 0");
   require(c.train.steps >= 1, o, "train.steps", "must be >= 1");
   require(c.train.batch_size >= 1, o, "train.batch_size", "must be >= 1");
@@ -246,12 +264,15 @@ void validate_trainer_config(const OptionSet& o, const TrainerConfig& c) {
   require(c.train.eval_every >= 0, o, "train.eval_every", "must be >= 0");
   require(c.train.eval_batch_size >= 1, o, "train.eval_batch_size", "must be >= 1");
   require(c.train.log_every >= 1, o, "train.log_every", "must be >= 1");
-  require(one_of(c.train.on_nonfinite, {"error", "skip"}), o, "train.on_nonfinite", "expected error or skip");
+  require(one_of(c.train.on_nonfinite, {"error", "skip"}), o, "train.on_nonfinite",
+          "expected error or skip");
   require(c.run.threads >= 0, o, "run.threads", "must be >= 0");
   require(one_of(c.run.log_level, {"debug", "info", "warn", "error"}), o, "run.log_level",
           "expected debug, info, warn or error");
-  require(one_of(c.run.progress, {"auto", "on", "off"}), o, "run.progress", "expected auto, on or off");
-  require(one_of(c.dist.backend, {"auto", "mpi", "none"}), o, "dist.backend", "expected auto, mpi or none");
+  require(one_of(c.run.progress, {"auto", "on", "off"}), o, "run.progress",
+          "expected auto, on or off");
+  require(one_of(c.dist.backend, {"auto", "mpi", "none"}), o, "dist.backend",
+          "expected auto, mpi or none");
   require(c.dist.bucket_mb > 0, o, "dist.bucket_mb", "must be > 0");
 }
 

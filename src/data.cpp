@@ -49,26 +49,30 @@ void check_finite(const std::string& path, const std::string& dataset, const Ten
   for (int64_t i = 0; i < t.numel(); ++i)
     if (!std::isfinite(p[i]))
       throw InputError(bad(path, dataset,
-                           "row " + std::to_string(i / cols) + ", column " + std::to_string(i % cols) +
-                               " is " + (std::isnan(p[i]) ? "NaN" : "infinite")));
+                           "row " + std::to_string(i / cols) + ", column " +
+                               std::to_string(i % cols) + " is " +
+                               (std::isnan(p[i]) ? "NaN" : "infinite")));
 }
 
 Split load_split(const h5::File& file, const std::string& name, const DataExpectation& expect) {
   const std::string xs = "/" + name + "/x", ys = "/" + name + "/y";
   const std::string& path = file.path();
   for (const auto& ds : {xs, ys})
-    if (!file.exists(ds)) throw InputError(bad(path, ds, "missing (tern-data writes /train/x, /train/y, /val/x, /val/y)"));
+    if (!file.exists(ds))
+      throw InputError(
+          bad(path, ds, "missing (tern-data writes /train/x, /train/y, /val/x, /val/y)"));
   h5::DatasetInfo xi = file.info(xs), yi = file.info(ys);
   if (xi.type_class != h5::TypeClass::floating)
     throw InputError(bad(path, xs, "expected float features, found " + type_name(xi)));
   if (xi.dims.size() < 2)
-    throw InputError(bad(path, xs, "expected shape [rows, features...], found " + shape_str(xi.dims)));
+    throw InputError(
+        bad(path, xs, "expected shape [rows, features...], found " + shape_str(xi.dims)));
   const int64_t rows = xi.dims[0];
   const int64_t features = shape_numel(Shape(xi.dims.begin() + 1, xi.dims.end()));
   if (expect.input_dim && features != expect.input_dim)
-    throw InputError(bad(path, xs, "rows have " + std::to_string(features) +
-                                       " features, the model expects " + std::to_string(expect.input_dim) +
-                                       " (model.input_dim)"));
+    throw InputError(bad(path, xs,
+                         "rows have " + std::to_string(features) + " features, the model expects " +
+                             std::to_string(expect.input_dim) + " (model.input_dim)"));
   if (expect.classification) {
     if (yi.type_class != h5::TypeClass::integer)
       throw InputError(bad(path, ys, "expected integer class labels, found " + type_name(yi)));
@@ -79,12 +83,14 @@ Split load_split(const h5::File& file, const std::string& name, const DataExpect
       throw InputError(bad(path, ys, "expected float regression targets, found " + type_name(yi)));
     const int64_t d = yi.dims.size() == 1 ? 1 : yi.dims.size() == 2 ? yi.dims[1] : -1;
     if (d != expect.target_dim)
-      throw InputError(bad(path, ys, "expected shape [rows, " + std::to_string(expect.target_dim) +
-                                         "], found " + shape_str(yi.dims)));
+      throw InputError(bad(path, ys,
+                           "expected shape [rows, " + std::to_string(expect.target_dim) +
+                               "], found " + shape_str(yi.dims)));
   }
   if (yi.dims[0] != rows)
-    throw InputError(bad(path, ys, "has " + std::to_string(yi.dims[0]) + " rows but " + xs + " has " +
-                                       std::to_string(rows)));
+    throw InputError(bad(
+        path, ys,
+        "has " + std::to_string(yi.dims[0]) + " rows but " + xs + " has " + std::to_string(rows)));
 
   Split split;
   split.name = name;
@@ -95,9 +101,10 @@ Split load_split(const h5::File& file, const std::string& name, const DataExpect
     const int32_t* labels = split.y.data<int32_t>();
     for (int64_t r = 0; r < rows; ++r)
       if (labels[r] < 0 || labels[r] >= expect.classes)
-        throw InputError(bad(path, ys, "row " + std::to_string(r) + " has label " + std::to_string(labels[r]) +
-                                           ", outside [0, " + std::to_string(expect.classes) +
-                                           ") (the model's output size)"));
+        throw InputError(bad(path, ys,
+                             "row " + std::to_string(r) + " has label " +
+                                 std::to_string(labels[r]) + ", outside [0, " +
+                                 std::to_string(expect.classes) + ") (the model's output size)"));
   } else {
     split.y = file.read(ys, DType::f32).reshape({rows, expect.target_dim});
     check_finite(path, ys, split.y);
@@ -136,10 +143,12 @@ FeatureStats feature_stats(const Tensor& x) {
 int64_t Dataset::input_dim_of(const std::string& path) {
   h5::File file = h5::File::open(path);
   if (!file.exists("/train/x"))
-    throw InputError(bad(path, "/train/x", "missing (tern-data writes /train/x, /train/y, /val/x, /val/y)"));
+    throw InputError(
+        bad(path, "/train/x", "missing (tern-data writes /train/x, /train/y, /val/x, /val/y)"));
   h5::DatasetInfo xi = file.info("/train/x");
   if (xi.dims.size() < 2)
-    throw InputError(bad(path, "/train/x", "expected shape [rows, features...], found " + shape_str(xi.dims)));
+    throw InputError(
+        bad(path, "/train/x", "expected shape [rows, features...], found " + shape_str(xi.dims)));
   return shape_numel(Shape(xi.dims.begin() + 1, xi.dims.end()));
 }
 
@@ -152,8 +161,9 @@ Dataset Dataset::load(const std::string& path, const DataExpectation& expect) {
   ds.has_val = file.exists("/val/x") || file.exists("/val/y");
   if (ds.has_val) ds.val = load_split(file, "val", expect);
   if (ds.has_val && ds.val.x.shape().size() != ds.train.x.shape().size())
-    throw InputError(bad(path, "/val/x", "shape " + shape_str(ds.val.x.shape()) + " does not match /train/x " +
-                                             shape_str(ds.train.x.shape())));
+    throw InputError(bad(path, "/val/x",
+                         "shape " + shape_str(ds.val.x.shape()) + " does not match /train/x " +
+                             shape_str(ds.train.x.shape())));
   return ds;
 }
 
@@ -182,7 +192,9 @@ const std::vector<int64_t>& Sampler::permutation(int64_t epoch) {
   return cache_.emplace(epoch, std::move(perm)).first->second;
 }
 
-int64_t Sampler::sample_at(int64_t position) { return permutation(position / rows_)[position % rows_]; }
+int64_t Sampler::sample_at(int64_t position) {
+  return permutation(position / rows_)[position % rows_];
+}
 
 std::pair<int64_t, int64_t> even_share(int64_t total, int64_t part, int64_t parts) {
   return {total * part / parts, total * (part + 1) / parts};
@@ -231,7 +243,8 @@ void Loader::run() {
       for (int64_t micro = 0; micro < opt_.accum_steps; ++micro) {
         Batch b = make(step, micro);
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || static_cast<int64_t>(ready_.size()) < opt_.prefetch; });
+        cv_.wait(lock,
+                 [&] { return stop_ || static_cast<int64_t>(ready_.size()) < opt_.prefetch; });
         if (stop_) return;
         ready_.push_back(std::move(b));
         cv_.notify_all();

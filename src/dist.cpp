@@ -64,8 +64,8 @@ class MpiCommunicator final : public Communicator {
     // MPI counts are ints: send large buffers in pieces.
     constexpr size_t kPiece = size_t{1} << 30;
     for (size_t off = 0; off < bytes; off += kPiece)
-      check(MPI_Bcast(static_cast<char*>(data) + off, static_cast<int>(std::min(kPiece, bytes - off)),
-                      MPI_BYTE, root, comm_),
+      check(MPI_Bcast(static_cast<char*>(data) + off,
+                      static_cast<int>(std::min(kPiece, bytes - off)), MPI_BYTE, root, comm_),
             "MPI_Bcast");
   }
   void barrier() override { check(MPI_Barrier(comm_), "MPI_Barrier"); }
@@ -104,8 +104,10 @@ void ProcessGroup::abort(int code) const {
 std::unique_ptr<Communicator> make_mpi_communicator(MpiScope scope) {
   int initialized = 0;
   MPI_Initialized(&initialized);
-  if (!initialized) throw std::runtime_error("MPI communicator requested, but MPI is not initialised");
-  return std::make_unique<MpiCommunicator>(scope == MpiScope::world ? MPI_COMM_WORLD : MPI_COMM_SELF);
+  if (!initialized)
+    throw std::runtime_error("MPI communicator requested, but MPI is not initialised");
+  return std::make_unique<MpiCommunicator>(scope == MpiScope::world ? MPI_COMM_WORLD
+                                                                    : MPI_COMM_SELF);
 }
 
 #else

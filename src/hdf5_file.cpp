@@ -28,11 +28,16 @@ struct Id {
 
 hid_t memory_type(DType dt) {
   switch (dt) {
-    case DType::f32: return H5T_NATIVE_FLOAT;
-    case DType::i32: return H5T_NATIVE_INT32;
-    case DType::i64: return H5T_NATIVE_INT64;
-    case DType::u8: return H5T_NATIVE_UINT8;
-    case DType::bf16: break;
+    case DType::f32:
+      return H5T_NATIVE_FLOAT;
+    case DType::i32:
+      return H5T_NATIVE_INT32;
+    case DType::i64:
+      return H5T_NATIVE_INT64;
+    case DType::u8:
+      return H5T_NATIVE_UINT8;
+    case DType::bf16:
+      break;
   }
   throw std::invalid_argument(std::string("h5: no HDF5 type for ") + dtype_name(dt));
 }
@@ -55,7 +60,9 @@ File File::create(const std::string& path) {
   return File(path, id);
 }
 
-File::File(File&& other) noexcept : path_(std::move(other.path_)), id_(other.id_) { other.id_ = -1; }
+File::File(File&& other) noexcept : path_(std::move(other.path_)), id_(other.id_) {
+  other.id_ = -1;
+}
 
 File& File::operator=(File&& other) noexcept {
   std::swap(path_, other.path_);
@@ -67,9 +74,7 @@ File::~File() {
   if (id_ >= 0) H5Fclose(id_);
 }
 
-std::string File::where(const std::string& object) const {
-  return "'" + path_ + "': " + object;
-}
+std::string File::where(const std::string& object) const { return "'" + path_ + "': " + object; }
 
 bool File::exists(const std::string& object) const {
   // H5Lexists fails on a missing intermediate group, so walk the path.
@@ -93,9 +98,14 @@ DatasetInfo File::info(const std::string& dataset) const {
   Id space(H5Dget_space(ds), H5Sclose);
   DatasetInfo out;
   switch (H5Tget_class(type)) {
-    case H5T_INTEGER: out.type_class = TypeClass::integer; break;
-    case H5T_FLOAT: out.type_class = TypeClass::floating; break;
-    default: out.type_class = TypeClass::other;
+    case H5T_INTEGER:
+      out.type_class = TypeClass::integer;
+      break;
+    case H5T_FLOAT:
+      out.type_class = TypeClass::floating;
+      break;
+    default:
+      out.type_class = TypeClass::other;
   }
   out.type_size = H5Tget_size(type);
   int rank = H5Sget_simple_extent_ndims(space);
@@ -134,7 +144,8 @@ void File::write(const std::string& dataset, const Tensor& t) {
     throw std::runtime_error("'" + path_ + "': cannot write dataset " + dataset);
 }
 
-void File::write_attr(const std::string& object, const std::string& name, const std::string& value) {
+void File::write_attr(const std::string& object, const std::string& name,
+                      const std::string& value) {
   Id type(H5Tcopy(H5T_C_S1), H5Tclose);
   H5Tset_size(type, std::max<size_t>(value.size(), 1));
   H5Tset_cset(type, H5T_CSET_UTF8);
@@ -172,7 +183,8 @@ std::string File::read_attr_string(const std::string& object, const std::string&
     return out;
   }
   std::string out(H5Tget_size(type), '\0');
-  if (H5Aread(attr, type, out.data()) < 0) throw InputError(where(object) + ": cannot read " + name);
+  if (H5Aread(attr, type, out.data()) < 0)
+    throw InputError(where(object) + ": cannot read " + name);
   out.resize(out.find('\0') == std::string::npos ? out.size() : out.find('\0'));
   return out;
 }

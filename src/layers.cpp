@@ -19,7 +19,8 @@ LayerSpec LayerSpec::parse(const std::string& text, int index) {
     if (eq == std::string::npos || eq == 0 || eq + 1 == token.size())
       throw InputError(spec.where() + ": argument '" + token + "' is not key=value");
     auto key = token.substr(0, eq);
-    if (spec.args_.count(key)) throw InputError(spec.where() + ": argument '" + key + "' given twice");
+    if (spec.args_.count(key))
+      throw InputError(spec.where() + ": argument '" + key + "' given twice");
     spec.args_[key] = token.substr(eq + 1);
   }
   return spec;
@@ -127,9 +128,7 @@ class Linear final : public Layer {
 
 class ActivationLayer final : public Layer {
  public:
-  ActivationLayer(ops::Activation act, const Shape& in) : act_(act) {
-    in_shape_ = out_shape_ = in;
-  }
+  ActivationLayer(ops::Activation act, const Shape& in) : act_(act) { in_shape_ = out_shape_ = in; }
   const char* type() const override { return ops::activation_name(act_); }
   void forward(const Tensor& x, Tensor& y, const StepContext&) override {
     ops::activation_forward(act_, x, y);
@@ -162,7 +161,9 @@ class Dropout final : public Layer {
   }
 
  private:
-  ops::DropoutKey key(const StepContext& ctx) const { return {ctx.seed, stream_, ctx.first_sample}; }
+  ops::DropoutKey key(const StepContext& ctx) const {
+    return {ctx.seed, stream_, ctx.first_sample};
+  }
   float p_ = 0.1f;
   uint32_t stream_ = 0;
 };
@@ -193,8 +194,8 @@ class LayerNorm final : public Layer {
     Tensor mean = mean_.slice(0, {x.dim(0)}), rstd = rstd_.slice(0, {x.dim(0)});
     Tensor scratch;
     if (!dx) scratch = Tensor::empty(x.shape());
-    ops::layernorm_backward(dy, x, params_[0], mean, rstd, dx ? *dx : scratch, grads_[0],
-                            grads_[1], true);
+    ops::layernorm_backward(dy, x, params_[0], mean, rstd, dx ? *dx : scratch, grads_[0], grads_[1],
+                            true);
   }
 
  private:
@@ -235,7 +236,8 @@ std::unique_ptr<Layer> make_layer(LayerSpec& spec, const Shape& in) {
   if (it == reg.end()) {
     std::string known;
     for (const auto& [name, info] : reg) known += (known.empty() ? "" : ", ") + name;
-    throw InputError(spec.where() + ": unknown layer type '" + spec.type() + "' (known: " + known + ")");
+    throw InputError(spec.where() + ": unknown layer type '" + spec.type() + "' (known: " + known +
+                     ")");
   }
   auto layer = it->second.make(spec, in);
   spec.check_all_used();

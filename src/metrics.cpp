@@ -15,9 +15,9 @@ void StepTimes::add(const StepTimes& o) {
 
 nlohmann::json StepTimes::per_step_ms(int64_t steps) const {
   const double k = 1000.0 / static_cast<double>(std::max<int64_t>(steps, 1));
-  return {{"data_wait_ms", data_wait * k},         {"forward_ms", forward * k},
-          {"backward_ms", backward * k},           {"allreduce_wait_ms", allreduce_wait * k},
-          {"optimizer_ms", optimizer * k},         {"checkpoint_stall_ms", checkpoint_stall * k}};
+  return {{"data_wait_ms", data_wait * k}, {"forward_ms", forward * k},
+          {"backward_ms", backward * k},   {"allreduce_wait_ms", allreduce_wait * k},
+          {"optimizer_ms", optimizer * k}, {"checkpoint_stall_ms", checkpoint_stall * k}};
 }
 
 RunLog::RunLog(const std::string& path) : out_(path, std::ios::trunc) {

@@ -64,8 +64,12 @@ void Model::init_params(uint64_t seed) {
     float* p = base + info.offset;
     const int64_t n = shape_numel(info.shape);
     switch (info.init) {
-      case Init::zeros: std::fill(p, p + n, 0.0f); break;
-      case Init::ones: std::fill(p, p + n, 1.0f); break;
+      case Init::zeros:
+        std::fill(p, p + n, 0.0f);
+        break;
+      case Init::ones:
+        std::fill(p, p + n, 1.0f);
+        break;
       case Init::uniform_fan_in: {
         // U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as PyTorch's Linear; a 64-bit engine with a
         // hand-made float conversion so the values are the same with every standard library.

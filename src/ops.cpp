@@ -47,9 +47,12 @@ void expect_segments(const char* op, const std::vector<ParamSegment>& segments, 
 
 const char* activation_name(Activation a) {
   switch (a) {
-    case Activation::relu: return "relu";
-    case Activation::gelu: return "gelu";
-    case Activation::tanh: return "tanh";
+    case Activation::relu:
+      return "relu";
+    case Activation::gelu:
+      return "gelu";
+    case Activation::tanh:
+      return "tanh";
   }
   return "?";
 }
@@ -62,9 +65,11 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& 
   }
   int64_t m = trans_a ? a.dim(1) : a.dim(0), k = trans_a ? a.dim(0) : a.dim(1);
   int64_t kb = trans_b ? b.dim(1) : b.dim(0), n = trans_b ? b.dim(0) : b.dim(1);
-  if (k != kb) fail("gemm", "inner dimensions differ: " + shape_str(a.shape()) + " x " + shape_str(b.shape()));
+  if (k != kb)
+    fail("gemm", "inner dimensions differ: " + shape_str(a.shape()) + " x " + shape_str(b.shape()));
   expect_shape("gemm", "c", c, {m, n});
-  cpu::gemm(trans_a, trans_b, m, n, k, alpha, a.data<float>(), b.data<float>(), beta, c.data<float>());
+  cpu::gemm(trans_a, trans_b, m, n, k, alpha, a.data<float>(), b.data<float>(), beta,
+            c.data<float>());
 }
 
 void add_bias(Tensor& y, const Tensor& bias) {
@@ -108,19 +113,25 @@ static void check_dropout(const char* op, const Tensor& x, const Tensor& y, floa
 
 void dropout_forward(const Tensor& x, Tensor& y, float p, DropoutKey key) {
   check_dropout("dropout_forward", x, y, p);
-  cpu::dropout(x.data<float>(), y.data<float>(), x.dim(0), x.numel() / std::max<int64_t>(x.dim(0), 1), p, key);
+  cpu::dropout(x.data<float>(), y.data<float>(), x.dim(0),
+               x.numel() / std::max<int64_t>(x.dim(0), 1), p, key);
 }
 
 void dropout_backward(const Tensor& dy, Tensor& dx, float p, DropoutKey key) {
   // The mask is the same function of the key, so backward is the forward applied to dy.
   check_dropout("dropout_backward", dy, dx, p);
-  cpu::dropout(dy.data<float>(), dx.data<float>(), dy.dim(0), dy.numel() / std::max<int64_t>(dy.dim(0), 1), p, key);
+  cpu::dropout(dy.data<float>(), dx.data<float>(), dy.dim(0),
+               dy.numel() / std::max<int64_t>(dy.dim(0), 1), p, key);
 }
 
 void layernorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& y,
                        Tensor& mean, Tensor& rstd, float eps) {
-  for (auto [n, t] : {P{"x", &x}, {"gamma", &gamma}, {"beta", &beta}, {"y", &y},
-                      {"mean", &mean}, {"rstd", &rstd}})
+  for (auto [n, t] : {P{"x", &x},
+                      {"gamma", &gamma},
+                      {"beta", &beta},
+                      {"y", &y},
+                      {"mean", &mean},
+                      {"rstd", &rstd}})
     expect_f32("layernorm_forward", n, *t);
   expect_2d("layernorm_forward", "x", x);
   int64_t rows = x.dim(0), cols = x.dim(1);
@@ -136,8 +147,14 @@ void layernorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta,
 void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                         const Tensor& rstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta,
                         bool accumulate) {
-  for (auto [n, t] : {P{"dy", &dy}, {"x", &x}, {"gamma", &gamma}, {"mean", &mean},
-                      {"rstd", &rstd}, {"dx", &dx}, {"dgamma", &dgamma}, {"dbeta", &dbeta}})
+  for (auto [n, t] : {P{"dy", &dy},
+                      {"x", &x},
+                      {"gamma", &gamma},
+                      {"mean", &mean},
+                      {"rstd", &rstd},
+                      {"dx", &dx},
+                      {"dgamma", &dgamma},
+                      {"dbeta", &dbeta}})
     expect_f32("layernorm_backward", n, *t);
   expect_2d("layernorm_backward", "x", x);
   int64_t rows = x.dim(0), cols = x.dim(1);
@@ -148,9 +165,9 @@ void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, 
   expect_shape("layernorm_backward", "dbeta", dbeta, {cols});
   expect_shape("layernorm_backward", "mean", mean, {rows});
   expect_shape("layernorm_backward", "rstd", rstd, {rows});
-  cpu::layernorm_backward(dy.data<float>(), x.data<float>(), gamma.data<float>(), mean.data<float>(),
-                          rstd.data<float>(), dx.data<float>(), dgamma.data<float>(),
-                          dbeta.data<float>(), rows, cols, accumulate);
+  cpu::layernorm_backward(dy.data<float>(), x.data<float>(), gamma.data<float>(),
+                          mean.data<float>(), rstd.data<float>(), dx.data<float>(),
+                          dgamma.data<float>(), dbeta.data<float>(), rows, cols, accumulate);
 }
 
 LossStats softmax_cross_entropy(const Tensor& logits, const Tensor& labels, Tensor* dlogits,

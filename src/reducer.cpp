@@ -15,7 +15,8 @@ GradReducer::GradReducer(Communicator& comm, Tensor grads, double bucket_mb)
   int64_t end = n;
   double cap_mb = std::min(kFirstBucketMb, bucket_mb);
   while (end > 0) {
-    const int64_t cap = std::max<int64_t>(1, static_cast<int64_t>(cap_mb * (1 << 20) / sizeof(float)));
+    const int64_t cap =
+        std::max<int64_t>(1, static_cast<int64_t>(cap_mb * (1 << 20) / sizeof(float)));
     const int64_t begin = std::max<int64_t>(0, end - cap);
     buckets_.push_back({begin, end - begin});
     end = begin;

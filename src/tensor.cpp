@@ -9,22 +9,32 @@ namespace tern {
 
 size_t dtype_size(DType dt) {
   switch (dt) {
-    case DType::f32: return 4;
-    case DType::bf16: return 2;
-    case DType::i32: return 4;
-    case DType::i64: return 8;
-    case DType::u8: return 1;
+    case DType::f32:
+      return 4;
+    case DType::bf16:
+      return 2;
+    case DType::i32:
+      return 4;
+    case DType::i64:
+      return 8;
+    case DType::u8:
+      return 1;
   }
   return 0;
 }
 
 const char* dtype_name(DType dt) {
   switch (dt) {
-    case DType::f32: return "f32";
-    case DType::bf16: return "bf16";
-    case DType::i32: return "i32";
-    case DType::i64: return "i64";
-    case DType::u8: return "u8";
+    case DType::f32:
+      return "f32";
+    case DType::bf16:
+      return "bf16";
+    case DType::i32:
+      return "i32";
+    case DType::i64:
+      return "i64";
+    case DType::u8:
+      return "u8";
   }
   return "?";
 }
@@ -50,7 +60,8 @@ Tensor Tensor::empty(Shape shape, DType dt, Device dev) {
   if (dev.kind != DeviceKind::cpu)
     throw std::runtime_error("Tensor::empty: device " + device_name(dev) + " is not built in");
   for (int64_t d : shape)
-    if (d < 0) throw std::invalid_argument("Tensor::empty: negative dimension in " + shape_str(shape));
+    if (d < 0)
+      throw std::invalid_argument("Tensor::empty: negative dimension in " + shape_str(shape));
   Tensor t;
   t.shape_ = std::move(shape);
   t.dtype_ = dt;
@@ -101,7 +112,8 @@ Tensor Tensor::rows(int64_t begin, int64_t count) const {
 
 Tensor Tensor::reshape(Shape shape) const {
   if (shape_numel(shape) != numel())
-    throw std::invalid_argument("Tensor::reshape: " + shape_str(shape_) + " to " + shape_str(shape));
+    throw std::invalid_argument("Tensor::reshape: " + shape_str(shape_) + " to " +
+                                shape_str(shape));
   Tensor t = *this;
   t.shape_ = std::move(shape);
   return t;

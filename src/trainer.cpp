@@ -18,7 +18,8 @@ namespace tern {
 int configure_blas_threads(int64_t requested, int local_world) {
   int threads = static_cast<int>(requested);
   if (threads == 0)
-    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / std::max(local_world, 1));
+    threads = std::max(
+        1, static_cast<int>(std::thread::hardware_concurrency()) / std::max(local_world, 1));
   openblas_set_num_threads(threads);
   return threads;
 }
@@ -44,7 +45,8 @@ Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_in
     normalize_inputs(data_.train, stats_);
     if (data_.has_val) normalize_inputs(data_.val, stats_);
   }
-  if (!data_.has_val) spdlog::warn("data file '{}' has no /val split: no evaluation", cfg_.data.path);
+  if (!data_.has_val)
+    spdlog::warn("data file '{}' has no /val split: no evaluation", cfg_.data.path);
 
   // Every rank initialises from the same seed; the broadcast makes rank 0's copy the truth even
   // if a rank's initialisation ever differed.
@@ -58,12 +60,14 @@ Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_in
     log_ = RunLog(cfg_.run.dir + "/metrics.jsonl");
     if (!effective_ini_.empty()) std::ofstream(cfg_.run.dir + "/config.ini") << effective_ini_;
   }
-  progress_line_ = root && (cfg_.run.progress == "on" || (cfg_.run.progress == "auto" && isatty(2)));
+  progress_line_ =
+      root && (cfg_.run.progress == "on" || (cfg_.run.progress == "auto" && isatty(2)));
   if (root)
-    spdlog::info("model: {} layers, {} parameters; data: {} train rows, {} val rows; {} rank(s), "
-                 "global batch {}, {} all-reduce bucket(s)",
-                 model_->num_layers(), model_->num_params(), data_.train.rows(), data_.val.rows(),
-                 comm_.size(), cfg_.train.batch_size, reducer_->num_buckets());
+    spdlog::info(
+        "model: {} layers, {} parameters; data: {} train rows, {} val rows; {} rank(s), "
+        "global batch {}, {} all-reduce bucket(s)",
+        model_->num_layers(), model_->num_params(), data_.train.rows(), data_.val.rows(),
+        comm_.size(), cfg_.train.batch_size, reducer_->num_buckets());
 }
 
 Trainer::~Trainer() = default;
@@ -88,12 +92,14 @@ EvalResult Trainer::evaluate() {
   return out;
 }
 
-void Trainer::log_progress(int64_t step, double loss, float lr, double samples_per_sec, bool final) {
+void Trainer::log_progress(int64_t step, double loss, float lr, double samples_per_sec,
+                           bool final) {
   const int64_t total = cfg_.train.steps;
   const double elapsed = seconds_since(start_);
   const double eta = step > 0 ? elapsed / step * (total - step) : 0;
   char line[200];
-  std::snprintf(line, sizeof line, "step %lld/%lld  loss %.4f  lr %.2e  %.0f samples/s  ETA %d:%02d",
+  std::snprintf(line, sizeof line,
+                "step %lld/%lld  loss %.4f  lr %.2e  %.0f samples/s  ETA %d:%02d",
                 static_cast<long long>(step), static_cast<long long>(total), loss, lr,
                 samples_per_sec, static_cast<int>(eta) / 60, static_cast<int>(eta) % 60);
   if (progress_line_) {
@@ -181,10 +187,14 @@ TrainResult Trainer::run() {
       interval_steps = 0;
       interval_start = Clock::now();
     }
-    if (data_.has_val && ((tc.eval_every && done % tc.eval_every == 0 && !last_step) || last_step)) {
+    if (data_.has_val &&
+        ((tc.eval_every && done % tc.eval_every == 0 && !last_step) || last_step)) {
       auto te = Clock::now();
       EvalResult ev = evaluate();
-      log_.write({{"step", done}, {"event", "eval"}, {"val_loss", ev.loss}, {"val_accuracy", ev.accuracy}});
+      log_.write({{"step", done},
+                  {"event", "eval"},
+                  {"val_loss", ev.loss},
+                  {"val_accuracy", ev.accuracy}});
       if (comm_.rank() == 0 && !last_step)
         spdlog::info("step {}: val_loss {:.4f} val_accuracy {:.4f}", done, ev.loss, ev.accuracy);
       result.val = ev;
@@ -211,8 +221,8 @@ TrainResult Trainer::run() {
   if (comm_.rank() == 0)
     spdlog::info("done: {} steps in {:.1f} s, train_loss {:.4f}{}, param_checksum {}", tc.steps,
                  wall, result.train_loss,
-                 data_.has_val ? fmt::format(", val_loss {:.4f}, val_accuracy {:.4f}", result.val.loss,
-                                             result.val.accuracy)
+                 data_.has_val ? fmt::format(", val_loss {:.4f}, val_accuracy {:.4f}",
+                                             result.val.loss, result.val.accuracy)
                                : "",
                  result.param_checksum);
   return result;

@@ -41,9 +41,12 @@ std::vector<std::string> split_csv_line(const std::string& line) {
   std::string field;
   bool quoted = false;
   for (char c : line) {
-    if (c == '"') quoted = !quoted;
-    else if (c == ',' && !quoted) out.push_back(trim(field)), field.clear();
-    else field += c;
+    if (c == '"')
+      quoted = !quoted;
+    else if (c == ',' && !quoted)
+      out.push_back(trim(field)), field.clear();
+    else
+      field += c;
   }
   out.push_back(trim(field));
   return out;
@@ -92,15 +95,16 @@ int convert(int argc, char** argv) {
   double val_fraction = 0.2;
   int64_t seed = 0;
   po::options_description desc("tern-data convert");
-  desc.add_options()("help", "this text")
-      ("input", po::value(&input)->required(), "CSV file")
-      ("output", po::value(&output)->required(), "HDF5 file to write")
-      ("label-column", po::value(&label_column)->default_value(label_column),
-       "label column: index (negative counts from the end) or header name")
-      ("header", po::value(&header)->default_value(header), "first line is a header: auto | yes | no")
-      ("task", po::value(&task)->default_value(task), "classification (integer labels) | regression")
-      ("val-fraction", po::value(&val_fraction)->default_value(val_fraction), "share of rows for /val")
-      ("seed", po::value(&seed)->default_value(seed), "seed of the train/val split");
+  desc.add_options()("help", "this text")("input", po::value(&input)->required(), "CSV file")(
+      "output", po::value(&output)->required(), "HDF5 file to write")(
+      "label-column", po::value(&label_column)->default_value(label_column),
+      "label column: index (negative counts from the end) or header name")(
+      "header", po::value(&header)->default_value(header),
+      "first line is a header: auto | yes | no")("task", po::value(&task)->default_value(task),
+                                                 "classification (integer labels) | regression")(
+      "val-fraction", po::value(&val_fraction)->default_value(val_fraction),
+      "share of rows for /val")("seed", po::value(&seed)->default_value(seed),
+                                "seed of the train/val split");
   po::variables_map vm;
   po::store(po::parse_command_line(argc, argv, desc), vm);
   if (vm.count("help")) {
@@ -108,7 +112,8 @@ int convert(int argc, char** argv) {
     return kExitOk;
   }
   po::notify(vm);
-  if (!(val_fraction >= 0 && val_fraction < 1)) throw InputError("--val-fraction must be in [0, 1)");
+  if (!(val_fraction >= 0 && val_fraction < 1))
+    throw InputError("--val-fraction must be in [0, 1)");
   if (task != "classification" && task != "regression")
     throw InputError("--task=" + task + ": expected classification or regression");
   if (header != "auto" && header != "yes" && header != "no")
@@ -128,7 +133,8 @@ int convert(int argc, char** argv) {
     std::vector<std::string> fields = split_csv_line(line);
     if (columns < 0) {
       columns = static_cast<int64_t>(fields.size());
-      if (columns < 2) throw InputError(input + ":" + std::to_string(line_no) + ": need at least 2 columns");
+      if (columns < 2)
+        throw InputError(input + ":" + std::to_string(line_no) + ": need at least 2 columns");
       double v;
       bool is_header = header == "yes";
       if (header == "auto")
@@ -140,26 +146,31 @@ int convert(int argc, char** argv) {
         label = idx < 0 ? columns + idx : idx;
       } else {
         auto it = std::find(names.begin(), names.end(), label_column);
-        if (it == names.end()) throw InputError("--label-column=" + label_column + ": no such column in the header of " + input);
+        if (it == names.end())
+          throw InputError("--label-column=" + label_column + ": no such column in the header of " +
+                           input);
         label = it - names.begin();
       }
       if (label < 0 || label >= columns)
-        throw InputError("--label-column=" + label_column + ": " + input + " has " + std::to_string(columns) + " columns");
+        throw InputError("--label-column=" + label_column + ": " + input + " has " +
+                         std::to_string(columns) + " columns");
       features = columns - 1;
       if (is_header) continue;
     }
     if (static_cast<int64_t>(fields.size()) != columns)
-      throw InputError(input + ":" + std::to_string(line_no) + ": " + std::to_string(fields.size()) +
-                       " fields, expected " + std::to_string(columns));
+      throw InputError(input + ":" + std::to_string(line_no) + ": " +
+                       std::to_string(fields.size()) + " fields, expected " +
+                       std::to_string(columns));
     for (int64_t c = 0; c < columns; ++c) {
       double v;
       if (!parse_number(fields[c], &v) || !std::isfinite(v))
-        throw InputError(input + ":" + std::to_string(line_no) + ", column " + std::to_string(c + 1) +
-                         ": '" + fields[c] + "' is not a finite number");
+        throw InputError(input + ":" + std::to_string(line_no) + ", column " +
+                         std::to_string(c + 1) + ": '" + fields[c] + "' is not a finite number");
       if (c == label) {
         if (classification && (v < 0 || v != std::floor(v) || v > INT32_MAX))
-          throw InputError(input + ":" + std::to_string(line_no) + ", column " + std::to_string(c + 1) +
-                           ": label '" + fields[c] + "' is not a non-negative integer (--task=classification)");
+          throw InputError(input + ":" + std::to_string(line_no) + ", column " +
+                           std::to_string(c + 1) + ": label '" + fields[c] +
+                           "' is not a non-negative integer (--task=classification)");
         y.push_back(v);
       } else {
         x.push_back(static_cast<float>(v));
@@ -188,13 +199,13 @@ int synth(int argc, char** argv) {
   int64_t rows = 10000, features = 784, classes = 10, seed = 0;
   double val_fraction = 0.1;
   po::options_description desc("tern-data synth");
-  desc.add_options()("help", "this text")
-      ("output", po::value(&output)->required(), "HDF5 file to write")
-      ("rows", po::value(&rows)->default_value(rows), "rows in all")
-      ("features", po::value(&features)->default_value(features), "features per row")
-      ("classes", po::value(&classes)->default_value(classes), "classes")
-      ("val-fraction", po::value(&val_fraction)->default_value(val_fraction), "share of rows for /val")
-      ("seed", po::value(&seed)->default_value(seed), "seed");
+  desc.add_options()("help", "this text")("output", po::value(&output)->required(),
+                                          "HDF5 file to write")(
+      "rows", po::value(&rows)->default_value(rows), "rows in all")(
+      "features", po::value(&features)->default_value(features), "features per row")(
+      "classes", po::value(&classes)->default_value(classes), "classes")(
+      "val-fraction", po::value(&val_fraction)->default_value(val_fraction),
+      "share of rows for /val")("seed", po::value(&seed)->default_value(seed), "seed");
   po::variables_map vm;
   po::store(po::parse_command_line(argc, argv, desc), vm);
   if (vm.count("help")) {
@@ -202,7 +213,8 @@ int synth(int argc, char** argv) {
     return kExitOk;
   }
   po::notify(vm);
-  if (rows < 1 || features < 1 || classes < 2) throw InputError("synth: need rows >= 1, features >= 1, classes >= 2");
+  if (rows < 1 || features < 1 || classes < 2)
+    throw InputError("synth: need rows >= 1, features >= 1, classes >= 2");
   // Gaussian blobs around one random centre per class: learnable, and cheap to make.
   std::mt19937_64 rng(static_cast<uint64_t>(seed));
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -213,7 +225,8 @@ int synth(int argc, char** argv) {
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t k = static_cast<int64_t>(rng() % static_cast<uint64_t>(classes));
     y[r] = static_cast<double>(k);
-    for (int64_t f = 0; f < features; ++f) x[r * features + f] = centres[k * features + f] + 2.0f * normal(rng);
+    for (int64_t f = 0; f < features; ++f)
+      x[r * features + f] = centres[k * features + f] + 2.0f * normal(rng);
   }
   auto [train_rows, val_rows] = split_rows(rows, val_fraction, static_cast<uint64_t>(seed));
   h5::File out = h5::File::create(output);
@@ -222,8 +235,9 @@ int synth(int argc, char** argv) {
   out.write_attr("/", "task", std::string("classification"));
   out.write_attr("/", "source", std::string("synthetic"));
   out.write_attr("/", "created_by", std::string("tern-data ") + version_string());
-  std::printf("synthetic: %lld rows x %lld features, %lld classes -> %s\n", static_cast<long long>(rows),
-              static_cast<long long>(features), static_cast<long long>(classes), output.c_str());
+  std::printf("synthetic: %lld rows x %lld features, %lld classes -> %s\n",
+              static_cast<long long>(rows), static_cast<long long>(features),
+              static_cast<long long>(classes), output.c_str());
   return kExitOk;
 }
 
@@ -234,15 +248,19 @@ void describe_split(const h5::File& file, const std::string& name) {
       continue;
     }
     h5::DatasetInfo info = file.info(ds);
-    const char* cls = info.type_class == h5::TypeClass::integer ? "int" : info.type_class == h5::TypeClass::floating ? "float" : "other";
-    std::printf("  %-10s %s%zu  %s\n", ds.c_str(), cls, info.type_size * 8, shape_str(info.dims).c_str());
+    const char* cls = info.type_class == h5::TypeClass::integer    ? "int"
+                      : info.type_class == h5::TypeClass::floating ? "float"
+                                                                   : "other";
+    std::printf("  %-10s %s%zu  %s\n", ds.c_str(), cls, info.type_size * 8,
+                shape_str(info.dims).c_str());
   }
 }
 
 int info(int argc, char** argv) {
   std::string path;
   po::options_description desc("tern-data info");
-  desc.add_options()("help", "this text")("file", po::value(&path)->required(), "HDF5 dataset file");
+  desc.add_options()("help", "this text")("file", po::value(&path)->required(),
+                                          "HDF5 dataset file");
   po::positional_options_description pos;
   pos.add("file", 1);
   po::variables_map vm;
@@ -267,13 +285,15 @@ int info(int argc, char** argv) {
   std::printf("\nper-feature statistics of /train/x (%lld rows):\n%8s %12s %12s %12s %12s\n",
               static_cast<long long>(x.dim(0)), "feature", "mean", "std", "min", "max");
   for (size_t f = 0; f < s.mean.size(); ++f)
-    std::printf("%8zu %12.5g %12.5g %12.5g %12.5g\n", f, s.mean[f], s.stddev[f], s.min[f], s.max[f]);
+    std::printf("%8zu %12.5g %12.5g %12.5g %12.5g\n", f, s.mean[f], s.stddev[f], s.min[f],
+                s.max[f]);
   if (file.exists("/train/y") && file.info("/train/y").type_class == h5::TypeClass::integer) {
     Tensor y = file.read("/train/y", DType::i32);
     std::map<int32_t, int64_t> counts;
     for (int64_t i = 0; i < y.numel(); ++i) ++counts[y.data<int32_t>()[i]];
     std::printf("\nlabels of /train/y:");
-    for (auto [label, count] : counts) std::printf(" %d:%lld", label, static_cast<long long>(count));
+    for (auto [label, count] : counts)
+      std::printf(" %d:%lld", label, static_cast<long long>(count));
     std::printf("\n");
   }
   return kExitOk;

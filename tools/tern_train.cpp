@@ -31,7 +31,8 @@ int main(int argc, char** argv) {
       case OptionSet::Outcome::version:
         if (root) std::cout << "tern-train " << version_string() << "\n";
         return kExitOk;
-      case OptionSet::Outcome::run: break;
+      case OptionSet::Outcome::run:
+        break;
     }
     validate_trainer_config(options, cfg);
   } catch (const InputError& e) {
@@ -44,7 +45,8 @@ int main(int argc, char** argv) {
     if (cfg.dist.backend == "none" && group->world() > 1)
       throw InputError(options.describe("dist.backend") + ": " + std::to_string(group->world()) +
                        " ranks need a communication backend");
-    auto comm = group->world() > 1 ? make_mpi_communicator(MpiScope::world) : make_single_communicator();
+    auto comm =
+        group->world() > 1 ? make_mpi_communicator(MpiScope::world) : make_single_communicator();
     const int threads = configure_blas_threads(cfg.run.threads, group->local_world());
     if (root)
       spdlog::info("tern-train {}: {} rank(s), {} on this node, {} BLAS thread(s) per rank",

@@ -21,12 +21,16 @@ class OptionSet {
 
   template <class T>
   void add(const std::string& key, T* target, const std::string& help) {
-    add_value(key, boost::program_options::value<T>(target)->default_value(*target), help,
-              [target] { return format(*target); });
+    add_value(key,
+              boost::program_options::value<T>(target)->default_value(*target, format(*target)),
+              help, [target] { return format(*target); });
   }
   // A key that may repeat (one value per line in the INI file, or per --key on the command
   // line); the command line replaces the file's list as a whole.
   void add_list(const std::string& key, std::vector<std::string>* target, const std::string& help);
+
+  // Text printed after the keys in --help.
+  void set_epilog(std::string text) { epilog_ = std::move(text); }
 
   enum class Outcome { run, help, version };
   Outcome parse(int argc, const char* const* argv);
@@ -48,6 +52,7 @@ class OptionSet {
   boost::program_options::options_description& section(const std::string& key);
 
   std::string program_;
+  std::string epilog_;
   std::string config_file_;
   std::vector<std::string> section_order_;
   std::map<std::string, std::unique_ptr<boost::program_options::options_description>> sections_;

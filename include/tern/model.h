@@ -69,8 +69,9 @@ class Model {
   int64_t capacity_rows_ = 0;
   int64_t rows_ = 0;
   std::vector<Tensor> act_store_;  // output of layer i, capacity_rows_ rows
-  std::vector<Tensor> acts_;       // views of the current batch: acts_[0] input, acts_[i+1] output of layer i
-  Tensor dact_store_[2];           // ping-pong gradients of activations
+  std::vector<Tensor>
+      acts_;  // views of the current batch: acts_[0] input, acts_[i+1] output of layer i
+  Tensor dact_store_[2];  // ping-pong gradients of activations
 };
 
 }  // namespace tern

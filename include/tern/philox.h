@@ -36,6 +36,8 @@ TERN_HD Philox4 philox4x32(Philox4 ctr, uint32_t k0, uint32_t k1) {
 }
 
 // Uniform float in [0, 1) from the top 24 bits.
-TERN_HD float philox_uniform(uint32_t x) { return static_cast<float>(x >> 8) * (1.0f / 16777216.0f); }
+TERN_HD float philox_uniform(uint32_t x) {
+  return static_cast<float>(x >> 8) * (1.0f / 16777216.0f);
+}
 
 }  // namespace tern

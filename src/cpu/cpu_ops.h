@@ -13,7 +13,8 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 void add_bias(float* y, const float* bias, int64_t rows, int64_t cols);
 void bias_grad(const float* dy, float* dbias, int64_t rows, int64_t cols, bool accumulate);
 void activation_forward(ops::Activation act, const float* x, float* y, int64_t n);
-void activation_backward(ops::Activation act, const float* x, const float* dy, float* dx, int64_t n);
+void activation_backward(ops::Activation act, const float* x, const float* dy, float* dx,
+                         int64_t n);
 void dropout(const float* x, float* y, int64_t rows, int64_t cols, float p, ops::DropoutKey key);
 void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean,
                        float* rstd, int64_t rows, int64_t cols, float eps);
@@ -28,7 +29,7 @@ double sum_squares(const float* x, int64_t n);
 void scale(float* x, float s, int64_t n);
 void adamw_update(float* p, const float* g, float* m, float* v,
                   const std::vector<ops::ParamSegment>& segments, const ops::AdamWHyper& h);
-void sgd_update(float* p, const float* g, float* vel, const std::vector<ops::ParamSegment>& segments,
-                const ops::SgdHyper& h);
+void sgd_update(float* p, const float* g, float* vel,
+                const std::vector<ops::ParamSegment>& segments, const ops::SgdHyper& h);
 
 }  // namespace tern::cpu

@@ -45,7 +45,8 @@ void activation_forward(ops::Activation act, const float* x, float* y, int64_t n
   }
 }
 
-void activation_backward(ops::Activation act, const float* x, const float* dy, float* dx, int64_t n) {
+void activation_backward(ops::Activation act, const float* x, const float* dy, float* dx,
+                         int64_t n) {
   switch (act) {
     case ops::Activation::relu:
       for (int64_t i = 0; i < n; ++i) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
@@ -77,10 +78,10 @@ void dropout(const float* x, float* y, int64_t rows, int64_t cols, float p, ops:
     const float* in = x + r * cols;
     float* out = y + r * cols;
     for (int64_t c0 = 0; c0 < cols; c0 += 4) {
-      Philox4 bits = philox4x32(
-          Philox4{{static_cast<uint32_t>(sample), static_cast<uint32_t>(sample >> 32),
-                   static_cast<uint32_t>(c0 / 4), 0u}},
-          k0, k1);
+      Philox4 bits =
+          philox4x32(Philox4{{static_cast<uint32_t>(sample), static_cast<uint32_t>(sample >> 32),
+                              static_cast<uint32_t>(c0 / 4), 0u}},
+                     k0, k1);
       for (int64_t j = 0; j < 4 && c0 + j < cols; ++j)
         out[c0 + j] = philox_uniform(bits.v[j]) < p ? 0.0f : in[c0 + j] * keep_scale;
     }

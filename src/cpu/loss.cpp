@@ -14,7 +14,8 @@ ops::LossStats softmax_cross_entropy(const float* logits, const int32_t* labels,
     const int32_t label = labels[r];
     if (label < 0 || label >= classes)
       throw std::out_of_range("softmax_cross_entropy: row " + std::to_string(r) + " has label " +
-                              std::to_string(label) + ", outside [0, " + std::to_string(classes) + ")");
+                              std::to_string(label) + ", outside [0, " + std::to_string(classes) +
+                              ")");
     float zmax = z[0];
     int64_t argmax = 0;
     for (int64_t c = 1; c < classes; ++c)

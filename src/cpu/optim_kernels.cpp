@@ -21,8 +21,8 @@ void adamw_update(float* p, const float* g, float* m, float* v,
   }
 }
 
-void sgd_update(float* p, const float* g, float* vel, const std::vector<ops::ParamSegment>& segments,
-                const ops::SgdHyper& h) {
+void sgd_update(float* p, const float* g, float* vel,
+                const std::vector<ops::ParamSegment>& segments, const ops::SgdHyper& h) {
   for (const auto& seg : segments) {
     const float wd = seg.decay ? h.weight_decay : 0.0f;
     for (int64_t i = seg.offset, end = seg.offset + seg.count; i < end; ++i) {

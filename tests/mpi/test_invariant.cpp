@@ -28,7 +28,8 @@ void write_dataset(const std::string& path) {
     for (int64_t r = 0; r < count; ++r) {
       int32_t label = static_cast<int32_t>(rng() % classes);
       y.data<int32_t>()[r] = label;
-      for (int64_t c = 0; c < features; ++c) x.data<float>()[r * features + c] = n(rng) + (c % classes == label ? 2.0f : 0.0f);
+      for (int64_t c = 0; c < features; ++c)
+        x.data<float>()[r * features + c] = n(rng) + (c % classes == label ? 2.0f : 0.0f);
     }
     f.write(std::string("/") + name + "/x", x);
     f.write(std::string("/") + name + "/y", y);
@@ -37,8 +38,8 @@ void write_dataset(const std::string& path) {
 
 TrainerConfig base_config() {
   TrainerConfig c;
-  c.model.layers = {"linear out=24", "layernorm", "gelu", "dropout p=0.2", "linear out=16", "relu",
-                    "dropout p=0.1", "linear out=4"};
+  c.model.layers = {"linear out=24", "layernorm", "gelu",          "dropout p=0.2",
+                    "linear out=16", "relu",      "dropout p=0.1", "linear out=4"};
   c.data.path = g_data_path;
   c.train.steps = 25;
   c.train.batch_size = 23;  // not divisible by 2 or 3: uneven shares

@@ -52,7 +52,8 @@ TEST(Config, ReadsFileWithRepeatedLayerKey) {
   Parsed p;
   ASSERT_EQ(p.parse({"--config", write_ini("good.ini", kGood)}), OptionSet::Outcome::run);
   validate_trainer_config(p.options, p.cfg);
-  EXPECT_EQ(p.cfg.model.layers, (std::vector<std::string>{"linear out=16", "relu", "linear out=3"}));
+  EXPECT_EQ(p.cfg.model.layers,
+            (std::vector<std::string>{"linear out=16", "relu", "linear out=3"}));
   EXPECT_EQ(p.cfg.train.steps, 20);
   EXPECT_EQ(p.cfg.train.seed, 1234) << "defaults stay";
 }
@@ -60,7 +61,8 @@ TEST(Config, ReadsFileWithRepeatedLayerKey) {
 TEST(Config, CommandLineWins) {
   Parsed p;
   std::string ini = write_ini("good.ini", kGood);
-  p.parse({"--config=" + ini, "--train.steps=7", "--optim.lr", "0.5", "--model.layer=linear out=2"});
+  p.parse(
+      {"--config=" + ini, "--train.steps=7", "--optim.lr", "0.5", "--model.layer=linear out=2"});
   EXPECT_EQ(p.cfg.train.steps, 7);
   EXPECT_FLOAT_EQ(p.cfg.optim.lr, 0.5f);
   EXPECT_EQ(p.cfg.model.layers, std::vector<std::string>{"linear out=2"}) << "replaces the list";
@@ -94,8 +96,10 @@ TEST(Config, BadValueNamesKeyValueAndFile) {
 TEST(Config, OutOfRangeValueNamesOrigin) {
   std::string ini = write_ini("good.ini", kGood);
   std::string err = error_of({"--config", ini, "--train.batch_size=0"});
-  EXPECT_NE(err.find("train.batch_size=0 (from command line): must be >= 1"), std::string::npos) << err;
-  err = error_of({"--config", write_ini("sched.ini", std::string(kGood) + "[optim]\nschedule = step\n")});
+  EXPECT_NE(err.find("train.batch_size=0 (from command line): must be >= 1"), std::string::npos)
+      << err;
+  err = error_of(
+      {"--config", write_ini("sched.ini", std::string(kGood) + "[optim]\nschedule = step\n")});
   EXPECT_NE(err.find("optim.schedule=step (from"), std::string::npos) << err;
   EXPECT_NE(err.find("expected cosine, linear or constant"), std::string::npos) << err;
 }

@@ -77,34 +77,43 @@ TEST(DataValidation, LabelOutOfRange) {
   s.bad_label = 3;
   s.bad_label_at = 11;
   std::string err = load_error(write("label.h5", s));
-  EXPECT_NE(err.find("dataset /train/y: row 11 has label 3, outside [0, 3)"), std::string::npos) << err;
+  EXPECT_NE(err.find("dataset /train/y: row 11 has label 3, outside [0, 3)"), std::string::npos)
+      << err;
 }
 
 TEST(DataValidation, WrongFeatureCount) {
   FileSpec s;
   s.features = 5;
   std::string err = load_error(write("shape.h5", s));
-  EXPECT_NE(err.find("dataset /train/x: rows have 5 features, the model expects 4"), std::string::npos) << err;
+  EXPECT_NE(err.find("dataset /train/x: rows have 5 features, the model expects 4"),
+            std::string::npos)
+      << err;
 }
 
 TEST(DataValidation, WrongLabelDtype) {
   FileSpec s;
   s.float_labels = true;
   std::string err = load_error(write("dtype.h5", s));
-  EXPECT_NE(err.find("dataset /train/y: expected integer class labels, found float"), std::string::npos) << err;
+  EXPECT_NE(err.find("dataset /train/y: expected integer class labels, found float"),
+            std::string::npos)
+      << err;
 }
 
 TEST(DataValidation, MissingDatasetAndFile) {
   FileSpec s;
   s.skip_train_y = true;
-  EXPECT_NE(load_error(write("missing.h5", s)).find("dataset /train/y: missing"), std::string::npos);
-  EXPECT_NE(load_error("/nonexistent.h5").find("'/nonexistent.h5' is missing or is not an HDF5 file"), std::string::npos);
+  EXPECT_NE(load_error(write("missing.h5", s)).find("dataset /train/y: missing"),
+            std::string::npos);
+  EXPECT_NE(
+      load_error("/nonexistent.h5").find("'/nonexistent.h5' is missing or is not an HDF5 file"),
+      std::string::npos);
 }
 
 TEST(DataValidation, RowCountMismatch) {
   FileSpec s;
   s.x_shape = {19, 4};
-  EXPECT_NE(load_error(write("rows.h5", s)).find("has 20 rows but /train/x has 19"), std::string::npos);
+  EXPECT_NE(load_error(write("rows.h5", s)).find("has 20 rows but /train/x has 19"),
+            std::string::npos);
 }
 
 TEST(Sampler, PermutationDependsOnlyOnSeedAndEpoch) {

@@ -22,7 +22,9 @@ constexpr float kEps = 1e-2f;
 constexpr double kTol = 2e-3;
 
 // Relative error that tolerates tiny gradients.
-double rel_err(double a, double b) { return std::abs(a - b) / std::max(1e-2, std::abs(a) + std::abs(b)); }
+double rel_err(double a, double b) {
+  return std::abs(a - b) / std::max(1e-2, std::abs(a) + std::abs(b));
+}
 
 struct LayerHarness {
   std::unique_ptr<Layer> layer;
@@ -136,7 +138,8 @@ TEST(GradCheck, EveryLossMatchesFiniteDifferences) {
       v = saved - kEps;
       const double lm = loss->compute(out, target, nullptr, scale).loss_sum * scale;
       v = saved;
-      EXPECT_LT(rel_err(dout.data<float>()[i], (lp - lm) / (2 * kEps)), kTol) << name << " [" << i << "]";
+      EXPECT_LT(rel_err(dout.data<float>()[i], (lp - lm) / (2 * kEps)), kTol)
+          << name << " [" << i << "]";
     }
   }
 }
@@ -172,7 +175,8 @@ TEST(GradCheck, WholeModelMatchesFiniteDifferences) {
       v = saved - kEps;
       const double lm = loss();
       v = saved;
-      EXPECT_LT(rel_err(model.grads().data<float>()[i], (lp - lm) / (2 * kEps)), kTol) << info.name << " [" << i - info.offset << "]";
+      EXPECT_LT(rel_err(model.grads().data<float>()[i], (lp - lm) / (2 * kEps)), kTol)
+          << info.name << " [" << i - info.offset << "]";
     }
 }
 
@@ -198,7 +202,9 @@ TEST(Model, ConfigErrorsNameTheLayer) {
     }
     return std::string("no error");
   };
-  EXPECT_NE(message({"linear out=3", "conv9"}).find("model.layer 1 (conv9): unknown layer type 'conv9'"), std::string::npos);
+  EXPECT_NE(
+      message({"linear out=3", "conv9"}).find("model.layer 1 (conv9): unknown layer type 'conv9'"),
+      std::string::npos);
   EXPECT_NE(message({"linear"}).find("missing argument out=N"), std::string::npos);
   EXPECT_NE(message({"linear out=3 widht=2"}).find("unknown argument 'widht'"), std::string::npos);
   EXPECT_NE(message({"dropout p=1.5"}).find("p must be in [0, 1)"), std::string::npos);

@@ -24,7 +24,8 @@ TEST(Gemm, AllTransposesMatchNaive) {
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < n; ++j) {
           double s = 0;
-          for (int64_t p = 0; p < k; ++p) s += double(ta ? at(a, p, i) : at(a, i, p)) * (tb ? at(b, j, p) : at(b, p, j));
+          for (int64_t p = 0; p < k; ++p)
+            s += double(ta ? at(a, p, i) : at(a, i, p)) * (tb ? at(b, j, p) : at(b, p, j));
           EXPECT_NEAR(at(c, i, j), 0.5 * s + 2.0 * at(c0, i, j), 1e-5) << ta << tb << i << j;
         }
     }
@@ -97,8 +98,10 @@ TEST(Dropout, DropRateAndScale) {
   int64_t zeros = 0;
   for (int64_t i = 0; i < y.numel(); ++i) {
     float v = y.data<float>()[i];
-    if (v == 0.0f) ++zeros;
-    else EXPECT_FLOAT_EQ(v, 1.0f / 0.75f);
+    if (v == 0.0f)
+      ++zeros;
+    else
+      EXPECT_FLOAT_EQ(v, 1.0f / 0.75f);
   }
   EXPECT_NEAR(double(zeros) / y.numel(), 0.25, 0.01);
   ops::dropout_forward(x, y, 0.25f, {8, 0, 0});

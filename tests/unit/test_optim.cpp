@@ -37,7 +37,8 @@ TEST(Optimizer, ClipsTheGlobalNorm) {
   Optimizer opt(c, 10, model.num_params());
   Tensor before = testing::copy_of(model.params());
   for (const ParamInfo& info : model.param_table())
-    for (int64_t i = 0; i < shape_numel(info.shape); ++i) model.grads().data<float>()[info.offset + i] = 1.0f;
+    for (int64_t i = 0; i < shape_numel(info.shape); ++i)
+      model.grads().data<float>()[info.offset + i] = 1.0f;
   Optimizer::StepStats s = opt.step(model, 0);
   double moved = 0;
   for (int64_t i = 0; i < before.numel(); ++i) {
