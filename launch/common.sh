@@ -6,6 +6,8 @@ TERN_PACKAGES=(
   libopenmpi-dev openmpi-bin
   libhdf5-dev libboost-program-options-dev libopenblas-dev
   libspdlog-dev nlohmann-json3-dev libxxhash-dev libgtest-dev
+  libcurl4-openssl-dev libssl-dev libpugixml-dev
+  python3-venv
 )
 
 # Installs the Debian packages of TERN_PACKAGES (plus any given) that are not installed yet.
@@ -20,6 +22,22 @@ install_packages() {
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The Python side of the tests: a venv at .venv-test with moto (S3 server) and boto3 (an
+# independent S3 client), for tests/store/s3_interop.sh. Exports TERN_TEST_PYTHON.
+setup_python_test_env() {
+  local venv=.venv-test
+  # Debian's python3 makes a venv without pip when python3-venv is missing: start over then.
+  if [ ! -x "$venv/bin/pip" ]; then
+    echo "== creating $venv (moto, boto3)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+  fi
+  if ! "$venv/bin/python" -c 'import moto.server, boto3' 2>/dev/null; then
+    "$venv/bin/pip" install -q 'moto[server]>=5,<6' boto3
+  fi
+  export TERN_TEST_PYTHON=$PWD/$venv/bin/python
 }
 
 # Configures and builds a CMake preset (release | debug-asan).

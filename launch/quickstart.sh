@@ -12,8 +12,12 @@ build/bin/tern-data convert --input data/digits.csv --output data/digits.h5
 
 run_dir=runs/digits
 rm -rf "$run_dir"
-echo "== training the digits MLP on 2 ranks (run folder $run_dir)"
-mpirun -np 2 --oversubscribe build/bin/tern-train --config configs/digits_mlp.ini --run.dir="$run_dir"
+echo "== training the digits MLP on 2 ranks (run folder $run_dir, checkpoints in $run_dir/store)"
+mpirun -np 2 --oversubscribe build/bin/tern-train --config configs/digits_mlp.ini --run.dir="$run_dir" \
+  --checkpoint.uri="$run_dir/store" --checkpoint.every_steps=250
+echo "== checkpoints"
+build/bin/tern-ckpt list "$run_dir/store"
+build/bin/tern-ckpt verify "$run_dir/store"
 
 python3 - "$run_dir/metrics.jsonl" <<'PY'
 import json, sys

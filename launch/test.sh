@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 source launch/common.sh
 
 install_packages
+setup_python_test_env
 
 echo "== checking formatting (clang-format)"
 mapfile -t sources < <(git ls-files '*.cpp' '*.h' '*.cu' '*.cuh')

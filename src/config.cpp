@@ -219,6 +219,27 @@ void register_trainer_options(OptionSet& o, TrainerConfig& c) {
 
   o.add("dist.backend", &c.dist.backend, "gradient all-reduce: auto | mpi | none (world size 1)");
   o.add("dist.bucket_mb", &c.dist.bucket_mb, "all-reduce bucket size in MB");
+
+  o.add("checkpoint.uri", &c.checkpoint.uri,
+        "where checkpoints go: a path, file://PATH or s3://BUCKET/PREFIX; empty = none");
+  o.add("checkpoint.every_steps", &c.checkpoint.every_steps,
+        "save every N steps; 0 = only at the end and when preempted");
+  o.add("checkpoint.keep", &c.checkpoint.keep, "newest complete checkpoints kept");
+  o.add("checkpoint.keep_every", &c.checkpoint.keep_every,
+        "also keep steps that are multiples of N; 0 = none");
+  o.add("checkpoint.async", &c.checkpoint.async, "upload in the background while training goes on");
+  o.add("checkpoint.retry_seconds", &c.checkpoint.retry_seconds,
+        "how long one store operation retries (backoff with jitter) before the save counts as "
+        "failed");
+  o.add(
+      "checkpoint.resume", &c.checkpoint.resume,
+      "auto (newest valid checkpoint under checkpoint.uri) | never | URI of one checkpoint folder");
+  o.add(
+      "checkpoint.spot_notice", &c.checkpoint.spot_notice,
+      "poll the AWS spot interruption notice (instance metadata) and checkpoint before it strikes");
+  o.add("checkpoint.spot_url", &c.checkpoint.spot_url, "instance metadata base URL");
+  o.add("checkpoint.spot_poll_seconds", &c.checkpoint.spot_poll_seconds,
+        "spot notice polling period");
 }
 
 namespace {
@@ -274,6 +295,13 @@ void validate_trainer_config(const OptionSet& o, const TrainerConfig& c) {
   require(one_of(c.dist.backend, {"auto", "mpi", "none"}), o, "dist.backend",
           "expected auto, mpi or none");
   require(c.dist.bucket_mb > 0, o, "dist.bucket_mb", "must be > 0");
+  require(c.checkpoint.every_steps >= 0, o, "checkpoint.every_steps", "must be >= 0");
+  require(c.checkpoint.keep >= 1, o, "checkpoint.keep", "must be >= 1");
+  require(c.checkpoint.retry_seconds >= 0, o, "checkpoint.retry_seconds", "must be >= 0");
+  require(c.checkpoint.keep_every >= 0, o, "checkpoint.keep_every", "must be >= 0");
+  require(c.checkpoint.spot_poll_seconds > 0, o, "checkpoint.spot_poll_seconds", "must be > 0");
+  require(!c.checkpoint.spot_notice || !c.checkpoint.spot_url.empty(), o, "checkpoint.spot_url",
+          "needed when checkpoint.spot_notice is on");
 }
 
 }  // namespace tern

@@ -220,7 +220,8 @@ Batch Loader::make(int64_t step, int64_t micro) {
   Batch b;
   b.step = step;
   b.micro = micro;
-  b.first_sample = step * opt_.batch_size + mb_begin + r_begin;
+  b.first_sample =
+      opt_.start_position + (step - opt_.start_step) * opt_.batch_size + mb_begin + r_begin;
   const int64_t rows = r_end - r_begin;
   Shape xs = split_.x.shape(), ys = split_.y.shape();
   xs[0] = ys[0] = rows;

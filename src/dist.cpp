@@ -1,6 +1,7 @@
 #include "tern/dist.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -68,9 +69,27 @@ class MpiCommunicator final : public Communicator {
                       static_cast<int>(std::min(kPiece, bytes - off)), MPI_BYTE, root, comm_),
             "MPI_Bcast");
   }
+  void allgather(const void* in, size_t bytes, void* out) override {
+    check(MPI_Allgather(in, static_cast<int>(bytes), MPI_BYTE, out, static_cast<int>(bytes),
+                        MPI_BYTE, comm_),
+          "MPI_Allgather");
+  }
   void barrier() override { check(MPI_Barrier(comm_), "MPI_Barrier"); }
+  std::unique_ptr<Communicator> duplicate() override {
+    MPI_Comm dup;
+    check(MPI_Comm_dup(comm_, &dup), "MPI_Comm_dup");
+    auto out = std::make_unique<MpiCommunicator>(dup);
+    out->owned_ = true;
+    return out;
+  }
+  ~MpiCommunicator() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (owned_ && !finalized) MPI_Comm_free(&comm_);
+  }
 
  private:
+  bool owned_ = false;
   MPI_Comm comm_;
   int rank_ = 0, size_ = 1;
   std::vector<MPI_Request> requests_;
@@ -80,9 +99,12 @@ class MpiCommunicator final : public Communicator {
 
 ProcessGroup::ProcessGroup(int* argc, char*** argv) {
   if (!launched_by_mpi()) return;
+  // Checkpoint commits run their collectives on a background thread, on their own communicator.
   int provided = 0;
-  check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+  check(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
   mpi_ = true;
+  if (provided < MPI_THREAD_MULTIPLE)
+    throw std::runtime_error("this MPI library does not support MPI_THREAD_MULTIPLE");
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &world_);
   MPI_Comm node;
@@ -137,7 +159,11 @@ class SingleCommunicator final : public Communicator {
   void wait_all() override {}
   void allreduce_sum(double*, int) override {}
   void broadcast(void*, size_t, int) override {}
+  void allgather(const void* in, size_t bytes, void* out) override { std::memcpy(out, in, bytes); }
   void barrier() override {}
+  std::unique_ptr<Communicator> duplicate() override {
+    return std::make_unique<SingleCommunicator>();
+  }
 };
 
 }  // namespace

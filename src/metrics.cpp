@@ -20,7 +20,8 @@ nlohmann::json StepTimes::per_step_ms(int64_t steps) const {
           {"optimizer_ms", optimizer * k}, {"checkpoint_stall_ms", checkpoint_stall * k}};
 }
 
-RunLog::RunLog(const std::string& path) : out_(path, std::ios::trunc) {
+RunLog::RunLog(const std::string& path, bool append)
+    : out_(path, append ? std::ios::app : std::ios::trunc) {
   if (!out_) throw std::runtime_error("cannot open run log '" + path + "'");
 }
 

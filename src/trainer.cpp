@@ -11,6 +11,7 @@
 
 #include "tern/error.h"
 #include "tern/log.h"
+#include "tern/preemption.h"
 #include "tern/version.h"
 
 namespace tern {
@@ -55,9 +56,27 @@ Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_in
   optim_ = std::make_unique<Optimizer>(cfg_.optim, cfg_.train.steps, model_->num_params());
   reducer_ = std::make_unique<GradReducer>(comm_, model_->grads(), cfg_.dist.bucket_mb);
 
+  bool resumed = false;
+  if (!cfg_.checkpoint.uri.empty()) {
+    std::vector<StateBuffer> state = {{"params", model_->params()}};
+    if (cfg_.optim.name == "adamw")
+      state.insert(state.end(), {{"optim.m", optim_->state_a()}, {"optim.v", optim_->state_b()}});
+    else
+      state.push_back({"optim.velocity", optim_->state_a()});
+    ckpt_ =
+        std::make_unique<CheckpointManager>(cfg_.checkpoint, comm_, std::move(state),
+                                            model_->param_table(), cfg_.optim.name, effective_ini_);
+    if (auto pos = ckpt_->resume()) {
+      start_ = *pos;
+      resumed = true;
+    }
+  }
+
   if (root && !cfg_.run.dir.empty()) {
     std::filesystem::create_directories(cfg_.run.dir);
-    log_ = RunLog(cfg_.run.dir + "/metrics.jsonl");
+    log_ = RunLog(cfg_.run.dir + "/metrics.jsonl", resumed);
+    if (resumed)
+      log_.write({{"event", "resume"}, {"step", start_.step}, {"world_size", comm_.size()}});
     if (!effective_ini_.empty()) std::ofstream(cfg_.run.dir + "/config.ini") << effective_ini_;
   }
   progress_line_ =
@@ -95,8 +114,9 @@ EvalResult Trainer::evaluate() {
 void Trainer::log_progress(int64_t step, double loss, float lr, double samples_per_sec,
                            bool final) {
   const int64_t total = cfg_.train.steps;
-  const double elapsed = seconds_since(start_);
-  const double eta = step > 0 ? elapsed / step * (total - step) : 0;
+  const double elapsed = seconds_since(start_time_);
+  const int64_t done = step - start_step_;
+  const double eta = done > 0 ? elapsed / done * (total - step) : 0;
   char line[200];
   std::snprintf(line, sizeof line,
                 "step %lld/%lld  loss %.4f  lr %.2e  %.0f samples/s  ETA %d:%02d",
@@ -114,17 +134,28 @@ TrainResult Trainer::run() {
   const TrainConfig& tc = cfg_.train;
   const int64_t B = tc.batch_size;
   const float grad_scale = 1.0f / static_cast<float>(B);
-  Loader loader(data_.train, {B, tc.accum_steps, comm_.rank(), comm_.size(), cfg_.data.prefetch, 0,
-                              static_cast<uint64_t>(tc.seed)});
+  const CheckpointConfig& cc = cfg_.checkpoint;
+  PreemptionWatcher preemption(cc.spot_notice ? cc.spot_url : "", cc.spot_poll_seconds);
+  start_step_ = start_.step;
   TrainResult result;
+  result.train_loss = start_.train_loss;
+  start_time_ = Clock::now();
+  if (start_step_ >= tc.steps) {
+    if (comm_.rank() == 0)
+      spdlog::info("the checkpoint is at step {}: training is complete", start_step_);
+    if (data_.has_val) result.val = evaluate();
+    return finish(result, start_step_, 0.0);
+  }
+  Loader loader(data_.train, {B, tc.accum_steps, comm_.rank(), comm_.size(), cfg_.data.prefetch,
+                              start_step_, static_cast<uint64_t>(tc.seed), start_.samples_seen});
   StepTimes interval_times;
   double interval_loss = 0;
   int64_t interval_steps = 0;
-  start_ = Clock::now();
-  Clock::time_point interval_start = start_;
+  Clock::time_point interval_start = start_time_;
   auto grads_ready = [this](int64_t offset) { reducer_->grads_ready_from(offset); };
 
-  for (int64_t step = 0; step < tc.steps; ++step) {
+  int64_t step = start_step_;
+  while (step < tc.steps) {
     StepTimes t;
     model_->zero_grads();
     reducer_->begin_step();
@@ -146,8 +177,10 @@ TrainResult Trainer::run() {
     }
     auto t4 = Clock::now();
     reducer_->finish();
-    comm_.allreduce_sum(&loss_sum, 1);
-    const double loss = loss_sum / static_cast<double>(B);
+    // The loss sum and the preemption flag travel together: every rank sees both.
+    double shared[2] = {loss_sum, preemption.requested() ? 1.0 : 0.0};
+    comm_.allreduce_sum(shared, 2);
+    const double loss = shared[0] / static_cast<double>(B);
     auto t5 = Clock::now();
     t.allreduce_wait = std::chrono::duration<double>(t5 - t4).count();
 
@@ -163,50 +196,84 @@ TrainResult Trainer::run() {
       os.lr = learning_rate(cfg_.optim, step, tc.steps);
     }
     t.optimizer = seconds_since(t5);
+    ++step;
+    const TrainingPosition pos{step, start_.samples_seen + (step - start_step_) * B, loss};
+    const bool preempted = shared[1] > 0;
+    if (ckpt_ && (preempted || (cc.every_steps && step % cc.every_steps == 0 && step < tc.steps)))
+      t.checkpoint_stall = ckpt_->save(pos, preempted || !cc.async);
     interval_times.add(t);
     if (std::isfinite(loss)) interval_loss += loss;
     ++interval_steps;
 
-    const int64_t done = step + 1;
-    const bool last_step = done == tc.steps;
-    if (done % tc.log_every == 0 || last_step) {
+    if (preempted) {
+      result.preempted = true;
+      result.train_loss = interval_loss / interval_steps;
+      const bool saved = ckpt_ && ckpt_->last_committed() == step;
+      log_.write({{"event", "preempted"},
+                  {"step", step},
+                  {"reason", preemption.reason()},
+                  {"checkpoint", saved}});
+      if (comm_.rank() == 0) {
+        if (saved)
+          spdlog::warn(
+              "preempted ({}): checkpoint of step {} committed; exiting with {} to be requeued",
+              preemption.reason(), step, 75);
+        else
+          spdlog::error("preempted ({}) at step {}, and {}; a requeued job resumes from step {}",
+                        preemption.reason(), step,
+                        ckpt_ ? "the checkpoint failed" : "checkpoint.uri is not set",
+                        ckpt_ ? std::max<int64_t>(ckpt_->last_committed(), 0) : 0);
+      }
+      return result;
+    }
+
+    const bool last_step = step == tc.steps;
+    if (step % tc.log_every == 0 || last_step) {
       const double secs = seconds_since(interval_start);
       const double sps = static_cast<double>(interval_steps * B) / std::max(secs, 1e-9);
       result.train_loss = interval_loss / interval_steps;
-      nlohmann::json rec = {{"step", done},
-                            {"epoch", static_cast<double>(done * B) / data_.train.rows()},
+      nlohmann::json rec = {{"step", step},
+                            {"epoch", static_cast<double>(pos.samples_seen) / data_.train.rows()},
                             {"train_loss", result.train_loss},
                             {"lr", os.lr},
                             {"grad_norm", os.grad_norm},
                             {"samples_per_sec", sps}};
       rec.update(interval_times.per_step_ms(interval_steps));
       log_.write(rec);
-      if (comm_.rank() == 0) log_progress(done, result.train_loss, os.lr, sps, last_step);
+      if (comm_.rank() == 0) log_progress(step, result.train_loss, os.lr, sps, last_step);
       interval_times = {};
       interval_loss = 0;
       interval_steps = 0;
       interval_start = Clock::now();
     }
     if (data_.has_val &&
-        ((tc.eval_every && done % tc.eval_every == 0 && !last_step) || last_step)) {
+        ((tc.eval_every && step % tc.eval_every == 0 && !last_step) || last_step)) {
       auto te = Clock::now();
       EvalResult ev = evaluate();
-      log_.write({{"step", done},
+      log_.write({{"step", step},
                   {"event", "eval"},
                   {"val_loss", ev.loss},
                   {"val_accuracy", ev.accuracy}});
       if (comm_.rank() == 0 && !last_step)
-        spdlog::info("step {}: val_loss {:.4f} val_accuracy {:.4f}", done, ev.loss, ev.accuracy);
+        spdlog::info("step {}: val_loss {:.4f} val_accuracy {:.4f}", step, ev.loss, ev.accuracy);
       result.val = ev;
       interval_start += Clock::now() - te;  // evaluation is not training throughput
     }
   }
-  const double wall = seconds_since(start_);
-  result.steps = tc.steps;
+  if (ckpt_ && ckpt_->last_committed() != step)
+    ckpt_->save({step, start_.samples_seen + (step - start_step_) * B, result.train_loss}, true);
+  if (ckpt_) ckpt_->wait();
+  return finish(result, step, seconds_since(start_time_));
+}
+
+TrainResult Trainer::finish(TrainResult result, int64_t step, double wall) {
+  const TrainConfig& tc = cfg_.train;
+  result.steps = step;
   result.param_checksum = content_checksum(model_->params());
-  result.samples_per_sec = static_cast<double>(tc.steps * B) / std::max(wall, 1e-9);
+  result.samples_per_sec =
+      static_cast<double>((step - start_step_) * tc.batch_size) / std::max(wall, 1e-9);
   nlohmann::json done = {{"event", "done"},
-                         {"step", tc.steps},
+                         {"step", step},
                          {"train_loss", result.train_loss},
                          {"param_checksum", result.param_checksum},
                          {"wall_seconds", wall},
@@ -219,8 +286,8 @@ TrainResult Trainer::run() {
   }
   log_.write(done);
   if (comm_.rank() == 0)
-    spdlog::info("done: {} steps in {:.1f} s, train_loss {:.4f}{}, param_checksum {}", tc.steps,
-                 wall, result.train_loss,
+    spdlog::info("done: {} steps in {:.1f} s, train_loss {:.4f}{}, param_checksum {}", step, wall,
+                 result.train_loss,
                  data_.has_val ? fmt::format(", val_loss {:.4f}, val_accuracy {:.4f}",
                                              result.val.loss, result.val.accuracy)
                                : "",

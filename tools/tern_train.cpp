@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
       spdlog::info("tern-train {}: {} rank(s), {} on this node, {} BLAS thread(s) per rank",
                    version_string(), group->world(), group->local_world(), threads);
     Trainer trainer(cfg, *comm, options.effective_ini());
-    trainer.run();
+    if (trainer.run().preempted) return kExitPreempted;
   } catch (const InputError& e) {
     // Inputs are the same on every rank, so every rank stops here with the same message.
     if (root) spdlog::error("{}", e.what());

@@ -8,6 +8,7 @@
 
 #include <boost/program_options.hpp>
 
+#include "tern/checkpoint.h"
 #include "tern/optim.h"
 
 namespace tern {
@@ -103,6 +104,7 @@ struct TrainerConfig {
   TrainConfig train;
   RunConfig run;
   DistConfig dist;
+  CheckpointConfig checkpoint;
 };
 
 // Registers every tern-train key on `options`; call validate_trainer_config after parsing.

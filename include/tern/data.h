@@ -79,14 +79,16 @@ struct Batch {
 
 // Gives this rank its slice of every global batch, micro-batch by micro-batch, prepared on a
 // background thread `prefetch` batches ahead. Global batch s is stream positions
-// [s*B, (s+1)*B); micro-batch m of A is its m-th even share; rank r takes the r-th even share
-// of that.
+// [P + (s - s0)*B, P + (s - s0 + 1)*B), where s0 is the first step and P its stream position
+// (s0*B for a run that never changed its batch size); micro-batch m of A is its m-th even share;
+// rank r takes the r-th even share of that.
 class Loader {
  public:
   struct Options {
     int64_t batch_size = 1, accum_steps = 1, rank = 0, world = 1, prefetch = 4;
     int64_t start_step = 0;
     uint64_t seed = 0;
+    int64_t start_position = 0;  // stream position of start_step's batch
   };
   Loader(const Split& split, Options opt);
   ~Loader();

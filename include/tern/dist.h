@@ -45,7 +45,13 @@ class Communicator {
   virtual void wait_all() = 0;
   virtual void allreduce_sum(double* data, int count) = 0;
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
+  // out receives every rank's `bytes` bytes of `in`, in rank order.
+  virtual void allgather(const void* in, size_t bytes, void* out) = 0;
   virtual void barrier() = 0;
+  // A communicator over the same ranks whose collectives never match this one's: for a
+  // background thread (checkpoint commits) running beside the training loop's collectives.
+  // Collective: every rank calls it.
+  virtual std::unique_ptr<Communicator> duplicate() = 0;
 };
 
 // World size 1: every collective is the identity.

@@ -25,7 +25,8 @@ struct StepTimes {
 class RunLog {
  public:
   RunLog() = default;
-  explicit RunLog(const std::string& path);
+  // append: keep the records of earlier runs of the same job (a resumed run).
+  RunLog(const std::string& path, bool append);
   bool enabled() const { return out_.is_open(); }
   void write(const nlohmann::json& record);
 

@@ -3,6 +3,7 @@
 #include <memory>
 #include <string>
 
+#include "tern/checkpoint.h"
 #include "tern/config.h"
 #include "tern/data.h"
 #include "tern/dist.h"
@@ -24,6 +25,7 @@ struct TrainResult {
   EvalResult val;
   std::string param_checksum;
   double samples_per_sec = 0;
+  bool preempted = false;  // stopped early by a signal or spot notice: exit 75, requeue
 };
 
 // The training loop of DESIGN.md section 4 on one rank: every rank runs it with its own
@@ -40,6 +42,7 @@ class Trainer {
 
  private:
   void log_progress(int64_t step, double loss, float lr, double samples_per_sec, bool final);
+  TrainResult finish(TrainResult result, int64_t step, double wall);
 
   TrainerConfig cfg_;
   Communicator& comm_;
@@ -49,8 +52,11 @@ class Trainer {
   std::unique_ptr<Model> model_;
   std::unique_ptr<Optimizer> optim_;
   std::unique_ptr<GradReducer> reducer_;
+  std::unique_ptr<CheckpointManager> ckpt_;
+  TrainingPosition start_;  // where this run begins: 0, or the resumed checkpoint
   RunLog log_;
-  Clock::time_point start_;
+  Clock::time_point start_time_;
+  int64_t start_step_ = 0;
   bool progress_line_ = false;
 };
 

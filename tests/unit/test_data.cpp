@@ -183,7 +183,7 @@ TEST(Loader, FirstSampleIsTheStreamPosition) {
   Split split;
   split.x = Tensor::zeros({10, 1});
   split.y = Tensor::zeros({10}, DType::i32);
-  Loader loader(split, {8, 2, 1, 2, 1, 3, 0});
+  Loader loader(split, {8, 2, 1, 2, 1, 3, 0, 24});
   Batch b = loader.next();  // step 3, micro 0 = positions [24, 28); rank 1 of 2 = [26, 28)
   EXPECT_EQ(b.first_sample, 26);
   EXPECT_EQ(b.x.dim(0), 2);

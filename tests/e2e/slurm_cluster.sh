@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# A real one-node Slurm cluster on this machine, for the e2e tests: slurm_cluster.sh start|stop|status
+#
+# start: installs Debian's slurm-wlm and munge if missing, writes /etc/slurm/slurm.conf (node
+#        "localhost" with the CPUs and memory `slurmd -C` finds), creates the munge key if missing,
+#        starts munged, slurmctld and slurmd as daemons and waits until the node is idle. Running it
+#        again while the cluster is up changes nothing.
+# stop:  cancels every job (so no job process outlives the daemons), stops slurmd and slurmctld,
+#        and munged if this script started it.
+# Exit 77 ("skip") where Slurm cannot be installed or the machine has a slurm.conf of its own.
+set -euo pipefail
+skip() { echo "slurm_cluster: skip: $*" >&2; exit 77; }
+# Daemons, /etc and apt need root: re-run under passwordless sudo, or skip.
+if [ "$(id -u)" != 0 ]; then
+  sudo -n true 2>/dev/null || skip "needs root or passwordless sudo"
+  exec sudo -n bash "$0" "$@"
+fi
+
+conf=/etc/slurm/slurm.conf
+state=/var/spool/tern-slurm                 # StateSaveLocation, SlurmdSpoolDir, pid files
+logs=/var/log/tern-slurm                    # slurmctld.log, slurmd.log (the test prints them on failure)
+marker="# written by tern tests/e2e/slurm_cluster.sh"
+
+alive() {  # alive PIDFILE NAME: the process in PIDFILE runs and is NAME
+  local pid
+  pid=$(cat "$1" 2>/dev/null) || return 1
+  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
+}
+
+wait_for() {  # wait_for SECONDS CMD...: retry CMD every 0.5 s until it succeeds or time runs out
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.5
+  done
+}
+
+install_slurm() {
+  command -v slurmctld && command -v slurmd && command -v sbatch && command -v munged && return 0
+  command -v apt-get || skip "slurm is not installed and there is no apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  local pkgs=(slurm-wlm munge) log
+  log=$(mktemp)
+  echo "slurm_cluster: installing ${pkgs[*]}" >&2
+  # apt-get update only when the package lists are missing or stale (the install fails).
+  if ! apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >"$log" 2>&1; then
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${pkgs[@]}"; } >"$log" 2>&1 ||
+      skip "apt-get install ${pkgs[*]} failed (no network?): $(tail -3 "$log")"
+  fi
+  rm -f "$log"
+} >/dev/null
+
+write_conf() {
+  if [ -f "$conf" ] && ! grep -qF "$marker" "$conf"; then
+    skip "$conf exists and was not written by this script; not touching a real cluster"
+  fi
+  # "NodeName=host CPUs=2 Boards=1 ... RealMemory=24105": keep the hardware, name the node localhost.
+  local hw
+  hw=$(slurmd -C | head -1 | sed 's/^NodeName=[^ ]* //')
+  mkdir -p /etc/slurm "$state/ctld" "$state/d" "$logs"
+  cat >"$conf.new" <<EOF
+$marker
+ClusterName=tern-test
+SlurmctldHost=localhost
+SlurmUser=root
+AuthType=auth/munge
+StateSaveLocation=$state/ctld
+SlurmdSpoolDir=$state/d
+SlurmctldPidFile=$state/slurmctld.pid
+SlurmdPidFile=$state/slurmd.pid
+SlurmctldLogFile=$logs/slurmctld.log
+SlurmdLogFile=$logs/slurmd.log
+# No cgroups in containers: track processes by parent id, no task binding.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+# A node that was down comes back by itself when its slurmd registers.
+ReturnToService=2
+# Batch jobs may be requeued (sbatch --requeue, scontrol requeue).
+JobRequeue=1
+# Finished jobs stay visible to scontrol for 5 minutes (there is no accounting database).
+MinJobAge=300
+NodeName=localhost $hw State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+EOF
+  mv "$conf.new" "$conf"
+}
+
+munge_ok() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
+
+start_munge() {
+  munge_ok && return 0  # already running (ours, or a system service's)
+  if [ ! -s /etc/munge/munge.key ]; then
+    install -d -o munge -g munge -m 0700 /etc/munge
+    mungekey --create --keyfile=/etc/munge/munge.key 2>/dev/null ||
+      dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 2>/dev/null
+    chown munge:munge /etc/munge/munge.key
+    chmod 0400 /etc/munge/munge.key
+  fi
+  install -d -o munge -g munge -m 0755 /run/munge
+  runuser -u munge -- /usr/sbin/munged
+  touch "$state/munged.ours"
+  wait_for 10 munge_ok || { echo "slurm_cluster: munged did not start" >&2; exit 1; }
+}
+
+node_idle() {
+  local s
+  s=$(sinfo -h -n localhost -o %t 2>/dev/null) || return 1
+  case $s in
+    idle) return 0 ;;
+    down* | drain* | drng*) scontrol update nodename=localhost state=resume >/dev/null 2>&1 ;;
+  esac
+  return 1
+}
+
+start() {
+  install_slurm
+  if alive "$state/slurmctld.pid" slurmctld && alive "$state/slurmd.pid" slurmd; then
+    wait_for 60 node_idle || true   # up already; a running job may keep the node busy
+    sinfo
+    return 0
+  fi
+  write_conf
+  start_munge
+  alive "$state/slurmctld.pid" slurmctld || slurmctld
+  wait_for 30 scontrol ping || { echo "slurm_cluster: slurmctld did not come up" >&2; tail -20 "$logs/slurmctld.log" >&2; exit 1; }
+  alive "$state/slurmd.pid" slurmd || slurmd -N localhost
+  if ! wait_for 60 node_idle; then
+    echo "slurm_cluster: node did not become idle" >&2
+    sinfo -N -l >&2 || true
+    tail -20 "$logs/slurmctld.log" "$logs/slurmd.log" >&2 || true
+    exit 1
+  fi
+  sinfo
+}
+
+no_jobs() { [ -z "$(squeue -h -o %A 2>/dev/null)" ]; }
+gone() { [ "$(cat "/proc/$1/comm" 2>/dev/null)" != "$2" ]; }
+
+stop_daemon() {  # stop_daemon PIDFILE NAME: SIGTERM, then wait up to 30 s for it to exit
+  alive "$1" "$2" || return 0
+  local pid
+  pid=$(cat "$1")
+  kill -TERM "$pid"
+  wait_for 30 gone "$pid" "$2" || echo "slurm_cluster: $2 ($pid) still running after 30 s" >&2
+}
+
+stop() {
+  # Never touch a cluster this script did not configure.
+  [ -f "$conf" ] && ! grep -qF "$marker" "$conf" && return 0
+  if alive "$state/slurmctld.pid" slurmctld; then
+    # Jobs first: their processes (slurmstepd, tern-train) would outlive the daemons.
+    squeue -h -o %A 2>/dev/null | xargs -r scancel 2>/dev/null || true
+    wait_for 60 no_jobs || echo "slurm_cluster: jobs still listed after 60 s" >&2
+  fi
+  stop_daemon "$state/slurmd.pid" slurmd
+  stop_daemon "$state/slurmctld.pid" slurmctld
+  [ -f "$state/munged.ours" ] && stop_daemon /run/munge/munged.pid munged
+  rm -f "$state/munged.ours"
+}
+
+case ${1:-} in
+  start) start ;;
+  stop) stop ;;
+  status) sinfo && squeue ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,187 @@
+// tern-ckpt: lists, verifies, exports and compares the checkpoints in a store.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <iostream>
+
+#include <boost/program_options.hpp>
+
+#include "tern/checkpoint.h"
+#include "tern/error.h"
+#include "tern/h5.h"
+#include "tern/log.h"
+#include "tern/version.h"
+
+namespace po = boost::program_options;
+using namespace tern;
+
+namespace {
+
+const char* kUsage = R"(Usage: tern-ckpt <command> [options]
+
+Commands:
+  list URI                       checkpoints in a store: step, time, size, complete or not
+  verify URI [--step N]          read one checkpoint and check every shard's size and checksum
+  export URI [--step N] --output FILE.h5
+                                 write the parameters of a checkpoint as HDF5 datasets
+  compare URI_A URI_B            relative distance between the parameters of two checkpoints
+
+URI is a checkpoint.uri (a path, file://PATH or s3://BUCKET/PREFIX), or the URI of one
+checkpoint folder (.../ckpt/step-NNNNNNNN). Without --step the newest complete checkpoint is used.
+)";
+
+struct Target {
+  std::unique_ptr<ObjectStore> store;
+  int64_t step = -1;
+};
+
+Target open_target(const std::string& uri, int64_t step) {
+  Target t;
+  const auto pos = uri.rfind("/ckpt/step-");
+  long long named = -1;
+  if (pos != std::string::npos && std::sscanf(uri.c_str() + pos, "/ckpt/step-%lld", &named) == 1) {
+    t.store = open_store(uri.substr(0, pos));
+    t.step = named;
+  } else {
+    t.store = open_store(uri);
+    t.step = step;
+  }
+  if (t.step < 0) {
+    for (const auto& l : list_checkpoints(*t.store))
+      if (l.complete) t.step = l.step;
+    if (t.step < 0) throw InputError("no complete checkpoint in " + t.store->uri());
+  }
+  return t;
+}
+
+std::string when(int64_t unix_seconds) {
+  char buf[32];
+  std::time_t t = unix_seconds;
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", std::gmtime(&t));
+  return buf;
+}
+
+int list(const std::vector<std::string>& args) {
+  if (args.size() != 1) throw InputError("list takes one URI");
+  auto store = open_store(args[0]);
+  auto all = list_checkpoints(*store);
+  std::printf("%s\n%10s  %-19s  %12s  %s\n", store->uri().c_str(), "step", "time (UTC)", "bytes",
+              "state");
+  for (const auto& l : all)
+    std::printf("%10lld  %-19s  %12llu  %s\n", static_cast<long long>(l.step),
+                when(l.mtime).c_str(), static_cast<unsigned long long>(l.bytes),
+                l.complete ? "complete" : "incomplete (no manifest)");
+  if (all.empty()) std::printf("(no checkpoints)\n");
+  return kExitOk;
+}
+
+// Parameters of a checkpoint: the "params" buffer of its flat state.
+std::pair<Manifest, std::vector<float>> load_params(const Target& t) {
+  std::string state;
+  Manifest m = read_checkpoint(*t.store, t.step, &state);
+  if (m.buffers.empty() || m.buffers[0].first != "params")
+    throw InputError(t.store->uri() + "/" + checkpoint_folder(t.step) + ": no params buffer");
+  std::vector<float> params(m.buffers[0].second / sizeof(float));
+  std::memcpy(params.data(), state.data(), m.buffers[0].second);
+  return {m, params};
+}
+
+int verify(const std::vector<std::string>& args, int64_t step) {
+  if (args.size() != 1) throw InputError("verify takes one URI");
+  Target t = open_target(args[0], step);
+  std::string state;
+  try {
+    Manifest m = read_checkpoint(*t.store, t.step, &state);
+    std::printf("%s/%s: OK (step %lld, %zu shard(s) from %d rank(s), %llu bytes, written by %s)\n",
+                t.store->uri().c_str(), checkpoint_folder(t.step).c_str(),
+                static_cast<long long>(t.step), m.shards.size(), m.world_size,
+                static_cast<unsigned long long>(m.state_bytes), m.code_version.c_str());
+    return kExitOk;
+  } catch (const StoreError& e) {
+    std::printf("%s/%s: BAD: %s\n", t.store->uri().c_str(), checkpoint_folder(t.step).c_str(),
+                e.what());
+    return kExitError;
+  }
+}
+
+int export_params(const std::vector<std::string>& args, int64_t step, const std::string& output) {
+  if (args.size() != 1) throw InputError("export takes one URI");
+  if (output.empty()) throw InputError("export needs --output FILE.h5");
+  Target t = open_target(args[0], step);
+  auto [m, params] = load_params(t);
+  h5::File out = h5::File::create(output);
+  for (const ParamInfo& p : m.tensors) {
+    if (p.offset + shape_numel(p.shape) > static_cast<int64_t>(params.size()))
+      throw InputError("tensor " + p.name + " lies outside the params buffer");
+    out.write("/params/" + p.name, Tensor::wrap(params.data() + p.offset, p.shape, DType::f32));
+  }
+  out.write_attr("/", "step", static_cast<double>(m.position.step));
+  out.write_attr("/", "config", m.config);
+  out.write_attr("/", "source", t.store->uri() + "/" + checkpoint_folder(t.step));
+  out.write_attr("/", "created_by", std::string("tern-ckpt ") + version_string());
+  std::printf("%zu tensors of step %lld -> %s\n", m.tensors.size(),
+              static_cast<long long>(m.position.step), output.c_str());
+  return kExitOk;
+}
+
+int compare(const std::vector<std::string>& args) {
+  if (args.size() != 2) throw InputError("compare takes two URIs");
+  auto [ma, a] = load_params(open_target(args[0], -1));
+  auto [mb, b] = load_params(open_target(args[1], -1));
+  if (a.size() != b.size()) throw InputError("the checkpoints have different parameter counts");
+  double diff = 0, norm = 0, worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = static_cast<double>(a[i]) - b[i];
+    diff += d * d;
+    norm += static_cast<double>(b[i]) * b[i];
+    worst = std::max(worst, std::abs(d));
+  }
+  std::printf("step %lld vs step %lld: relative distance %.3g, max abs difference %.3g\n",
+              static_cast<long long>(ma.position.step), static_cast<long long>(mb.position.step),
+              std::sqrt(diff / std::max(norm, 1e-300)), worst);
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::cout << kUsage;
+    return argc < 2 ? kExitUsage : kExitOk;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "--version") {
+    std::cout << "tern-ckpt " << version_string() << "\n";
+    return kExitOk;
+  }
+  init_logging(0, "warn");
+  try {
+    std::vector<std::string> positional;
+    int64_t step = -1;
+    std::string output;
+    po::options_description desc("options");
+    desc.add_options()("step", po::value(&step), "checkpoint step")(
+        "output", po::value(&output), "output file")("args", po::value(&positional));
+    po::positional_options_description pos;
+    pos.add("args", -1);
+    po::variables_map vm;
+    po::store(po::command_line_parser(argc - 1, argv + 1).options(desc).positional(pos).run(), vm);
+    po::notify(vm);
+    if (cmd == "list") return list(positional);
+    if (cmd == "verify") return verify(positional, step);
+    if (cmd == "export") return export_params(positional, step, output);
+    if (cmd == "compare") return compare(positional);
+    std::fprintf(stderr, "tern-ckpt: unknown command '%s'\n%s", cmd.c_str(), kUsage);
+    return kExitUsage;
+  } catch (const po::error& e) {
+    std::fprintf(stderr, "tern-ckpt %s: error: %s\n", cmd.c_str(), e.what());
+    return kExitUsage;
+  } catch (const InputError& e) {
+    std::fprintf(stderr, "tern-ckpt %s: error: %s\n", cmd.c_str(), e.what());
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tern-ckpt %s: error: %s\n", cmd.c_str(), e.what());
+    return kExitError;
+  }
+}
