@@ -112,6 +112,7 @@ nlohmann::json Manifest::to_json() const {
   j["config"] = config;
   j["config_hash"] = config_hash;
   j["code_version"] = code_version;
+  j["model"] = model;
   return j;
 }
 
@@ -140,6 +141,7 @@ Manifest Manifest::parse(const std::string& text, const std::string& where) {
     m.config = j.value("config", "");
     m.config_hash = j.value("config_hash", "");
     m.code_version = j.value("code_version", "");
+    m.model = j.value("model", nlohmann::json::object());
     uint64_t covered = 0;
     for (const auto& s : m.shards) {
       if (s.offset != covered) throw InputError(where + ": shards do not tile the state");
@@ -196,7 +198,7 @@ Manifest read_checkpoint(ObjectStore& store, int64_t step, std::string* out) {
 CheckpointManager::CheckpointManager(const CheckpointConfig& cfg, Communicator& comm,
                                      std::vector<StateBuffer> buffers,
                                      std::vector<ParamInfo> layout, std::string optimizer,
-                                     std::string config_text)
+                                     std::string config_text, nlohmann::json model)
     : cfg_(cfg),
       comm_(comm.duplicate()),
       store_(open_store(cfg.uri, cfg.retry_seconds)),
@@ -204,7 +206,8 @@ CheckpointManager::CheckpointManager(const CheckpointConfig& cfg, Communicator& 
       layout_(std::move(layout)),
       optimizer_(std::move(optimizer)),
       config_(std::move(config_text)),
-      config_hash_(xxh3_hex(config_.data(), config_.size())) {
+      config_hash_(xxh3_hex(config_.data(), config_.size())),
+      model_(std::move(model)) {
   for (const auto& b : buffers_) state_bytes_ += b.tensor.nbytes();
   worker_ = std::thread([this] { worker(); });
 }
@@ -332,6 +335,7 @@ bool CheckpointManager::write_manifest(const Job& job, const std::vector<ShardRe
   m.config = config_;
   m.config_hash = config_hash_;
   m.code_version = version_string();
+  m.model = model_;
   const std::string text = m.to_json().dump(1);
   try {
     if (!store_->put_if_absent(checkpoint_folder(job.pos.step) + "/" + kManifest, text.data(),

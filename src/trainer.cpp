@@ -63,9 +63,9 @@ Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_in
       state.insert(state.end(), {{"optim.m", optim_->state_a()}, {"optim.v", optim_->state_b()}});
     else
       state.push_back({"optim.velocity", optim_->state_a()});
-    ckpt_ =
-        std::make_unique<CheckpointManager>(cfg_.checkpoint, comm_, std::move(state),
-                                            model_->param_table(), cfg_.optim.name, effective_ini_);
+    ckpt_ = std::make_unique<CheckpointManager>(cfg_.checkpoint, comm_, std::move(state),
+                                                model_->param_table(), cfg_.optim.name,
+                                                effective_ini_, export_info_to_json(export_info_));
     if (auto pos = ckpt_->resume()) {
       start_ = *pos;
       resumed = true;
@@ -90,6 +90,25 @@ Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_in
 }
 
 Trainer::~Trainer() = default;
+
+void Trainer::describe_export() {
+  ExportInfo& e = export_info_;
+  e.layers = cfg_.model.layers;
+  e.loss = cfg_.model.loss;
+  e.input_shape = model_->input_shape();
+  const bool classes = model_->loss_fn().classification();
+  e.output_name = classes ? "logits" : "output";
+  if (classes)
+    for (int64_t c = 0; c < model_->output_shape()[0]; ++c) e.labels.push_back(std::to_string(c));
+  e.normalization = cfg_.data.normalize;
+  if (e.normalization == "standard") e.norm = stats_;
+  e.feature_stats = stats_;
+  const std::string data_sum = content_checksum(data_.train.x) + content_checksum(data_.train.y);
+  e.lineage = {{"dataset", cfg_.data.path},
+               {"dataset_checksum", data_sum},
+               {"config", effective_ini_},
+               {"code_version", version_string()}};
+}
 
 EvalResult Trainer::evaluate() {
   EvalResult out;
@@ -283,6 +302,16 @@ TrainResult Trainer::finish(TrainResult result, int64_t step, double wall) {
   if (data_.has_val) {
     done["val_loss"] = result.val.loss;
     done["val_accuracy"] = result.val.accuracy;
+  }
+  if (comm_.rank() == 0 && !cfg_.run.dir.empty()) {
+    ExportInfo e = export_info_;
+    e.lineage["step"] = step;
+    e.lineage["metrics"] = {{"train_loss", result.train_loss}};
+    if (data_.has_val)
+      e.lineage["metrics"].update(
+          {{"val_loss", result.val.loss}, {"val_accuracy", result.val.accuracy}});
+    write_export(cfg_.run.dir + "/model.h5", e, model_->param_table(), model_->params());
+    done["export"] = cfg_.run.dir + "/model.h5";
   }
   log_.write(done);
   if (comm_.rank() == 0)

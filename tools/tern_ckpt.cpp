@@ -9,6 +9,7 @@
 
 #include "tern/checkpoint.h"
 #include "tern/error.h"
+#include "tern/export.h"
 #include "tern/h5.h"
 #include "tern/log.h"
 #include "tern/version.h"
@@ -23,8 +24,8 @@ const char* kUsage = R"(Usage: tern-ckpt <command> [options]
 Commands:
   list URI                       checkpoints in a store: step, time, size, complete or not
   verify URI [--step N]          read one checkpoint and check every shard's size and checksum
-  export URI [--step N] --output FILE.h5
-                                 write the parameters of a checkpoint as HDF5 datasets
+  export URI [--step N] --output model.h5
+                                 write a checkpoint as an exported model (what tern-serve loads)
   compare URI_A URI_B            relative distance between the parameters of two checkpoints
 
 URI is a checkpoint.uri (a path, file://PATH or s3://BUCKET/PREFIX), or the URI of one
@@ -105,23 +106,21 @@ int verify(const std::vector<std::string>& args, int64_t step) {
   }
 }
 
-int export_params(const std::vector<std::string>& args, int64_t step, const std::string& output) {
+int export_model(const std::vector<std::string>& args, int64_t step, const std::string& output) {
   if (args.size() != 1) throw InputError("export takes one URI");
   if (output.empty()) throw InputError("export needs --output FILE.h5");
   Target t = open_target(args[0], step);
   auto [m, params] = load_params(t);
-  h5::File out = h5::File::create(output);
-  for (const ParamInfo& p : m.tensors) {
-    if (p.offset + shape_numel(p.shape) > static_cast<int64_t>(params.size()))
-      throw InputError("tensor " + p.name + " lies outside the params buffer");
-    out.write("/params/" + p.name, Tensor::wrap(params.data() + p.offset, p.shape, DType::f32));
-  }
-  out.write_attr("/", "step", static_cast<double>(m.position.step));
-  out.write_attr("/", "config", m.config);
-  out.write_attr("/", "source", t.store->uri() + "/" + checkpoint_folder(t.step));
-  out.write_attr("/", "created_by", std::string("tern-ckpt ") + version_string());
-  std::printf("%zu tensors of step %lld -> %s\n", m.tensors.size(),
-              static_cast<long long>(m.position.step), output.c_str());
+  const std::string where = t.store->uri() + "/" + checkpoint_folder(t.step);
+  if (m.model.empty()) throw InputError(where + ": the manifest does not describe the model");
+  ExportInfo info = export_info_from_json(m.model, where);
+  info.lineage["step"] = m.position.step;
+  info.lineage["checkpoint"] = where;
+  info.lineage["metrics"] = {{"train_loss", m.position.train_loss}};
+  Tensor flat = Tensor::wrap(params.data(), {static_cast<int64_t>(params.size())}, DType::f32);
+  write_export(output, info, m.tensors, flat);
+  std::printf("%s (step %lld) -> %s\n", where.c_str(), static_cast<long long>(m.position.step),
+              output.c_str());
   return kExitOk;
 }
 
@@ -170,7 +169,7 @@ int main(int argc, char** argv) {
     po::notify(vm);
     if (cmd == "list") return list(positional);
     if (cmd == "verify") return verify(positional, step);
-    if (cmd == "export") return export_params(positional, step, output);
+    if (cmd == "export") return export_model(positional, step, output);
     if (cmd == "compare") return compare(positional);
     std::fprintf(stderr, "tern-ckpt: unknown command '%s'\n%s", cmd.c_str(), kUsage);
     return kExitUsage;

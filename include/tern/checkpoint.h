@@ -63,6 +63,7 @@ struct Manifest {
   std::vector<ParamInfo> tensors;                         // layout of each buffer
   std::vector<ShardEntry> shards;
   std::string optimizer, config, config_hash, code_version;
+  nlohmann::json model;  // what an export needs besides the weights (export_info_to_json)
 
   nlohmann::json to_json() const;
   // Throws InputError naming `where` on a malformed manifest.
@@ -89,7 +90,8 @@ class CheckpointManager {
   // `comm` is duplicated, so commits never interfere with the training loop's collectives.
   CheckpointManager(const CheckpointConfig& cfg, Communicator& comm,
                     std::vector<StateBuffer> buffers, std::vector<ParamInfo> layout,
-                    std::string optimizer, std::string config_text);
+                    std::string optimizer, std::string config_text,
+                    nlohmann::json model = nlohmann::json::object());
   ~CheckpointManager();
   CheckpointManager(const CheckpointManager&) = delete;
   CheckpointManager& operator=(const CheckpointManager&) = delete;
@@ -130,6 +132,7 @@ class CheckpointManager {
   std::vector<StateBuffer> buffers_;
   std::vector<ParamInfo> layout_;
   std::string optimizer_, config_, config_hash_;
+  nlohmann::json model_;
   uint64_t state_bytes_ = 0;
   // Host copy of this rank's shard, reused by every save (one save in flight at a time), so a
   // save costs one memcpy into memory that is already mapped.

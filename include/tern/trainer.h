@@ -7,6 +7,7 @@
 #include "tern/config.h"
 #include "tern/data.h"
 #include "tern/dist.h"
+#include "tern/export.h"
 #include "tern/metrics.h"
 #include "tern/model.h"
 #include "tern/optim.h"
@@ -43,12 +44,14 @@ class Trainer {
  private:
   void log_progress(int64_t step, double loss, float lr, double samples_per_sec, bool final);
   TrainResult finish(TrainResult result, int64_t step, double wall);
+  void describe_export();
 
   TrainerConfig cfg_;
   Communicator& comm_;
   std::string effective_ini_;
   Dataset data_;
   FeatureStats stats_;
+  ExportInfo export_info_;  // model.h5's description, also kept in every checkpoint
   std::unique_ptr<Model> model_;
   std::unique_ptr<Optimizer> optim_;
   std::unique_ptr<GradReducer> reducer_;

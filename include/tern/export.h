@@ -1,0 +1,65 @@
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tern/data.h"
+#include "tern/model.h"
+
+// The export format (DESIGN.md section 6): model.h5, readable with h5py.
+//   /layers/<index>.<type>/<param>   one group per layer with its weights, float32
+//   root attributes (JSON text where structured):
+//     format = "tern-model/1", model_spec (layers, loss), input_schema (name, shape, dtype),
+//     outputs (name, shape, dtype, labels), normalization (kind, mean, std),
+//     feature_stats (mean, std, min, max of the training inputs), lineage (dataset path and
+//     checksum, config, config hash, code version, step, final metrics)
+namespace tern {
+
+struct ExportInfo {
+  std::vector<std::string> layers;
+  std::string loss;
+  Shape input_shape;
+  std::string input_name = "input";
+  std::string output_name;             // "logits" for classification, "output" for regression
+  std::vector<std::string> labels;     // class names, when known
+  std::string normalization = "none";  // standard | none
+  FeatureStats norm;                   // mean/std applied before the first layer (standard)
+  FeatureStats feature_stats;          // of the training inputs, for drift monitoring
+  nlohmann::json lineage = nlohmann::json::object();
+};
+
+// ExportInfo as JSON (kept in checkpoint manifests, so any checkpoint can be exported) and back.
+nlohmann::json export_info_to_json(const ExportInfo& info);
+ExportInfo export_info_from_json(const nlohmann::json& j, const std::string& where);
+
+// Writes model.h5 atomically (a temp file renamed into place).
+void write_export(const std::string& path, const ExportInfo& info,
+                  const std::vector<ParamInfo>& table, const Tensor& params);
+
+// A loaded export, ready for inference with the same layer code as training.
+class InferenceModel {
+ public:
+  // Validates the file (format, spec, every tensor's shape) and builds the model; InputError
+  // naming the file and what is wrong otherwise.
+  static std::unique_ptr<InferenceModel> load(const std::string& path);
+  // An independent copy (own activation buffers) for another worker thread.
+  std::unique_ptr<InferenceModel> clone() const;
+
+  const ExportInfo& info() const { return info_; }
+  int64_t input_features() const { return shape_numel(info_.input_shape); }
+  int64_t output_features() const { return shape_numel(model_->output_shape()); }
+  // out[rows, outputs] = model(normalize(x[rows, features])); not thread-safe (use clone()).
+  void predict(const float* x, int64_t rows, float* out);
+
+ private:
+  InferenceModel() = default;
+  ExportInfo info_;
+  std::unique_ptr<Model> model_;
+  std::vector<float> mean_, inv_std_;
+  Tensor input_;  // normalised copy of the batch
+};
+
+}  // namespace tern
