@@ -13,6 +13,8 @@ mapfile -t sources < <(git ls-files '*.cpp' '*.h' '*.cu' '*.cuh')
 clang-format --dry-run --Werror "${sources[@]}"
 
 build_preset release
+echo "== converting data/digits.csv -> data/digits.h5 (the path configs/digits_mlp.ini names)"
+build/bin/tern-data convert --input data/digits.csv --output data/digits.h5
 echo "== tests (release)"
 ctest --preset release
 

@@ -28,12 +28,18 @@ int configure_blas_threads(int64_t requested, int local_world) {
 Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_ini)
     : cfg_(std::move(cfg)), comm_(comm), effective_ini_(std::move(effective_ini)) {
   const bool root = comm_.rank() == 0;
+  // With model.input_dim set, the model (and any mistake in its layer list) comes before the
+  // data file is opened; otherwise the file says how wide the input is.
+  if (cfg_.model.input_dim)
+    model_ =
+        std::make_unique<Model>(cfg_.model.layers, cfg_.model.loss, Shape{cfg_.model.input_dim});
   const int64_t file_dim = Dataset::input_dim_of(cfg_.data.path);
   if (cfg_.model.input_dim && cfg_.model.input_dim != file_dim)
     throw InputError("data file '" + cfg_.data.path + "': dataset /train/x: rows have " +
                      std::to_string(file_dim) + " features, the model expects " +
                      std::to_string(cfg_.model.input_dim) + " (model.input_dim)");
-  model_ = std::make_unique<Model>(cfg_.model.layers, cfg_.model.loss, Shape{file_dim});
+  if (!model_)
+    model_ = std::make_unique<Model>(cfg_.model.layers, cfg_.model.loss, Shape{file_dim});
 
   DataExpectation expect;
   expect.input_dim = file_dim;
