@@ -11,8 +11,9 @@
 #
 # Steady-state throughput, both sides the same estimator: the median of per-interval samples/s
 # after a warm-up. tern: the metrics.jsonl records (one per train.log_every steps), the first
-# ~20% skipped; PyTorch: bench/torch_mlp.py's intervals of the same number of steps after its
-# warm-up.
+# ~20% skipped; PyTorch: bench/torch_mlp.py runs the same number of steps, with the same warm-up
+# and the same interval length (so both reach the same phase of training: once the digits MLP
+# has converged its tiny gradients turn denormal, and tern slows down ~2x; see the drift line).
 #
 # Environment:
 #   BENCH_SECONDS   steady-state seconds per run (default 12)
@@ -20,6 +21,8 @@
 #   BENCH_SWEEP=1   also sweep dist.bucket_mb over 1 2 4 8 25 for the 2-rank run
 #   BENCH_VENV      the PyTorch peer's venv (default .venv-bench, git-ignored)
 #   BENCH_OUT       run folders and logs (default bench/out, git-ignored)
+#   BENCH_IDLE_WAIT seconds to wait for an idle machine before each timed run (default 300)
+#   BENCH_RETRIES   tries per measurement while other processes disturb it (default 4)
 #   TERN_BIN        folder with tern-train and tern-data (default build/bin)
 set -euo pipefail
 
@@ -37,18 +40,23 @@ if [[ ! -f CMakeLists.txt || ! -d bench ]]; then
 fi
 
 # ---- setup: binaries, PyTorch peer, data ------------------------------------------------------
+mkdir -p "$OUT"
 if [[ ! -x $TERN_BIN/tern-train || ! -x $TERN_BIN/tern-data ]]; then
   echo "[setup] $TERN_BIN/tern-train missing: building (Release)" >&2
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >"$OUT.cmake.log" 2>&1 || { cat "$OUT.cmake.log" >&2; exit 1; }
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >"$OUT/cmake.log" 2>&1 || { cat "$OUT/cmake.log" >&2; exit 1; }
   cmake --build build -j2 --target tern-train tern-data >&2
 fi
+# Time a snapshot of the binaries, so a rebuild during the benchmark cannot mix two versions.
+mkdir -p "$OUT/bin"
+cp "$TERN_BIN/tern-train" "$TERN_BIN/tern-data" "$OUT/bin/"
+TERN_BIN=$OUT/bin
 PY=$VENV/bin/python
 if ! "$PY" -c "import torch, h5py, numpy" >/dev/null 2>&1; then
   echo "[setup] installing the PyTorch peer into $VENV (torch, h5py, numpy from PyPI)" >&2
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet torch h5py numpy >&2
 fi
-mkdir -p bench/data "$OUT"
+mkdir -p bench/data
 if [[ ! -f data/digits.h5 ]]; then
   "$TERN_BIN/tern-data" convert --input data/digits.csv --output data/digits.h5 >&2
 fi
@@ -57,22 +65,57 @@ if [[ ! -f bench/data/wide.h5 ]]; then
 fi
 
 # ---- helpers ----------------------------------------------------------------------------------
-# summarize METRICS_JSONL SKIP_FRACTION -> "median_sps mean_sps intervals steps data fwd bwd ar opt"
+# summarize METRICS_JSONL SKIP_FRACTION -> one line: median_sps mean_sps intervals steps, the mean
+# per-step ms of data_wait forward backward allreduce_wait optimizer, then the median samples/s of
+# the first and last quarter of the kept intervals and of the skipped warm-up intervals
 summarize() {
   python3 - "$1" "$2" <<'EOF'
 import json, statistics, sys
 recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 iv = [r for r in recs if "event" not in r and "samples_per_sec" in r]
 skip = max(2, int(len(iv) * float(sys.argv[2])))
+early = statistics.median(r["samples_per_sec"] for r in iv[1:skip])  # warm-up intervals but the 1st
 iv = iv[skip:-1] if len(iv) > skip + 2 else iv[skip:]   # the last interval may be short
 med = statistics.median(r["samples_per_sec"] for r in iv)
 # time-weighted mean: total samples / total seconds over the kept intervals
 mean = len(iv) / sum(1.0 / r["samples_per_sec"] for r in iv)
 f = lambda k: statistics.mean(r[k] for r in iv)
+q = max(1, len(iv) // 4)
+first = statistics.median(r["samples_per_sec"] for r in iv[:q])
+last = statistics.median(r["samples_per_sec"] for r in iv[-q:])
 print(f"{med:.0f} {mean:.0f} {len(iv)} {iv[-1]['step'] - iv[0]['step']} "
       f"{f('data_wait_ms'):.3f} {f('forward_ms'):.3f} {f('backward_ms'):.3f} "
-      f"{f('allreduce_wait_ms'):.3f} {f('optimizer_ms'):.3f}")
+      f"{f('allreduce_wait_ms'):.3f} {f('optimizer_ms'):.3f} {first:.0f} {last:.0f} {early:.0f}")
 EOF
+}
+
+# Other processes on the machine (compiles, other jobs) skew the numbers: wait for an idle machine
+# before each timed run (at most BENCH_IDLE_WAIT s), then measure how much CPU other processes
+# took during it (all busy CPU time minus the run's own, from /usr/bin/time) and flag the run.
+IDLE_WAIT=${BENCH_IDLE_WAIT:-300}
+RETRIES=${BENCH_RETRIES:-4}
+NCPU=$(nproc)
+cpu_busy() { awk '/^cpu /{printf "%.2f\n", ($2+$3+$4+$7+$8)/100}' /proc/stat; }
+wait_idle() {
+  local waited=0 b0 b1
+  while ((waited < IDLE_WAIT)); do
+    b0=$(cpu_busy); sleep 2; b1=$(cpu_busy)
+    python3 -c "import sys; sys.exit(0 if ($b1 - $b0) / (2 * $NCPU) < 0.10 else 1)" && return 0
+    waited=$((waited + 2))
+  done
+  echo "  (machine still busy after ${IDLE_WAIT}s; timing anyway)" >&2
+}
+# measured CMD... : runs CMD, sets FOREIGN to " [disturbed: ...]" or ""
+measured() {
+  local b0 b1 rc=0
+  b0=$(cpu_busy)
+  /usr/bin/time -f "%U %S %e" -o "$OUT/time.tmp" "$@" || rc=$?
+  b1=$(cpu_busy)
+  FOREIGN=$(python3 -c "
+u, s, e = map(float, open('$OUT/time.tmp').read().split()[-3:])
+f = max(0.0, ($b1 - $b0) - (u + s)) / max(e * $NCPU, 1e-9)
+print(f' [disturbed: other processes used {100 * f:.0f}% of the CPUs]' if f > 0.03 else '')")
+  return $rc
 }
 
 json_field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())[sys.argv[1]])' "$1"; }
@@ -102,43 +145,67 @@ calibrate() {
   done
 }
 
-# run_tern NAME CFG NP THREADS EXTRA... -> sets TERN_SUM (summarize output), TERN_STEPS, TERN_LOG_EVERY
+# run_tern NAME CFG NP THREADS EXTRA... -> sets TERN_SUM (summarize output), TERN_STEPS,
+# TERN_LOG_EVERY, TERN_FOREIGN; a run that other processes disturbed is repeated (BENCH_RETRIES)
 run_tern() {
   local name=$1 cfg=$2 np=$3 threads=$4; shift 4
-  local rate steps log_every dir=$OUT/$name
-  rate=$(calibrate "$cfg" "$np" "$threads" "$@")
-  # target seconds of steady state + 25% warm-up; ~60 intervals
-  steps=$(python3 -c "print(max(600, int($rate * $TARGET_S * 1.25)))")
-  log_every=$(python3 -c "print(max(1, $steps // 60))")
-  rm -rf "$dir"
-  $(tern_launch "$np") "$TERN_BIN/tern-train" --config "$cfg" --run.dir="$dir" --run.threads="$threads" \
-    --run.progress=off --train.steps=$steps --train.log_every=$log_every --train.eval_every=0 "$@" \
-    >"$OUT/$name.log" 2>&1 || { cat "$OUT/$name.log" >&2; exit 1; }
+  local rate steps log_every dir=$OUT/$name attempt
+  for ((attempt = 1; attempt <= RETRIES; attempt++)); do
+    wait_idle
+    rate=$(calibrate "$cfg" "$np" "$threads" "$@")
+    # target seconds of steady state + 25% warm-up; ~60 intervals
+    steps=$(python3 -c "print(max(600, int($rate * $TARGET_S * 1.25)))")
+    log_every=$(python3 -c "print(max(1, $steps // 60))")
+    rm -rf "$dir"
+    measured $(tern_launch "$np") "$TERN_BIN/tern-train" --config "$cfg" --run.dir="$dir" \
+      --run.threads="$threads" --run.progress=off --train.steps=$steps --train.log_every=$log_every \
+      --train.eval_every=0 "$@" >"$OUT/$name.log" 2>&1 || { cat "$OUT/$name.log" >&2; exit 1; }
+    TERN_FOREIGN=$FOREIGN
+    [[ -z $FOREIGN ]] && break
+    echo "  [$name: tern attempt $attempt$FOREIGN]" >&2
+  done
+  ((attempt == 1 || attempt > RETRIES)) || TERN_FOREIGN=" [undisturbed on attempt $attempt]"
   TERN_SUM=$(summarize "$dir/metrics.jsonl" 0.2)
   TERN_STEPS=$steps
   TERN_LOG_EVERY=$log_every
 }
 
-# run_torch NAME CFG THREADS INTERVAL -> sets TORCH_SPS
+# run_torch NAME CFG THREADS -> sets TORCH_SPS, TORCH_FOREIGN (retried like run_tern). The peer runs
+# the same steps as the tern run just before it (TERN_STEPS, TERN_LOG_EVERY): the same warm-up
+# (the ~20% of steps whose intervals tern's summary skips), the same interval length, the same
+# LR schedule length, so both go through the same phase of training (see the denormal note).
 run_torch() {
-  local name=$1 cfg=$2 threads=$3 interval=$4
-  "$PY" bench/torch_mlp.py --tern-config "$cfg" --threads "$threads" --warmup 1000000 \
-    --warmup-seconds "$(python3 -c "print($TARGET_S * 0.25)")" --seconds "$TARGET_S" \
-    --interval "$interval" >"$OUT/$name.torch.json" 2>"$OUT/$name.torch.log" ||
-    { cat "$OUT/$name.torch.log" >&2; exit 1; }
+  local name=$1 cfg=$2 threads=$3 attempt
+  local warm=$(((TERN_STEPS / TERN_LOG_EVERY) / 5 * TERN_LOG_EVERY))
+  for ((attempt = 1; attempt <= RETRIES; attempt++)); do
+    wait_idle
+    measured "$PY" bench/torch_mlp.py --tern-config "$cfg" --threads "$threads" --warmup "$warm" \
+      --steps $((TERN_STEPS - warm)) --interval "$TERN_LOG_EVERY" --train-steps "$TERN_STEPS" \
+      >"$OUT/$name.torch.json" 2>"$OUT/$name.torch.log" ||
+      { cat "$OUT/$name.torch.log" >&2; exit 1; }
+    TORCH_FOREIGN=$FOREIGN
+    [[ -z $FOREIGN ]] && break
+    echo "  [$name: pytorch attempt $attempt$FOREIGN]" >&2
+  done
+  ((attempt == 1 || attempt > RETRIES)) || TORCH_FOREIGN=" [undisturbed on attempt $attempt]"
   TORCH_SPS=$(json_field samples_per_sec <"$OUT/$name.torch.json")
 }
 
 split_line() {  # split_line PREFIX SUMMARY
-  read -r _ _ n _ dw fw bw ar op <<<"$2"
+  local med n dw fw bw ar op first last early
+  read -r med _ n _ dw fw bw ar op first last early <<<"$2"
   echo "  $1 per-step ms: data_wait $dw, forward $fw, backward $bw, allreduce_wait $ar, optimizer $op ($n intervals)"
+  python3 -c "
+m, f, l, e = $med, $first, $last, $early
+if abs(l - f) > 0.15 * f or abs(m - e) > 0.15 * e:
+    print(f'  $1 throughput drifts: warm-up intervals {e:.0f}, steady first quarter {f:.0f}, last quarter {l:.0f} samples/s')"
 }
 
 # ---- header -----------------------------------------------------------------------------------
 echo "== tern CPU training benchmarks =="
 echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs ($(lscpu | sed -n 's/^Core(s) per socket: *//p') cores/socket x $(lscpu | sed -n 's/^Socket(s): *//p') socket), $(free -g | awk '/^Mem:/{print $2}') GiB RAM"
-echo "tern: $("$TERN_BIN/tern-train" --version 2>&1 | head -1), BLAS: $(ldd "$TERN_BIN/tern-train" | grep -o 'libopenblas[^ ]*' | head -1)"
+echo "tern: $("$TERN_BIN/tern-train" --version 2>&1 | head -1), BLAS: $(ldd "$TERN_BIN/tern-train" | grep -o 'libopenblas[^ ]*' | head -1) $(dpkg-query -W -f '${Version}' libopenblas0-pthread 2>/dev/null || true), $(mpirun --version 2>/dev/null | head -1 || true)"
 echo "pytorch: $("$PY" -c 'import torch; print(torch.__version__, "BLAS", "mkl" if torch.backends.mkl.is_available() else "?")')"
 if pgrep -x cc1plus >/dev/null || pgrep -x cc1 >/dev/null; then
   echo "WARNING: compilers are running on this machine; the timings below are disturbed"
@@ -151,12 +218,14 @@ for bench in "digits_mlp configs/digits_mlp.ini" "wide_mlp bench/configs/wide_ml
   read -r name cfg <<<"$bench"
   for threads in 1 2; do
     run_tern "$name.t$threads" "$cfg" 1 "$threads"
-    run_torch "$name.t$threads" "$cfg" "$threads" "$TERN_LOG_EVERY"
+    run_torch "$name.t$threads" "$cfg" "$threads"
     tern_sps=${TERN_SUM%% *}
     python3 -c "
 t, p = $tern_sps, $TORCH_SPS
 print(f'$name threads=$threads: tern {t:.0f} samples/s, pytorch {p:.0f} samples/s, ratio {t / p:.2f}x (goal >= 3x)')"
     split_line "tern" "$TERN_SUM"
+    [[ -z $TERN_FOREIGN ]] || echo "  note: tern run$TERN_FOREIGN"
+    [[ -z $TORCH_FOREIGN ]] || echo "  note: pytorch run$TORCH_FOREIGN"
   done
 done
 echo
@@ -164,15 +233,17 @@ echo
 # ---- 2. data-parallel scaling -----------------------------------------------------------------
 WIDE=bench/configs/wide_mlp.ini
 run_tern wide_mlp.np1 "$WIDE" 1 1 --dist.bucket_mb="$BUCKET_MB"
-ONE=$TERN_SUM
+ONE=$TERN_SUM ONE_FOREIGN=$TERN_FOREIGN
 run_tern wide_mlp.np2 "$WIDE" 2 1 --dist.bucket_mb="$BUCKET_MB"
-TWO=$TERN_SUM
+TWO=$TERN_SUM TWO_FOREIGN=$TERN_FOREIGN
 python3 -c "
 one, two = ${ONE%% *}, ${TWO%% *}
 print(f'scaling wide_mlp 2 ranks x 1 thread vs 1 rank x 1 thread: ratio {two / one:.2f}x (goal >= 1.8x)')
-print(f'  1 rank x 1 thread: {one:.0f} samples/s; 2 ranks x 1 thread: {two:.0f} samples/s (global batch 256, dist.bucket_mb=$BUCKET_MB)')"
+print(f'  1 rank x 1 thread: {one:.0f} samples/s; 2 ranks x 1 thread: {two:.0f} samples/s (global batch 256, dist.bucket_mb=$BUCKET_MB, mpirun --bind-to core)')"
 split_line "1 rank " "$ONE"
 split_line "2 ranks" "$TWO"
+[[ -z $ONE_FOREIGN ]] || echo "  note: 1-rank run$ONE_FOREIGN"
+[[ -z $TWO_FOREIGN ]] || echo "  note: 2-rank run$TWO_FOREIGN"
 
 if [[ $SWEEP == 1 ]]; then
   echo
@@ -180,7 +251,7 @@ if [[ $SWEEP == 1 ]]; then
   for mb in 1 2 4 8 25; do
     run_tern "wide_mlp.np2.b$mb" "$WIDE" 2 1 --dist.bucket_mb="$mb"
     read -r sps _ _ _ _ _ _ ar _ <<<"$TERN_SUM"
-    echo "  dist.bucket_mb=$mb: $sps samples/s ($(python3 -c "print(f'{$sps / ${ONE%% *}:.2f}')")x), allreduce_wait $ar ms/step"
+    echo "  dist.bucket_mb=$mb: $sps samples/s ($(python3 -c "print(f'{$sps / ${ONE%% *}:.2f}')")x), allreduce_wait $ar ms/step$TERN_FOREIGN"
   done
 fi
 echo

@@ -85,6 +85,10 @@ def main():
     ap.add_argument("--warmup-steps", type=int, help="LR warmup steps (the schedule, not timing)")
     ap.add_argument("--min-lr-ratio", type=float)
     ap.add_argument("--seed", type=int)
+    ap.add_argument("--train-steps", type=int,
+                    help="steps the LR schedule spans (tern's train.steps; default from --tern-config)")
+    ap.add_argument("--flush-denormal", action="store_true",
+                    help="torch.set_flush_denormal(True) (off by default, like tern)")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     ap.add_argument("--warmup", type=int, default=50, help="untimed steps before timing")
     ap.add_argument("--warmup-seconds", type=float, default=0.0,
@@ -135,6 +139,8 @@ def main():
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     torch.manual_seed(seed)
+    if args.flush_denormal:
+        torch.set_flush_denormal(True)
 
     with h5py.File(data_path, "r") as f:
         x_np = np.asarray(f["/train/x"], dtype=np.float32)
@@ -186,7 +192,7 @@ def main():
         opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
 
     # tern's schedule: linear warmup to lr, then cosine/linear decay to lr*min_lr_ratio at the end.
-    total_steps = [int(ini.get("train.steps", 0)) or (args.warmup + (args.steps or 10**6))]
+    total_steps = [args.train_steps or int(ini.get("train.steps", 0)) or (args.warmup + (args.steps or 10**6))]
 
     def lr_factor(step):
         if step < lr_warmup:
@@ -273,6 +279,7 @@ def main():
         "optimizer": opt_name,
         "lr": lr, "betas": [beta1, beta2], "eps": eps, "weight_decay": wd,
         "clip_norm": clip,
+        "flush_denormal": bool(args.flush_denormal),
         "params": sum(p.numel() for p in params),
         "warmup_steps": warm_steps,
         "timed_steps": timed_steps,

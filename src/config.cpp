@@ -214,6 +214,9 @@ void register_trainer_options(OptionSet& o, TrainerConfig& c) {
   o.add("run.threads", &c.run.threads,
         "BLAS threads per rank; 0 = cores of the node / ranks on the node");
   o.add("run.log_level", &c.run.log_level, "rank 0's log level: debug | info | warn | error");
+  o.add("run.flush_denormals", &c.run.flush_denormals,
+        "flush denormal floats to zero (much faster once gradients get tiny; results stay "
+        "deterministic)");
   o.add("run.progress", &c.run.progress,
         "live progress line on rank 0: auto (when a terminal) | on | off");
 

@@ -4,6 +4,11 @@
 
 #include "cpu/cpu_ops.h"
 
+#if defined(__SSE3__)
+#include <pmmintrin.h>
+#include <xmmintrin.h>
+#endif
+
 namespace tern::ops {
 namespace {
 
@@ -44,6 +49,15 @@ void expect_segments(const char* op, const std::vector<ParamSegment>& segments, 
 }
 
 }  // namespace
+
+void flush_denormals_on_this_thread(bool on) {
+#if defined(__SSE3__)
+  _MM_SET_FLUSH_ZERO_MODE(on ? _MM_FLUSH_ZERO_ON : _MM_FLUSH_ZERO_OFF);
+  _MM_SET_DENORMALS_ZERO_MODE(on ? _MM_DENORMALS_ZERO_ON : _MM_DENORMALS_ZERO_OFF);
+#else
+  (void)on;
+#endif
+}
 
 const char* activation_name(Activation a) {
   switch (a) {

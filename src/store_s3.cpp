@@ -388,6 +388,9 @@ class S3Store final : public ObjectStore {
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers.list);
     curl_easy_setopt(h, CURLOPT_USERAGENT, user_agent_.c_str());
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    // curl sends "Expect: 100-continue" with bodies over 1 MiB and then waits up to a second for
+    // the interim reply, which some S3-compatible servers never send; a part must not wait.
+    curl_easy_setopt(h, CURLOPT_EXPECT_100_TIMEOUT_MS, 1L);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);

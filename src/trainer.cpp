@@ -28,6 +28,7 @@ int configure_blas_threads(int64_t requested, int local_world) {
 Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_ini)
     : cfg_(std::move(cfg)), comm_(comm), effective_ini_(std::move(effective_ini)) {
   const bool root = comm_.rank() == 0;
+  ops::flush_denormals_on_this_thread(cfg_.run.flush_denormals);
   // With model.input_dim set, the model (and any mistake in its layer list) comes before the
   // data file is opened; otherwise the file says how wide the input is.
   if (cfg_.model.input_dim)

@@ -89,6 +89,7 @@ struct RunConfig {
   int64_t threads = 0;  // BLAS threads per rank; 0 = cores on this node / ranks on this node
   std::string log_level = "info";
   std::string progress = "auto";  // auto | on | off
+  bool flush_denormals = true;
 };
 
 struct DistConfig {

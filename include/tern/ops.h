@@ -5,6 +5,12 @@
 
 #include "tern/tensor.h"
 
+namespace tern::ops {
+// Flush denormal floats to zero on the calling thread (x86 FTZ and DAZ). Once a model converges
+// its gradients fall into the denormal range, where x86 arithmetic is many times slower.
+void flush_denormals_on_this_thread(bool on);
+}  // namespace tern::ops
+
 // The op list: every compute primitive tern uses, one function each. Each checks its arguments
 // (dtype, shape, device) and dispatches on the device; src/cpu/ holds the reference
 // implementations. All tensors are row-major and f32 unless stated.
