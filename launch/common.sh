@@ -4,9 +4,9 @@
 TERN_PACKAGES=(
   g++ make cmake pkg-config git python3 clang-format
   libopenmpi-dev openmpi-bin
-  libhdf5-dev libboost-program-options-dev libopenblas-dev
+  libhdf5-dev libboost-program-options-dev libboost-dev libopenblas-dev
   libspdlog-dev nlohmann-json3-dev libxxhash-dev libgtest-dev
-  libcurl4-openssl-dev libssl-dev libpugixml-dev
+  libcurl4-openssl-dev libssl-dev libpugixml-dev curl
   python3-venv
 )
 
@@ -25,7 +25,8 @@ install_packages() {
 }
 
 # The Python side of the tests: a venv at .venv-test with moto (S3 server) and boto3 (an
-# independent S3 client), for tests/store/s3_interop.sh. Exports TERN_TEST_PYTHON.
+# independent S3 client), for tests/store/s3_interop.sh, and tritonclient[http] (Triton's own
+# client) for tests/e2e/serve.sh. Exports TERN_TEST_PYTHON.
 setup_python_test_env() {
   local venv=.venv-test
   # Debian's python3 makes a venv without pip when python3-venv is missing: start over then.
@@ -34,8 +35,8 @@ setup_python_test_env() {
     rm -rf "$venv"
     python3 -m venv "$venv"
   fi
-  if ! "$venv/bin/python" -c 'import moto.server, boto3' 2>/dev/null; then
-    "$venv/bin/pip" install -q 'moto[server]>=5,<6' boto3
+  if ! "$venv/bin/python" -c 'import moto.server, boto3, tritonclient.http, numpy, h5py' 2>/dev/null; then
+    "$venv/bin/pip" install -q 'moto[server]>=5,<6' boto3 'tritonclient[http]' numpy h5py
   fi
   export TERN_TEST_PYTHON=$PWD/$venv/bin/python
 }

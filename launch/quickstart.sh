@@ -25,4 +25,25 @@ done = [json.loads(l) for l in open(sys.argv[1])][-1]
 print(f"== done: {done['step']} steps on {done['world_size']} ranks in {done['wall_seconds']:.1f} s, "
       f"val_accuracy {done['val_accuracy']:.4f}, param_checksum {done['param_checksum']}")
 PY
-echo "== run log: $run_dir/metrics.jsonl, effective config: $run_dir/config.ini"
+echo "== run log: $run_dir/metrics.jsonl, effective config: $run_dir/config.ini, export: $run_dir/model.h5"
+
+echo "== serving the export with tern-serve (KServe v2 / Triton HTTP protocol)"
+mkdir -p "$run_dir/repo/digits/1"
+cp "$run_dir/model.h5" "$run_dir/repo/digits/1/model.h5"
+port=${TERN_PORT:-8000}
+build/bin/tern-serve --model-repository="$run_dir/repo" --http-port="$port" --server.address=127.0.0.1 \
+  >"$run_dir/serve.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -sf "127.0.0.1:$port/v2/health/ready" >/dev/null && break; sleep 0.1; done
+row=$(head -n 1 data/digits.csv)
+request="{\"inputs\": [{\"name\": \"input\", \"datatype\": \"FP32\", \"shape\": [1, 64], \"data\": [${row%,*}]}]}"
+echo "== querying: curl -X POST 127.0.0.1:$port/v2/models/digits/infer (the first row of data/digits.csv)"
+curl -sf -X POST "127.0.0.1:$port/v2/models/digits/infer" -d "$request" | python3 -c "
+import json, sys
+r = json.load(sys.stdin)
+logits = r['outputs'][0]['data']
+print(f'== model {r[\"model_name\"]} version {r[\"model_version\"]} predicts {logits.index(max(logits))}; the label is ${row##*,}')"
+kill -TERM $server
+wait $server
+echo "== tern-serve stopped (log: $run_dir/serve.log)"

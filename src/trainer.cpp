@@ -55,6 +55,7 @@ Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_in
   }
   if (!data_.has_val)
     spdlog::warn("data file '{}' has no /val split: no evaluation", cfg_.data.path);
+  describe_export();
 
   // Every rank initialises from the same seed; the broadcast makes rank 0's copy the truth even
   // if a rank's initialisation ever differed.

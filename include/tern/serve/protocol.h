@@ -1,0 +1,84 @@
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tern/tensor.h"
+
+// The Open Inference Protocol (KServe v2, Triton's HTTP/REST protocol) for one-input,
+// one-output FP32 models: the infer request, with JSON tensors and the binary tensor data
+// extension, and the infer response. Pure functions of bytes, so a fuzzer can call them.
+namespace tern::serve {
+
+// An error with the HTTP status it becomes; the message goes out as {"error": message}.
+class HttpError : public std::runtime_error {
+ public:
+  HttpError(int status, const std::string& message)
+      : std::runtime_error(message), status_(status) {}
+  int status() const { return status_; }
+
+ private:
+  int status_;
+};
+
+// What a model version accepts and produces, as the protocol sees it.
+struct ModelSchema {
+  std::string input_name = "input";
+  Shape input_shape;  // of one row; the protocol's shape is [-1, input_shape...]
+  std::string output_name = "output";
+  int64_t output_features = 0;
+  std::vector<std::string> labels;  // class names for the classification extension; may be empty
+  int64_t max_batch_size = 0;       // rows per request at most
+  int64_t input_features() const { return shape_numel(input_shape); }
+};
+
+// One output the client asked for.
+struct RequestedOutput {
+  std::string name;
+  bool binary = false;
+  // Triton's classification extension: k > 0 returns the top k classes as BYTES
+  // "score:index[:label]" instead of the raw values.
+  int64_t classification = 0;
+};
+
+struct InferRequest {
+  std::optional<std::string> id;  // echoed in the response
+  int64_t rows = 0;
+  std::vector<float> input;  // rows x input_features, row-major, converted to FP32
+  // Never empty after parsing: without "outputs" every output is returned.
+  std::vector<RequestedOutput> outputs;
+};
+
+// Parses an infer request for `schema`. header_length is the Inference-Header-Content-Length
+// header: the JSON is the first header_length bytes and the binary tensor data follows it.
+// Throws HttpError (400) naming the input or field and what was wrong; never anything else.
+InferRequest parse_infer_request(std::string_view body, std::optional<size_t> header_length,
+                                 const ModelSchema& schema);
+
+// The value of an Inference-Header-Content-Length header; HttpError (400) if it is not a number.
+size_t parse_header_length(std::string_view value);
+
+struct EncodedResponse {
+  std::string body;
+  // Set when binary output data follows the JSON: its length, for the
+  // Inference-Header-Content-Length response header.
+  std::optional<size_t> header_length;
+};
+
+// The response to `request`, from output[rows x schema.output_features].
+EncodedResponse encode_infer_response(const std::string& model_name, int64_t version,
+                                      const InferRequest& request, const ModelSchema& schema,
+                                      const float* output);
+
+// {"error": message}, with the message escaped.
+std::string error_body(std::string_view message);
+
+// The shortest decimal text that reads back as the same float; "null" for NaN and infinities,
+// which JSON cannot carry (binary outputs keep them).
+void append_float(std::string& out, float v);
+
+}  // namespace tern::serve

@@ -1,0 +1,586 @@
+// The server's parts without sockets: model config.ini, the dynamic batcher, the response cache,
+// the Prometheus text, the repository's load / check / swap / retire cycle (with a fake loader,
+// so no HDF5 file is needed), and the endpoints through the router.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "tern/error.h"
+#include "tern/serve/server.h"
+
+namespace tern::serve {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+// ---- config.ini ----------------------------------------------------------------------------
+
+TEST(ModelOptions, DefaultsAndEveryKey) {
+  auto d = parse_model_options("", "m");
+  EXPECT_EQ(d.policy.kind, VersionPolicy::Kind::latest);
+  EXPECT_EQ(d.policy.latest, 1);
+  EXPECT_EQ(d.max_batch_size, 64);
+  EXPECT_FALSE(d.cache);
+  auto o = parse_model_options(
+      "# comment\nversion_policy = specific:1, 3\nmax_batch_size = 16\n"
+      "max_queue_delay_microseconds = 250\nmax_queue_size = 7\ninstances = 3\n"
+      "traffic = 1:90, 3:10\ncache = true\n",
+      "m");
+  EXPECT_EQ(o.policy.kind, VersionPolicy::Kind::specific);
+  EXPECT_EQ(o.policy.versions, (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(o.max_batch_size, 16);
+  EXPECT_EQ(o.max_queue_delay_us, 250);
+  EXPECT_EQ(o.max_queue_size, 7);
+  EXPECT_EQ(o.instances, 3);
+  EXPECT_EQ(o.traffic, (std::vector<std::pair<int64_t, double>>{{1, 90}, {3, 10}}));
+  EXPECT_TRUE(o.cache);
+  EXPECT_EQ(parse_model_options("version_policy = latest:3", "m").policy.latest, 3);
+  EXPECT_EQ(parse_model_options("version_policy = all", "m").policy.kind, VersionPolicy::Kind::all);
+}
+
+TEST(ModelOptions, ErrorsNameFileKeyAndValue) {
+  auto expect_error = [](const std::string& text, std::vector<std::string> words) {
+    try {
+      parse_model_options(text, "repo/m/config.ini");
+      ADD_FAILURE() << "accepted: " << text;
+    } catch (const InputError& e) {
+      for (const auto& w : words)
+        EXPECT_NE(std::string(e.what()).find(w), std::string::npos) << e.what() << " lacks " << w;
+    }
+  };
+  expect_error("max_batch = 4", {"repo/m/config.ini", "unknown key 'max_batch'"});
+  expect_error("max_batch_size = many", {"repo/m/config.ini", "max_batch_size"});
+  expect_error("max_batch_size = 0", {"max_batch_size = 0"});
+  expect_error("max_queue_delay_microseconds = -1", {"max_queue_delay_microseconds"});
+  expect_error("version_policy = newest", {"version_policy = 'newest'"});
+  expect_error("version_policy = latest:0", {"version_policy"});
+  expect_error("version_policy = specific:", {"version_policy"});
+  expect_error("traffic = 1-90", {"traffic", "'1-90'"});
+  expect_error("traffic = 1:90, 1:10", {"traffic", "twice"});
+  expect_error("traffic = 1:0, 2:0", {"every weight is zero"});
+  expect_error("traffic = 1:-5", {"traffic"});
+  expect_error("cache = perhaps", {"cache"});
+}
+
+TEST(ModelOptions, PolicyCandidates) {
+  VersionPolicy latest;
+  EXPECT_EQ(policy_candidates(latest, {1, 3, 2}), (std::vector<int64_t>{3, 2, 1}));
+  VersionPolicy specific{VersionPolicy::Kind::specific, 1, {1, 3, 9}};
+  EXPECT_EQ(policy_candidates(specific, {1, 2, 3}), (std::vector<int64_t>{3, 1}));
+  EXPECT_EQ(policy_json(latest), json::parse(R"({"latest":{"num_versions":1}})"));
+}
+
+TEST(ModelState, TrafficSplitByWeight) {
+  ModelState state;
+  for (int64_t v : {1, 2, 3}) {
+    auto lv = std::make_shared<LoadedVersion>();
+    lv->version = v;
+    state.versions[v] = lv;
+  }
+  EXPECT_EQ(state.choose()->version, 3);  // no traffic: the newest
+  state.options.traffic = {{1, 90}, {2, 10}};
+  std::map<int64_t, int> counts;
+  for (int i = 0; i < 20000; ++i) ++counts[state.choose()->version];
+  EXPECT_EQ(counts[3], 0);
+  EXPECT_NEAR(counts[1] / 20000.0, 0.9, 0.02);
+  state.versions.erase(2);  // a weighted version that is not ready takes nothing
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(state.choose()->version, 1);
+  state.versions.erase(1);  // none of the weighted ones ready: the newest
+  EXPECT_EQ(state.choose()->version, 3);
+}
+
+// ---- the batcher -----------------------------------------------------------------------------
+
+// out[r, c] = sum(x[r]) + c: each row's answer says which row it was.
+PredictFn summing_model(int64_t features, int64_t outputs, std::vector<int64_t>* batches,
+                        std::mutex* mu) {
+  return [=](const float* x, int64_t rows, float* out) {
+    if (batches) {
+      std::lock_guard lock(*mu);
+      batches->push_back(rows);
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      float sum = 0;
+      for (int64_t f = 0; f < features; ++f) sum += x[r * features + f];
+      for (int64_t c = 0; c < outputs; ++c) out[r * outputs + c] = sum + static_cast<float>(c);
+    }
+  };
+}
+
+TEST(Batcher, FormsBatchesWithinTheDelayAndAnswersEveryRow) {
+  std::vector<int64_t> batches;
+  std::mutex mu;
+  auto stats = std::make_shared<VersionStats>("m", 1);
+  Batcher batcher({summing_model(2, 2, &batches, &mu)}, 2, 2, {8, 50'000, 0}, stats);
+  std::vector<std::promise<JobResult>> results(40);
+  for (int i = 0; i < 40; ++i) {
+    Job job;
+    job.rows = 1;
+    job.input = {static_cast<float>(i), 0.5f};
+    job.done = [&results, i](JobResult&& r) { results[i].set_value(std::move(r)); };
+    ASSERT_TRUE(batcher.submit(std::move(job)));
+  }
+  for (int i = 0; i < 40; ++i) {
+    JobResult r = results[i].get_future().get();
+    ASSERT_TRUE(r.error.empty());
+    EXPECT_EQ(r.output, (std::vector<float>{i + 0.5f, i + 1.5f}));
+  }
+  std::lock_guard lock(mu);
+  EXPECT_LT(batches.size(), 40u);  // requests were batched
+  for (int64_t b : batches) EXPECT_LE(b, 8);
+  EXPECT_EQ(stats->execution_count.load(), batches.size());
+  EXPECT_EQ(stats->queue.count.load(), 40u);
+  EXPECT_EQ(stats->pending.load(), 0);
+}
+
+TEST(Batcher, MultiRowRequestsAreNeverSplit) {
+  std::vector<int64_t> batches;
+  std::mutex mu;
+  auto stats = std::make_shared<VersionStats>("m", 1);
+  Batcher batcher({summing_model(1, 1, &batches, &mu), summing_model(1, 1, &batches, &mu)}, 1, 1,
+                  {4, 1000, 0}, stats);
+  std::vector<std::promise<JobResult>> results(20);
+  for (int i = 0; i < 20; ++i) {
+    Job job;
+    job.rows = 1 + i % 3;
+    job.input.assign(static_cast<size_t>(job.rows), static_cast<float>(i));
+    job.done = [&results, i](JobResult&& r) { results[i].set_value(std::move(r)); };
+    ASSERT_TRUE(batcher.submit(std::move(job)));
+  }
+  for (int i = 0; i < 20; ++i) {
+    JobResult r = results[i].get_future().get();
+    EXPECT_EQ(r.output, std::vector<float>(static_cast<size_t>(1 + i % 3), static_cast<float>(i)));
+  }
+  std::lock_guard lock(mu);
+  for (int64_t b : batches) EXPECT_LE(b, 4);
+}
+
+TEST(Batcher, FullQueueRefusesAndStopRunsWhatIsQueued) {
+  std::promise<void> release;
+  std::shared_future<void> gate = release.get_future().share();
+  auto stats = std::make_shared<VersionStats>("m", 1);
+  auto blocking = [gate](const float*, int64_t rows, float* out) {
+    gate.wait();
+    std::fill(out, out + rows, 1.0f);
+  };
+  Batcher batcher({blocking}, 1, 1, {1, 0, 2}, stats);
+  std::atomic<int> answered{0};
+  auto job = [&] {
+    Job j;
+    j.rows = 1;
+    j.input = {0};
+    j.done = [&](JobResult&& r) {
+      EXPECT_TRUE(r.error.empty());
+      ++answered;
+    };
+    return j;
+  };
+  ASSERT_TRUE(batcher.submit(job()));
+  while (batcher.queued() > 0) std::this_thread::yield();  // the worker holds the first
+  EXPECT_TRUE(batcher.submit(job()));
+  EXPECT_TRUE(batcher.submit(job()));
+  Job refused = job();
+  EXPECT_FALSE(batcher.submit(std::move(refused)));
+  EXPECT_TRUE(refused.done);  // left as it was, for the caller to answer
+  release.set_value();
+  batcher.stop();
+  EXPECT_EQ(answered.load(), 3);
+  EXPECT_FALSE(batcher.submit(job()));
+}
+
+TEST(Batcher, ModelErrorsReachEveryRequest) {
+  auto stats = std::make_shared<VersionStats>("m", 1);
+  Batcher batcher({[](const float*, int64_t, float*) { throw std::runtime_error("boom"); }}, 1, 1,
+                  {4, 0, 0}, stats);
+  std::promise<JobResult> result;
+  Job j;
+  j.rows = 1;
+  j.input = {0};
+  j.done = [&](JobResult&& r) { result.set_value(std::move(r)); };
+  ASSERT_TRUE(batcher.submit(std::move(j)));
+  EXPECT_NE(result.get_future().get().error.find("boom"), std::string::npos);
+}
+
+// ---- the cache and the metrics ------------------------------------------------------------------
+
+TEST(ResponseCache, KeyedByModelVersionAndInputBytes) {
+  ResponseCache cache(1 << 20);
+  const std::vector<float> in = {1, 2, 3};
+  const auto key = ResponseCache::key("m", 1, 1, in);
+  EXPECT_FALSE(cache.find(key));
+  cache.insert(key, std::make_shared<const std::vector<float>>(std::vector<float>{9}));
+  ASSERT_TRUE(cache.find(key));
+  EXPECT_EQ((*cache.find(key))[0], 9);
+  EXPECT_FALSE(cache.find(ResponseCache::key("m", 2, 1, in)));
+  EXPECT_FALSE(cache.find(ResponseCache::key("n", 1, 1, in)));
+  EXPECT_FALSE(cache.find(ResponseCache::key("m", 1, 1, {1, 2, 3.0001f})));
+  EXPECT_EQ(cache.counters().entries, 1u);
+}
+
+TEST(ResponseCache, EvictsLeastRecentlyUsedWithinItsBytes) {
+  ResponseCache cache(8 * 1024);
+  auto out = std::make_shared<const std::vector<float>>(std::vector<float>(64, 1.0f));
+  std::vector<std::string> keys;
+  for (int i = 0; i < 100; ++i) {
+    keys.push_back(ResponseCache::key("m", 1, 1, {static_cast<float>(i)}));
+    cache.insert(keys.back(), out);
+    ASSERT_TRUE(cache.find(keys[0]));  // kept in use: never the one evicted
+  }
+  const auto c = cache.counters();
+  EXPECT_LE(c.bytes, c.capacity);
+  EXPECT_GT(c.evictions, 0u);
+  EXPECT_TRUE(cache.find(keys[0]));
+  EXPECT_FALSE(cache.find(keys[1]));
+  EXPECT_TRUE(cache.find(keys[99]));
+  // An entry over an eighth of the capacity is not kept.
+  cache.insert(ResponseCache::key("m", 1, 1, {-1}),
+               std::make_shared<const std::vector<float>>(std::vector<float>(1024, 0.0f)));
+  EXPECT_FALSE(cache.find(ResponseCache::key("m", 1, 1, {-1})));
+}
+
+// Checks the exposition format: one HELP and TYPE per family before its samples, every sample
+// of a declared family, histogram buckets cumulative and +Inf equal to _count.
+void check_exposition(const std::string& text) {
+  std::map<std::string, std::string> types;
+  std::istringstream in(text);
+  std::map<std::string, uint64_t> last_bucket, inf_bucket, counts;
+  for (std::string line; std::getline(in, line);) {
+    ASSERT_FALSE(line.empty());
+    if (line.rfind("# HELP ", 0) == 0) continue;
+    if (line.rfind("# TYPE ", 0) == 0) {
+      std::istringstream t(line.substr(7));
+      std::string name, type;
+      t >> name >> type;
+      EXPECT_TRUE(types.emplace(name, type).second) << "second TYPE for " << name;
+      continue;
+    }
+    const std::string name = line.substr(0, line.find_first_of("{ "));
+    std::string family = name;
+    for (const char* suffix : {"_bucket", "_sum", "_count"})
+      if (!types.count(family) && name.size() > strlen(suffix) &&
+          name.compare(name.size() - strlen(suffix), std::string::npos, suffix) == 0)
+        family = name.substr(0, name.size() - strlen(suffix));
+    ASSERT_TRUE(types.count(family)) << "sample before its TYPE: " << line;
+    const uint64_t value = std::stoull(line.substr(line.rfind(' ') + 1).substr(0, 20));
+    if (types[family] == "histogram") {
+      const std::string labels = line.substr(line.find('{'), line.find(",le=") - line.find('{'));
+      if (name.ends_with("_bucket")) {
+        EXPECT_GE(value, last_bucket[family + labels]) << line;
+        last_bucket[family + labels] = value;
+        if (line.find("le=\"+Inf\"") != std::string::npos) inf_bucket[family + labels] = value;
+      } else if (name.ends_with("_count")) {
+        counts[family + line.substr(line.find('{'), line.find('}') - line.find('{'))] = value;
+        last_bucket[family + labels] = 0;
+      }
+    }
+  }
+  for (const auto& [series, n] : counts) EXPECT_EQ(inf_bucket[series], n) << series;
+}
+
+TEST(Metrics, PrometheusTextIsValid) {
+  auto a = std::make_shared<VersionStats>("digits \"mlp\"", 1);
+  auto b = std::make_shared<VersionStats>("other", 2);
+  for (uint64_t ns : {50'000ull, 2'000'000ull, 7'000'000'000ull, 60'000'000'000ull})
+    a->request_seconds.observe_ns(ns);
+  a->success.add(10);
+  b->queue_seconds.observe_ns(1);
+  ServerCounters server;
+  server.count_status(200);
+  server.count_status(404);
+  const std::string text = render_prometheus({a, b}, server, CacheCounters{1, 2, 3, 4}, 5);
+  check_exposition(text);
+  EXPECT_NE(text.find("nv_inference_request_success{model=\"digits \\\"mlp\\\"\",version=\"1\"} 1"),
+            std::string::npos);
+  EXPECT_NE(text.find("tern_request_duration_seconds_bucket{model=\"digits \\\"mlp\\\"\","
+                      "version=\"1\",le=\"0.0001\"} 1"),
+            std::string::npos);
+  EXPECT_NE(text.find("tern_request_duration_seconds_count{model=\"digits \\\"mlp\\\"\","
+                      "version=\"1\"} 4"),
+            std::string::npos);
+  EXPECT_NE(text.find("tern_http_responses_total{code=\"4xx\"} 1"), std::string::npos);
+  EXPECT_NE(text.find("tern_repository_load_failures_total 5"), std::string::npos);
+}
+
+// ---- the repository and the endpoints, with a fake model file format ----------------------------
+
+// "FEATURES OUTPUTS OFFSET" makes a model whose answer is sum(row) + OFFSET + column; "bad" fails
+// to load.
+LoadedModel fake_loader(const std::string& path, int64_t instances, int64_t) {
+  std::ifstream in(path);
+  int64_t features = 0, outputs = 0;
+  float offset = 0;
+  if (!(in >> features >> outputs >> offset)) throw InputError("'" + path + "': not a model");
+  LoadedModel m;
+  m.schema.input_shape = {features};
+  m.schema.output_name = "y";
+  m.schema.output_features = outputs;
+  for (int64_t i = 0; i < instances; ++i)
+    m.instances.push_back([=](const float* x, int64_t rows, float* out) {
+      for (int64_t r = 0; r < rows; ++r) {
+        float sum = offset;
+        for (int64_t f = 0; f < features; ++f) sum += x[r * features + f];
+        for (int64_t c = 0; c < outputs; ++c) out[r * outputs + c] = sum + static_cast<float>(c);
+      }
+    });
+  return m;
+}
+
+class RepositoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern = (fs::temp_directory_path() / "tern-serve-test-XXXXXX").string();
+    ASSERT_TRUE(::mkdtemp(pattern.data()));
+    root_ = pattern;
+  }
+  void TearDown() override { fs::remove_all(root_); }
+  void write(const std::string& key, const std::string& text) {
+    fs::create_directories((fs::path(root_) / key).parent_path());
+    std::ofstream(fs::path(root_) / key) << text;
+  }
+  std::set<int64_t> ready(const ModelRepository& repo, const std::string& model) {
+    std::set<int64_t> out;
+    auto snap = repo.snapshot();
+    if (auto it = snap->find(model); it != snap->end())
+      for (const auto& [v, lv] : it->second->versions) out.insert(v);
+    return out;
+  }
+  std::string root_;
+  StatsRegistry stats_;
+};
+
+TEST_F(RepositoryTest, LoadsByPolicyRefusesBrokenVersionsAndSwaps) {
+  write("m/1/model.h5", "2 1 100");
+  write("m/2/model.h5", "2 1 200");
+  write("m/02/model.h5", "2 1 999");  // not a version folder
+  write("m/3/other.h5", "2 1 999");   // not the model file
+  ModelRepository repo({root_, 1, 1}, stats_, fake_loader);
+  repo.poll(true);
+  EXPECT_EQ(ready(repo, "m"), (std::set<int64_t>{2}));  // latest:1
+
+  write("m/3/model.h5", "bad");
+  repo.poll();
+  EXPECT_EQ(ready(repo, "m"), (std::set<int64_t>{2}));  // refused: version 2 keeps serving
+  EXPECT_EQ(repo.load_failures(), 1u);
+  repo.poll();
+  EXPECT_EQ(repo.load_failures(), 1u);  // not retried while the file is unchanged
+  auto index = repo.index(false);
+  ASSERT_EQ(index.size(), 3u);
+  EXPECT_EQ(index[2]["state"], "UNAVAILABLE");
+  EXPECT_NE(index[2]["reason"].get<std::string>().find("not a model"), std::string::npos);
+  EXPECT_EQ(repo.index(true).size(), 1u);
+
+  write("m/3/model.h5", "2 1 300");  // fixed
+  repo.poll();
+  EXPECT_EQ(ready(repo, "m"), (std::set<int64_t>{3}));
+
+  write("m/config.ini", "version_policy = all\n");
+  repo.poll();
+  EXPECT_EQ(ready(repo, "m"), (std::set<int64_t>{1, 2, 3}));
+  write("m/config.ini", "version_policy = nonsense\n");
+  repo.poll();  // a broken config leaves the model as it was
+  EXPECT_EQ(ready(repo, "m"), (std::set<int64_t>{1, 2, 3}));
+  write("m/config.ini", "version_policy = specific:1,2\n");
+  repo.poll();
+  EXPECT_EQ(ready(repo, "m"), (std::set<int64_t>{1, 2}));
+
+  fs::remove_all(fs::path(root_) / "m");
+  repo.poll();
+  EXPECT_TRUE(repo.snapshot()->empty());
+}
+
+TEST_F(RepositoryTest, ARequestKeepsItsVersionThroughASwap) {
+  write("m/1/model.h5", "1 1 100");
+  ModelRepository repo({root_, 1, 1}, stats_, fake_loader);
+  repo.poll(true);
+  std::shared_ptr<LoadedVersion> held = repo.snapshot()->at("m")->versions.at(1);
+  write("m/2/model.h5", "1 1 200");
+  repo.poll();
+  EXPECT_EQ(ready(repo, "m"), (std::set<int64_t>{2}));
+  // Version 1 is out of the snapshot but still runs the request that holds it.
+  std::promise<JobResult> result;
+  Job job;
+  job.rows = 1;
+  job.input = {1};
+  job.done = [&](JobResult&& r) { result.set_value(std::move(r)); };
+  ASSERT_TRUE(held->batcher->submit(std::move(job)));
+  EXPECT_EQ(result.get_future().get().output, std::vector<float>{101});
+  held.reset();
+  repo.poll();  // now unloaded
+}
+
+TEST_F(RepositoryTest, MissingFolderIsAnInputError) {
+  EXPECT_THROW(ModelRepository({root_ + "/nope", 1, 1}, stats_, fake_loader), InputError);
+}
+
+class RouterTest : public RepositoryTest {
+ protected:
+  void start(bool with_cache = false) {
+    repo_ = std::make_unique<ModelRepository>(RepositoryOptions{root_, 2, 1}, stats_, fake_loader);
+    repo_->poll(true);
+    if (with_cache) cache_ = std::make_unique<ResponseCache>(1 << 20);
+    router_ = std::make_unique<Router>(
+        *repo_, stats_, counters_, cache_.get(), [this] { return ready_; },
+        [](std::function<void()> fn) { fn(); });
+  }
+  HttpResponse call(const std::string& method, const std::string& target,
+                    const std::string& body = "",
+                    std::vector<std::pair<std::string, std::string>> headers = {}) {
+    std::promise<HttpResponse> response;
+    HttpRequest request{method, target, std::move(headers), body, Clock::now()};
+    router_->handle(std::move(request),
+                    [&](HttpResponse&& r) { response.set_value(std::move(r)); });
+    return response.get_future().get();
+  }
+  std::unique_ptr<ModelRepository> repo_;
+  std::unique_ptr<ResponseCache> cache_;
+  std::unique_ptr<Router> router_;
+  ServerCounters counters_;
+  bool ready_ = true;
+};
+
+TEST_F(RouterTest, HealthMetadataConfigAndErrors) {
+  write("m/1/model.h5", "2 3 0");
+  write("m/config.ini", "max_batch_size = 4\nmax_queue_delay_microseconds = 100\n");
+  start();
+  EXPECT_EQ(call("GET", "/v2/health/live").status, 200);
+  EXPECT_EQ(call("GET", "/v2/health/ready").status, 200);
+  ready_ = false;
+  EXPECT_EQ(call("GET", "/v2/health/ready").status, 503);
+  ready_ = true;
+  auto server = json::parse(call("GET", "/v2").body);
+  EXPECT_EQ(server["name"], "tern");
+  EXPECT_TRUE(server["extensions"].is_array());
+
+  auto meta = json::parse(call("GET", "/v2/models/m").body);
+  EXPECT_EQ(meta["versions"], json({"1"}));
+  EXPECT_EQ(meta["platform"], "tern");
+  EXPECT_EQ(meta["inputs"][0]["shape"], json({-1, 2}));
+  EXPECT_EQ(meta["outputs"][0]["name"], "y");
+  EXPECT_EQ(call("GET", "/v2/models/m/versions/1").status, 200);
+  EXPECT_EQ(call("GET", "/v2/models/m/ready").status, 200);
+  EXPECT_EQ(call("GET", "/v2/models/m/versions/1/ready").status, 200);
+
+  auto config = json::parse(call("GET", "/v2/models/m/config").body);
+  EXPECT_EQ(config["max_batch_size"], 4);
+  EXPECT_EQ(config["dynamic_batching"]["max_queue_delay_microseconds"], 100);
+  EXPECT_EQ(config["input"][0]["dims"], json({2}));
+  EXPECT_EQ(config["instance_group"][0]["count"], 2);
+
+  auto not_found = call("GET", "/v2/models/nope");
+  EXPECT_EQ(not_found.status, 404);
+  EXPECT_NE(json::parse(not_found.body)["error"].get<std::string>().find("'nope'"),
+            std::string::npos);
+  EXPECT_EQ(call("GET", "/v2/models/m/versions/9").status, 404);
+  EXPECT_EQ(call("GET", "/v2/models/m/versions/x").status, 400);
+  EXPECT_EQ(call("GET", "/v2/models/m/versions/9/ready").status, 404);
+  EXPECT_EQ(call("GET", "/v2/nothing").status, 404);
+  EXPECT_EQ(call("GET", "/v3").status, 404);
+  EXPECT_EQ(call("GET", "/v2/models/m/bogus").status, 404);
+  auto wrong_method = call("GET", "/v2/models/m/infer");
+  EXPECT_EQ(wrong_method.status, 405);
+  EXPECT_EQ(wrong_method.headers.at(0), (std::pair<std::string, std::string>{"Allow", "POST"}));
+  EXPECT_EQ(call("DELETE", "/v2/models/m").status, 405);
+  EXPECT_EQ(call("GET", "/v2/models/%6D").status, 200);  // percent-encoded "m"
+  EXPECT_EQ(call("GET", "/v2/models/%6").status, 400);
+  EXPECT_EQ(call("POST", "/v2/repository/index").status, 200);
+  EXPECT_EQ(call("POST", "/v2/repository/models/m/unload").status, 400);
+}
+
+TEST_F(RouterTest, InferJsonBinaryAndErrors) {
+  write("m/1/model.h5", "2 3 10");
+  start();
+  auto ok = call(
+      "POST", "/v2/models/m/infer",
+      R"({"id":"q","inputs":[{"name":"input","datatype":"FP32","shape":[2,2],"data":[1,2,3,4]}]})");
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  auto j = json::parse(ok.body);
+  EXPECT_EQ(j["model_version"], "1");
+  EXPECT_EQ(j["id"], "q");
+  EXPECT_EQ(j["outputs"][0]["data"], json({13, 14, 15, 17, 18, 19}));
+
+  const std::string head =
+      R"({"inputs":[{"name":"input","datatype":"FP32","shape":[1,2],"parameters":{"binary_data_size":8}}],"parameters":{"binary_data_output":true}})";
+  std::string body = head;
+  const float x[2] = {1, 1};
+  body.append(reinterpret_cast<const char*>(x), sizeof x);
+  auto bin = call("POST", "/v2/models/m/versions/1/infer", body,
+                  {{"inference-header-content-length", std::to_string(head.size())}});
+  ASSERT_EQ(bin.status, 200) << bin.body;
+  EXPECT_EQ(bin.content_type, "application/octet-stream");
+  ASSERT_EQ(bin.headers.at(0).first, "Inference-Header-Content-Length");
+  const size_t json_size = std::stoul(bin.headers.at(0).second);
+  ASSERT_EQ(bin.body.size(), json_size + 12);
+  float y[3];
+  std::memcpy(y, bin.body.data() + json_size, sizeof y);
+  EXPECT_EQ(y[0], 12);
+  EXPECT_EQ(y[2], 14);
+
+  EXPECT_EQ(call("POST", "/v2/models/m/infer", "{").status, 400);
+  EXPECT_EQ(
+      call("POST", "/v2/models/m/infer", body, {{"Inference-Header-Content-Length", "x"}}).status,
+      400);
+  EXPECT_EQ(call("POST", "/v2/models/m/infer", body, {{"Content-Encoding", "gzip"}}).status, 415);
+  EXPECT_EQ(call("POST", "/v2/models/zz/infer", body).status, 404);
+
+  auto stats = json::parse(call("GET", "/v2/models/m/stats").body);
+  const auto& s = stats["model_stats"][0];
+  EXPECT_EQ(s["name"], "m");
+  EXPECT_EQ(s["version"], "1");
+  EXPECT_EQ(s["inference_count"], 3);
+  EXPECT_EQ(s["inference_stats"]["success"]["count"], 2);
+  EXPECT_EQ(s["inference_stats"]["fail"]["count"], 3);
+  EXPECT_EQ(json::parse(call("GET", "/v2/models/stats").body)["model_stats"].size(), 1u);
+  EXPECT_EQ(call("GET", "/v2/models/m/versions/4/stats").status, 404);
+
+  auto metrics = call("GET", "/metrics");
+  EXPECT_EQ(metrics.status, 200);
+  check_exposition(metrics.body);
+  EXPECT_NE(metrics.body.find("nv_inference_request_failure{model=\"m\",version=\"1\"} 3"),
+            std::string::npos);
+}
+
+TEST_F(RouterTest, CacheAnswersRepeatedInputs) {
+  write("m/1/model.h5", "1 1 0");
+  write("m/config.ini", "cache = true\n");
+  start(true);
+  const std::string body =
+      R"({"inputs":[{"name":"input","datatype":"FP32","shape":[1,1],"data":[5]}]})";
+  for (int i = 0; i < 3; ++i) {
+    auto r = call("POST", "/v2/models/m/infer", body);
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(json::parse(r.body)["outputs"][0]["data"], json({5}));
+  }
+  auto s = json::parse(call("GET", "/v2/models/m/stats").body)["model_stats"][0];
+  EXPECT_EQ(s["inference_stats"]["cache_miss"]["count"], 1);
+  EXPECT_EQ(s["inference_stats"]["cache_hit"]["count"], 2);
+  EXPECT_EQ(s["execution_count"], 1);
+  EXPECT_EQ(s["inference_count"], 3);
+}
+
+TEST_F(RouterTest, ModelThatFailedToLoadIsNotReady) {
+  write("m/1/model.h5", "bad");
+  start();
+  auto r = call("POST", "/v2/models/m/infer", "{}");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_NE(r.body.find("not a model"), std::string::npos);
+}
+
+TEST(ServeFlags, TritonFlagsBecomeServerKeys) {
+  EXPECT_EQ(
+      translate_triton_flags({"tern-serve", "--model-repository=/m", "--http-port", "9",
+                              "--server.workers=3", "--model-store=/x"}),
+      (std::vector<std::string>{"tern-serve", "--server.model_repository=/m", "--server.http_port",
+                                "9", "--server.workers=3", "--server.model_repository=/x"}));
+}
+
+}  // namespace
+}  // namespace tern::serve
