@@ -8,6 +8,7 @@ TERN_PACKAGES=(
   libspdlog-dev nlohmann-json3-dev libxxhash-dev libgtest-dev
   libcurl4-openssl-dev libssl-dev libpugixml-dev curl
   python3-venv
+  clang-14 libclang-rt-14-dev prometheus
 )
 
 # Installs the Debian packages of TERN_PACKAGES (plus any given) that are not installed yet.

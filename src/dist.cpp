@@ -1,5 +1,7 @@
 #include "tern/dist.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -73,6 +75,36 @@ class MpiCommunicator final : public Communicator {
     check(MPI_Allgather(in, static_cast<int>(bytes), MPI_BYTE, out, static_cast<int>(bytes),
                         MPI_BYTE, comm_),
           "MPI_Allgather");
+  }
+  void gatherv(const void* in, size_t bytes, void* out, int root) override {
+    // Point to point from each rank in turn (MPI_Gatherv's int counts and displacements would
+    // cap the total at 2 GiB). The tag keeps these messages apart; nothing else here uses p2p.
+    constexpr size_t kPiece = size_t{1} << 30;
+    constexpr int kTag = 0x7e21;
+    uint64_t mine = bytes;
+    std::vector<uint64_t> counts(rank_ == root ? size_ : 0);
+    check(MPI_Gather(&mine, 1, MPI_UINT64_T, counts.data(), 1, MPI_UINT64_T, root, comm_),
+          "MPI_Gather");
+    if (rank_ != root) {
+      for (size_t off = 0; off < bytes; off += kPiece)
+        check(
+            MPI_Send(static_cast<const char*>(in) + off,
+                     static_cast<int>(std::min(kPiece, bytes - off)), MPI_BYTE, root, kTag, comm_),
+            "MPI_Send");
+      return;
+    }
+    char* dst = static_cast<char*>(out);
+    for (int r = 0; r < size_; ++r) {
+      if (r == root) {
+        if (bytes) std::memcpy(dst, in, bytes);
+      } else {
+        for (size_t off = 0; off < counts[r]; off += kPiece)
+          check(MPI_Recv(dst + off, static_cast<int>(std::min<size_t>(kPiece, counts[r] - off)),
+                         MPI_BYTE, r, kTag, comm_, MPI_STATUS_IGNORE),
+                "MPI_Recv");
+      }
+      dst += counts[r];
+    }
   }
   void barrier() override { check(MPI_Barrier(comm_), "MPI_Barrier"); }
   std::unique_ptr<Communicator> duplicate() override {
@@ -160,6 +192,9 @@ class SingleCommunicator final : public Communicator {
   void allreduce_sum(double*, int) override {}
   void broadcast(void*, size_t, int) override {}
   void allgather(const void* in, size_t bytes, void* out) override { std::memcpy(out, in, bytes); }
+  void gatherv(const void* in, size_t bytes, void* out, int) override {
+    if (bytes) std::memcpy(out, in, bytes);
+  }
   void barrier() override {}
   std::unique_ptr<Communicator> duplicate() override {
     return std::make_unique<SingleCommunicator>();

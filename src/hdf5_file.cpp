@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 
 #include "tern/error.h"
 #include "tern/h5.h"
@@ -121,6 +123,27 @@ Tensor File::read(const std::string& dataset, DType as) const {
   Id ds(H5Dopen2(id_, dataset.c_str(), H5P_DEFAULT), H5Dclose);
   if (H5Dread(ds, memory_type(as), H5S_ALL, H5S_ALL, H5P_DEFAULT, t.raw()) < 0)
     throw InputError(where(dataset) + ": cannot read as " + dtype_name(as));
+  return t;
+}
+
+Tensor File::read_rows(const std::string& dataset, int64_t begin, int64_t end, DType as) const {
+  DatasetInfo meta = info(dataset);
+  if (meta.dims.empty() || begin < 0 || end < begin || end > meta.dims[0])
+    throw std::out_of_range(where(dataset) + ": rows [" + std::to_string(begin) + ", " +
+                            std::to_string(end) + ") out of range");
+  Shape shape = meta.dims;
+  shape[0] = end - begin;
+  Tensor t = Tensor::empty(shape, as);
+  if (t.numel() == 0) return t;
+  Id ds(H5Dopen2(id_, dataset.c_str(), H5P_DEFAULT), H5Dclose);
+  Id file_space(H5Dget_space(ds), H5Sclose);
+  std::vector<hsize_t> start(shape.size(), 0), count(shape.begin(), shape.end());
+  start[0] = static_cast<hsize_t>(begin);
+  Id mem_space(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr), H5Sclose);
+  if (H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(),
+                          nullptr) < 0 ||
+      H5Dread(ds, memory_type(as), mem_space, file_space, H5P_DEFAULT, t.raw()) < 0)
+    throw InputError(where(dataset) + ": cannot read rows as " + dtype_name(as));
   return t;
 }
 

@@ -47,6 +47,10 @@ class Communicator {
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
   // out receives every rank's `bytes` bytes of `in`, in rank order.
   virtual void allgather(const void* in, size_t bytes, void* out) = 0;
+  // Root's out receives every rank's `bytes` bytes of `in` in rank order, where `bytes` may differ
+  // between ranks (root's out must hold their sum; out is unused elsewhere). Any size: large
+  // buffers travel in pieces.
+  virtual void gatherv(const void* in, size_t bytes, void* out, int root) = 0;
   virtual void barrier() = 0;
   // A communicator over the same ranks whose collectives never match this one's: for a
   // background thread (checkpoint commits) running beside the training loop's collectives.

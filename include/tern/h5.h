@@ -33,6 +33,8 @@ class File {
 
   // Reads a whole dataset, converting to the requested element type.
   Tensor read(const std::string& dataset, DType as) const;
+  // Rows [begin, end) of the first dimension of a dataset, converting likewise.
+  Tensor read_rows(const std::string& dataset, int64_t begin, int64_t end, DType as) const;
   // Writes a tensor (creating the groups on the way), chunked and compressed when large.
   void write(const std::string& dataset, const Tensor& t);
   void write_attr(const std::string& object, const std::string& name, const std::string& value);

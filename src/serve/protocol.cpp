@@ -234,8 +234,9 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> he
   json doc;
   try {
     doc = json::parse(json_text.begin(), json_text.end());
-  } catch (const json::parse_error& e) {
-    // Drop nlohmann's "[json.exception.parse_error.101] " prefix: users need the position only.
+  } catch (const json::exception& e) {
+    // parse_error, and out_of_range for a number past double's range (1e400). Drop nlohmann's
+    // "[json.exception.parse_error.101] " prefix: users need the position only.
     std::string what = e.what();
     const auto cut = what.find("] ");
     bad("request body is not valid JSON: " +

@@ -10,10 +10,13 @@ make_model() { "$TERN_BIN/tern_serve_make_model" "$@"; }
 
 # The repository is built in a folder and, for s3, uploaded under $STORE.
 REPO="$WORK/repo"
-mkdir -p "$REPO/mlp/1" "$REPO/mlp/2" "$REPO/slow/1"
+mkdir -p "$REPO/mlp/1" "$REPO/mlp/2" "$REPO/slow/1" "$REPO/split/1" "$REPO/split/2" "$REPO/live/1"
 make_model "$REPO/mlp/1/model.h5" 4 3 1
 make_model "$REPO/mlp/2/model.h5" 4 3 2
 make_model "$REPO/slow/1/model.h5" 4 3 7
+make_model "$REPO/split/1/model.h5" 4 3 11
+make_model "$REPO/split/2/model.h5" 4 3 12
+make_model "$REPO/live/1/model.h5" 4 3 21
 cat >"$REPO/mlp/config.ini" <<'EOF'
 version_policy = all
 max_batch_size = 8
@@ -23,6 +26,10 @@ cache = true
 EOF
 # Requests to "slow" wait half a second in its queue: time to send SIGTERM while they do.
 printf 'max_batch_size = 64\nmax_queue_delay_microseconds = 500000\n' >"$REPO/slow/config.ini"
+# "split": the 90/10 traffic split with no cache, so every request is routed. "live": the newest
+# version only, swapped under load.
+printf 'version_policy = all\ntraffic = 1:90, 2:10\ncache = false\n' >"$REPO/split/config.ini"
+printf 'version_policy = latest:1\ncache = false\n' >"$REPO/live/config.ini"
 publish() {  # publish PATH-IN-REPO: make a file of $REPO visible to the server
   if [ "$kind" = s3 ]; then
     "$TERN_TEST_PYTHON" - "$REPO" "$STORE" "$1" <<'PY'
@@ -34,7 +41,10 @@ PY
   fi
 }
 if [ "$kind" = s3 ]; then
-  for f in mlp/1/model.h5 mlp/2/model.h5 slow/1/model.h5 mlp/config.ini slow/config.ini; do publish "$f"; done
+  for f in mlp/1/model.h5 mlp/2/model.h5 slow/1/model.h5 mlp/config.ini slow/config.ini \
+    split/1/model.h5 split/2/model.h5 split/config.ini live/1/model.h5 live/config.ini; do
+    publish "$f"
+  done
   URI=$STORE
 else
   URI=$REPO
@@ -43,7 +53,8 @@ fi
 "$TERN_BIN/tern-serve" --model-repository="$URI" --server.address=127.0.0.1 --http-port=0 \
   --server.repository_poll_secs=1 --server.max_body_mb=1 --cache.size_mb=16 >"$WORK/serve.log" 2>&1 &
 SERVER=$!
-trap 'kill $SERVER ${S3_SERVER_PID:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# LOAD: the client of "hot reload under load", while it runs.
+trap 'kill $SERVER ${LOAD:-} ${S3_SERVER_PID:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do grep -q "listening on" "$WORK/serve.log" && break; sleep 0.1; done
 PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/serve.log")
 URL="http://127.0.0.1:$PORT"
@@ -140,6 +151,62 @@ expect_status 404 "no ready version 7" POST /v2/models/mlp/versions/7/infer -d "
 expect_status 405 "use POST" GET /v2/models/mlp/infer
 head -c 2000000 /dev/zero >"$WORK/big"
 expect_status 413 "exceeds the limit" POST /v2/models/mlp/infer --data-binary @"$WORK/big"
+# The rest of the malformed-request suite: not an object, missing fields, values that do not
+# fit, binary framing, methods; then the server still answers a good request.
+expect_status 400 "must be a JSON object" POST /v2/models/mlp/infer -d '[1,2,3]'
+expect_status 400 "not valid JSON" POST /v2/models/mlp/infer -d ''
+expect_status 400 "needs 'inputs'" POST /v2/models/mlp/infer -d '{"id":"x"}'
+expect_status 400 "needs 'inputs'" POST /v2/models/mlp/infer -d '{"inputs":[]}'
+expect_status 400 "every input needs a string 'name'" POST /v2/models/mlp/infer \
+  -d '{"inputs":[{"datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}'
+expect_status 400 "input 'input': needs a string 'datatype'" POST /v2/models/mlp/infer \
+  -d '{"inputs":[{"name":"input","shape":[1,4],"data":[1,2,3,4]}]}'
+expect_status 400 "input 'input': needs 'shape'" POST /v2/models/mlp/infer \
+  -d '{"inputs":[{"name":"input","datatype":"FP32","data":[1,2,3,4]}]}'
+expect_status 400 "input 'input': needs 'data'" POST /v2/models/mlp/infer \
+  -d '{"inputs":[{"name":"input","datatype":"FP32","shape":[1,4]}]}'
+expect_status 400 "input 'input': datatype 'FP8'" POST /v2/models/mlp/infer \
+  -d '{"inputs":[{"name":"input","datatype":"FP8","shape":[1,4],"data":[1,2,3,4]}]}'
+expect_status 400 "'shape' [1,-4]" POST /v2/models/mlp/infer \
+  -d '{"inputs":[{"name":"input","datatype":"FP32","shape":[1,-4],"data":[1,2,3,4]}]}'
+expect_status 400 "'data' has 3 values" POST /v2/models/mlp/infer \
+  -d '{"inputs":[{"name":"input","datatype":"FP32","shape":[1,4],"data":[1,2,3]}]}'
+expect_status 400 "input 'input'" POST /v2/models/mlp/infer \
+  -d '{"inputs":[{"name":"input","datatype":"FP32","shape":[1,4],"data":[1,"two",3,4]}]}'
+# A number JSON can write but a double cannot hold: a 400 like any other bad value, not a 500.
+expect_status 400 "" POST /v2/models/mlp/infer \
+  -d '{"inputs":[{"name":"input","datatype":"FP32","shape":[1,4],"data":[1e400,2,3,4]}]}'
+expect_status 400 "unknown output 'probs'" POST /v2/models/mlp/infer \
+  -d '{"inputs":[{"name":"input","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}],"outputs":[{"name":"probs"}]}'
+# Binary framing: a size that does not match the shape, a size without the header, a header
+# longer than the body, a header that is not a number, bytes that belong to no input.
+python3 - "$WORK/bin_bad" <<'PY'
+import json, struct, sys
+head = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],
+                               "parameters": {"binary_data_size": 12}}]}).encode()
+open(sys.argv[1], "wb").write(head + struct.pack("<3f", 1, 2, 3))
+open(sys.argv[1] + ".len", "w").write(str(len(head)))
+PY
+expect_status 400 "binary_data_size 12 does not match shape [1,4] of FP32 (16 bytes)" \
+  POST /v2/models/mlp/infer -H "Inference-Header-Content-Length: $(cat "$WORK/bin_bad.len")" \
+  --data-binary @"$WORK/bin_bad"
+expect_status 400 "needs the Inference-Header-Content-Length header" \
+  POST /v2/models/mlp/infer --data-binary @"$WORK/bin_request"
+expect_status 400 "but the body has only" POST /v2/models/mlp/infer \
+  -H "Inference-Header-Content-Length: 100000" --data-binary @"$WORK/bin_request"
+expect_status 400 "is not a byte count" POST /v2/models/mlp/infer \
+  -H "Inference-Header-Content-Length: twelve" --data-binary @"$WORK/bin_request"
+{ cat "$WORK/bin_request" && printf 'abcd'; } >"$WORK/bin_extra"
+expect_status 400 "belong to no input" POST /v2/models/mlp/infer \
+  -H "Inference-Header-Content-Length: $(cat "$WORK/bin_request.len")" --data-binary @"$WORK/bin_extra"
+expect_status 404 "unknown model 'nope'" GET /v2/models/nope
+expect_status 404 "" POST /v2/models/mlp/versions/99/infer -d "$infer_body"
+expect_status 405 "" PUT /v2/models/mlp/infer -d "$infer_body"
+expect_status 405 "" DELETE /v2/models/mlp/versions/1/infer
+expect_status 405 "" POST /v2/health/ready
+# After all of that, the server still serves.
+expect_status 200 '"model_version":"1"' POST /v2/models/mlp/versions/1/infer -d "$infer_body"
+expect_status 200 '' GET /v2/health/ready
 
 # Concurrent load on keep-alive connections: every request answered, and batched.
 seq 200 | xargs -P 16 -I{} curl -s -o /dev/null -w '%{http_code}\n' -X POST \
@@ -165,6 +232,25 @@ PY
 status GET /v2/models/mlp/stats >/dev/null
 check_json 'sum(s["inference_stats"]["cache_hit"]["count"] for s in j["model_stats"]) > 250'
 
+# Traffic split 90:10 over 2,000 requests with the cache off: each version's share is within 3
+# percentage points of its weight (one keep-alive connection).
+start=$(date +%s.%N)
+python3 tests/serve/infer_load.py "127.0.0.1:$PORT" split "$WORK/split2000" --count 2000 --max-seconds 120
+took=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
+python3 - "$WORK/split2000" <<'PY' && pass "traffic split 90:10 over 2000 requests in $took s: $(cat "$WORK/split2000.share")" || fail "traffic split 90:10 off: $(cat "$WORK/split2000.share")"
+import collections, sys
+rows = [l.split() for l in open(sys.argv[1])]
+codes = collections.Counter(r[1] for r in rows)
+counts = collections.Counter(r[2] for r in rows if r[1] == "200")
+share = {v: counts[v] / 2000 for v in ("1", "2")}
+open(sys.argv[1] + ".share", "w").write(
+    f"answers {dict(codes)}, version 1 {share['1']:.3f}, version 2 {share['2']:.3f}")
+sys.exit(0 if len(rows) == 2000 and codes == {"200": 2000} and set(counts) == {"1", "2"}
+         and abs(share["1"] - 0.9) <= 0.03 and abs(share["2"] - 0.1) <= 0.03 else 1)
+PY
+status GET /v2/models/split/stats >/dev/null
+check_json 'sum(s["inference_stats"]["cache_hit"]["count"] for s in j["model_stats"]) == 0 and sum(s["inference_stats"]["success"]["count"] for s in j["model_stats"]) == 2000'
+
 # Hot reload: a broken version 3 is refused and the others keep serving; a good one goes live.
 mkdir -p "$REPO/mlp/3"
 echo "not an HDF5 file" >"$REPO/mlp/3/model.h5"
@@ -176,6 +262,66 @@ make_model "$REPO/mlp/3/model.h5" 4 3 3
 publish mlp/3/model.h5
 for _ in $(seq 50); do curl -sf "$URL/v2/models/mlp/versions/3/ready" >/dev/null && break; sleep 0.1; done
 expect_status 200 '"model_version":"3"' POST /v2/models/mlp/versions/3/infer -d "$infer_body"
+
+# Hot reload under load: 4 clients send requests that name no version to "live" (latest:1)
+# without pause while version 2 is dropped in, then a corrupt version 3. Not one request fails;
+# responses move from version 1 to 2 and never back; version 3 is refused and 2 serves on.
+# wait_for SECONDS COMMAND...: polls COMMAND every 0.1 s until it succeeds or time runs out.
+wait_for() {
+  local tries=$(($1 * 10))
+  shift
+  for _ in $(seq "$tries"); do "$@" && return 0; sleep 0.1; done
+  return 1
+}
+answered() {
+  local n
+  n=$(grep -c " 200 $1\$" "$WORK/load" 2>/dev/null || true)
+  [ "${n:-0}" -ge "$2" ]
+}
+lines_over() { [ "$(wc -l <"$WORK/load")" -ge "$1" ]; }
+python3 tests/serve/infer_load.py "127.0.0.1:$PORT" live "$WORK/load" --threads 4 \
+  --stop-file "$WORK/load.stop" --max-seconds 150 &
+LOAD=$!
+wait_for 30 answered 1 100 || fail "under load: no 100 answers from version 1: $(sort -k2 "$WORK/load" | uniq -c -f1 | head)"
+make_model "$WORK/live2.h5" 4 3 22
+mkdir -p "$REPO/live/2"
+mv "$WORK/live2.h5" "$REPO/live/2/model.h5"  # a rename: the server never sees half a file
+publish live/2/model.h5
+wait_for 30 answered 2 1 && pass "under load: version 2 went live" || fail "under load: version 2 never answered"
+mark=$(wc -l <"$WORK/load")
+wait_for 30 lines_over $((mark + 100)) || fail "under load: the clients stalled after the swap"
+mkdir -p "$REPO/live/3"
+echo "not an HDF5 file" >"$WORK/live3.h5"
+mv "$WORK/live3.h5" "$REPO/live/3/model.h5"
+publish live/3/model.h5
+wait_for 30 grep -q "model 'live' version 3: refused" "$WORK/serve.log" &&
+  pass "under load: corrupt version 3 refused" || fail "under load: no refusal of version 3 logged"
+mark=$(wc -l <"$WORK/load")
+sleep 1.5  # past the next poll
+wait_for 30 lines_over $((mark + 100)) || fail "under load: the clients stalled after the refusal"
+touch "$WORK/load.stop"
+wait "$LOAD" || fail "under load: the client exited $?"
+LOAD=
+python3 - "$WORK/load" "$mark" <<'PY' && pass "under load: $(cat "$WORK/load.summary")" || fail "under load: $(cat "$WORK/load.summary")"
+import collections, sys
+rows = [l.split() for l in open(sys.argv[1])]
+mark = int(sys.argv[2])
+codes = collections.Counter(r[1] for r in rows)
+versions = collections.Counter(r[2] for r in rows if r[1] == "200")
+last = {}
+backwards = 0
+for tid, code, version in rows:
+    if code == "200":
+        backwards += last.get(tid, "1") > version
+        last[tid] = version
+after = collections.Counter(r[2] for r in rows[mark:])
+open(sys.argv[1] + ".summary", "w").write(
+    f"{len(rows)} requests, answers {dict(codes)}, versions {dict(versions)}, "
+    f"after the refusal {dict(after)}, back to an older version {backwards}")
+sys.exit(0 if codes.keys() == {"200"} and versions.keys() == {"1", "2"} and versions["1"] >= 100
+         and after.keys() == {"2"} and backwards == 0 else 1)
+PY
+expect_status 200 '"versions":["2"]' GET /v2/models/live
 
 # /metrics: Triton's names, histograms, one TYPE per family.
 expect_status 200 'nv_inference_request_success{model="mlp",version="1"}' GET /metrics
@@ -202,6 +348,39 @@ for need in ["nv_inference_request_success", "nv_inference_request_failure", "nv
     assert need in seen, need
 assert types["tern_request_duration_seconds"] == "histogram"
 PY
+# promtool (Debian's prometheus package) parses and lints the same exposition, taken after
+# traffic that includes failed requests.
+python3 - "$WORK/body" <<'PY' && pass "metrics count failed requests" || fail "no failed request in /metrics"
+import re, sys
+text = open(sys.argv[1]).read()
+sys.exit(0 if any(float(v) > 0 for v in re.findall(r'^nv_inference_request_failure\{[^}]*\} (\S+)$', text, re.M)) else 1)
+PY
+# Exit 1 is a parse error; exit 3 lists lint problems. The only ones allowed are promtool's
+# naming conventions on Triton's nv_* names, which tern-serve keeps so Triton dashboards work
+# (nv_inference_count, nv_inference_request_duration_us, ... are counters without "_total").
+if command -v promtool >/dev/null 2>&1; then
+  rc=0
+  promtool check metrics <"$WORK/body" >"$WORK/promtool.log" 2>&1 || rc=$?
+  if [ "$rc" = 0 ]; then
+    pass "promtool check metrics: clean"
+  elif [ "$rc" = 3 ] && python3 - "$WORK/promtool.log" <<'PY'; then
+import sys
+naming = ('counter metrics should have "_total" suffix',
+          "metric names should not contain abbreviated units",
+          'non-histogram and non-summary metrics should not have "_count" suffix')
+lines = [l.strip() for l in open(sys.argv[1]) if l.strip()]
+bad = [l for l in lines if not (l.startswith("nv_") and l.split(" ", 1)[1] in naming)]
+if bad:
+    print("\n".join(bad))
+sys.exit(1 if bad or not lines else 0)
+PY
+    pass "promtool check metrics: parses; only naming lints on Triton's nv_* names ($(wc -l <"$WORK/promtool.log"))"
+  else
+    fail "promtool check metrics exited $rc: $(head -30 "$WORK/promtool.log")"
+  fi
+else
+  fail "promtool is missing (Debian package prometheus; launch/common.sh installs it)"
+fi
 
 # tritonclient[http], where the Python test env has it.
 if [ -n "${TERN_TEST_PYTHON:-}" ] && "$TERN_TEST_PYTHON" -c 'import tritonclient.http, numpy' 2>/dev/null; then

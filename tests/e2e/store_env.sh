@@ -9,7 +9,7 @@ case "$1" in
     fi
     "$TERN_TEST_PYTHON" tests/store/s3_server.py --port-file "$WORK/s3.port" >"$WORK/s3.log" 2>&1 &
     S3_SERVER_PID=$!
-    trap 'kill $S3_SERVER_PID 2>/dev/null; rm -rf "$WORK"' EXIT
+    trap 'kill $S3_SERVER_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
     for _ in $(seq 100); do [ -s "$WORK/s3.port" ] && break; sleep 0.1; done
     export AWS_ENDPOINT_URL="http://127.0.0.1:$(cat "$WORK/s3.port")" AWS_ACCESS_KEY_ID=testing \
       AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1

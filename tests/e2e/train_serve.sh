@@ -22,7 +22,7 @@ printf 'version_policy = all\n' >"$WORK/repo/digits/config.ini"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$TERN_BIN/tern-serve" --model-repository="$WORK/repo" --http-port="$port" --server.address=127.0.0.1 >"$WORK/serve.log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'kill $server 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do curl -sf "127.0.0.1:$port/v2/health/ready" >/dev/null && break; sleep 0.1; done
 if "$TERN_TEST_PYTHON" tests/e2e/served_predictions.py "127.0.0.1:$port" digits "$data" "$acc" 1 2 >"$WORK/query.log" 2>&1; then
   pass "$(tr '\n' ';' <"$WORK/query.log")"

@@ -1,0 +1,77 @@
+// libFuzzer target for the infer request parser, JSON and binary (tests/serve/fuzz.sh builds
+// and runs it with clang, ASan and UBSan). The first byte picks the framing:
+//   bit 0 clear: the rest is the body, with no Inference-Header-Content-Length (JSON only);
+//   bit 0 set:   the next two bytes (little endian) are the header length, then the body;
+//                bit 1 set keeps that length within the body (a JSON head plus binary data),
+//                bit 1 clear passes it as is (it may exceed the body).
+// The parser must either return a request consistent with the schema or throw HttpError (400);
+// any other exception, a crash or a sanitizer report is a finding. A parsed request is encoded
+// back into a response, JSON and binary, so the classification path runs too.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "tern/serve/protocol.h"
+
+namespace {
+
+const tern::serve::ModelSchema& schema() {
+  static const tern::serve::ModelSchema s = [] {
+    tern::serve::ModelSchema m;
+    m.input_name = "input";
+    m.input_shape = {4};
+    m.output_name = "logits";
+    m.output_features = 3;
+    m.labels = {"class0", "class1", "class2"};
+    m.max_batch_size = 8;
+    return m;
+  }();
+  return s;
+}
+
+void check(bool ok) {
+  if (!ok) std::abort();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 1) return 0;
+  const uint8_t mode = data[0];
+  std::string_view rest(reinterpret_cast<const char*>(data + 1), size - 1);
+  std::optional<size_t> header_length;
+  if (mode & 1) {
+    if (rest.size() < 2) return 0;
+    size_t n =
+        static_cast<uint8_t>(rest[0]) | (static_cast<size_t>(static_cast<uint8_t>(rest[1])) << 8);
+    rest.remove_prefix(2);
+    if (mode & 2) n %= rest.size() + 1;
+    header_length = n;
+  }
+  const auto& s = schema();
+  tern::serve::InferRequest req;
+  try {
+    req = tern::serve::parse_infer_request(rest, header_length, s);
+  } catch (const tern::serve::HttpError& e) {
+    check(e.status() == 400);
+    return 0;
+  }
+  // A parsed request fits the schema.
+  check(req.rows >= 1 && req.rows <= s.max_batch_size);
+  check(req.input.size() == static_cast<size_t>(req.rows * s.input_features()));
+  check(!req.outputs.empty());
+  for (const auto& out : req.outputs)
+    check(out.name == s.output_name && out.classification >= 0 &&
+          out.classification <= s.output_features);
+
+  std::vector<float> output(static_cast<size_t>(req.rows * s.output_features));
+  for (size_t i = 0; i < output.size(); ++i)
+    output[i] = i < req.input.size() ? req.input[i] : static_cast<float>(i);
+  const auto encoded = tern::serve::encode_infer_response("mlp", 1, req, s, output.data());
+  check(!encoded.body.empty());
+  if (encoded.header_length) check(*encoded.header_length <= encoded.body.size());
+  return 0;
+}
