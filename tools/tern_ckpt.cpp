@@ -7,6 +7,7 @@
 
 #include <boost/program_options.hpp>
 
+#include "subcommands.h"
 #include "tern/checkpoint.h"
 #include "tern/error.h"
 #include "tern/export.h"
@@ -145,42 +146,25 @@ int compare(const std::vector<std::string>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    std::cout << kUsage;
-    return argc < 2 ? kExitUsage : kExitOk;
-  }
-  const std::string cmd = argv[1];
-  if (cmd == "--version") {
-    std::cout << "tern-ckpt " << version_string() << "\n";
-    return kExitOk;
-  }
   init_logging(0, "warn");
-  try {
-    std::vector<std::string> positional;
-    int64_t step = -1;
-    std::string output;
-    po::options_description desc("options");
-    desc.add_options()("step", po::value(&step), "checkpoint step")(
-        "output", po::value(&output), "output file")("args", po::value(&positional));
-    po::positional_options_description pos;
-    pos.add("args", -1);
-    po::variables_map vm;
-    po::store(po::command_line_parser(argc - 1, argv + 1).options(desc).positional(pos).run(), vm);
-    po::notify(vm);
-    if (cmd == "list") return list(positional);
-    if (cmd == "verify") return verify(positional, step);
-    if (cmd == "export") return export_model(positional, step, output);
-    if (cmd == "compare") return compare(positional);
-    std::fprintf(stderr, "tern-ckpt: unknown command '%s'\n%s", cmd.c_str(), kUsage);
-    return kExitUsage;
-  } catch (const po::error& e) {
-    std::fprintf(stderr, "tern-ckpt %s: error: %s\n", cmd.c_str(), e.what());
-    return kExitUsage;
-  } catch (const InputError& e) {
-    std::fprintf(stderr, "tern-ckpt %s: error: %s\n", cmd.c_str(), e.what());
-    return kExitUsage;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tern-ckpt %s: error: %s\n", cmd.c_str(), e.what());
-    return kExitError;
-  }
+  return run_subcommand(
+      argc, argv, "tern-ckpt", kUsage, [&](const std::string& cmd) -> std::optional<int> {
+        std::vector<std::string> positional;
+        int64_t step = -1;
+        std::string output;
+        po::options_description desc("options");
+        desc.add_options()("step", po::value(&step), "checkpoint step")(
+            "output", po::value(&output), "output file")("args", po::value(&positional));
+        po::positional_options_description pos;
+        pos.add("args", -1);
+        po::variables_map vm;
+        po::store(po::command_line_parser(argc - 1, argv + 1).options(desc).positional(pos).run(),
+                  vm);
+        po::notify(vm);
+        if (cmd == "list") return list(positional);
+        if (cmd == "verify") return verify(positional, step);
+        if (cmd == "export") return export_model(positional, step, output);
+        if (cmd == "compare") return compare(positional);
+        return std::nullopt;
+      });
 }

@@ -9,6 +9,7 @@
 #include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
 
+#include "subcommands.h"
 #include "tern/data.h"
 #include "tern/error.h"
 #include "tern/h5.h"
@@ -302,29 +303,11 @@ int info(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    std::cout << kUsage;
-    return argc < 2 ? kExitUsage : kExitOk;
-  }
-  const std::string cmd = argv[1];
-  if (cmd == "--version") {
-    std::cout << "tern-data " << version_string() << "\n";
-    return kExitOk;
-  }
-  try {
-    if (cmd == "convert") return convert(argc - 1, argv + 1);
-    if (cmd == "info") return info(argc - 1, argv + 1);
-    if (cmd == "synth") return synth(argc - 1, argv + 1);
-    std::fprintf(stderr, "tern-data: unknown command '%s'\n%s", cmd.c_str(), kUsage);
-    return kExitUsage;
-  } catch (const po::error& e) {
-    std::fprintf(stderr, "tern-data %s: error: %s\n", cmd.c_str(), e.what());
-    return kExitUsage;
-  } catch (const InputError& e) {
-    std::fprintf(stderr, "tern-data %s: error: %s\n", cmd.c_str(), e.what());
-    return kExitUsage;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tern-data %s: error: %s\n", cmd.c_str(), e.what());
-    return kExitError;
-  }
+  return run_subcommand(argc, argv, "tern-data", kUsage,
+                        [&](const std::string& cmd) -> std::optional<int> {
+                          if (cmd == "convert") return convert(argc - 1, argv + 1);
+                          if (cmd == "info") return info(argc - 1, argv + 1);
+                          if (cmd == "synth") return synth(argc - 1, argv + 1);
+                          return std::nullopt;
+                        });
 }
