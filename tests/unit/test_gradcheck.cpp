@@ -21,6 +21,18 @@ const std::vector<std::string> kLayerCases = {
 constexpr float kEps = 1e-2f;
 constexpr double kTol = 2e-3;
 
+// Central difference of loss() in the element v.
+template <class Loss>
+double numeric_grad(float& v, const Loss& loss) {
+  const float saved = v;
+  v = saved + kEps;
+  const double lp = loss();
+  v = saved - kEps;
+  const double lm = loss();
+  v = saved;
+  return (lp - lm) / (2 * kEps);
+}
+
 // Relative error that tolerates tiny gradients.
 double rel_err(double a, double b) {
   return std::abs(a - b) / std::max(1e-2, std::abs(a) + std::abs(b));
@@ -86,14 +98,7 @@ TEST_P(LayerGradCheck, MatchesFiniteDifferences) {
 
   auto check = [&](Tensor& t, const Tensor& analytic, const std::string& what) {
     for (int64_t i = 0; i < t.numel(); ++i) {
-      float& v = t.data<float>()[i];
-      const float saved = v;
-      v = saved + kEps;
-      const double lp = loss();
-      v = saved - kEps;
-      const double lm = loss();
-      v = saved;
-      const double numeric = (lp - lm) / (2 * kEps);
+      const double numeric = numeric_grad(t.data<float>()[i], loss);
       EXPECT_LT(rel_err(analytic.data<float>()[i], numeric), kTol)
           << GetParam() << " " << what << "[" << i << "]: analytic " << analytic.data<float>()[i]
           << " numeric " << numeric;
@@ -131,15 +136,10 @@ TEST(GradCheck, EveryLossMatchesFiniteDifferences) {
     Tensor dout = Tensor::empty({rows, cols});
     loss->compute(out, target, &dout, scale);
     for (int64_t i = 0; i < out.numel(); ++i) {
-      float& v = out.data<float>()[i];
-      const float saved = v;
-      v = saved + kEps;
-      const double lp = loss->compute(out, target, nullptr, scale).loss_sum * scale;
-      v = saved - kEps;
-      const double lm = loss->compute(out, target, nullptr, scale).loss_sum * scale;
-      v = saved;
-      EXPECT_LT(rel_err(dout.data<float>()[i], (lp - lm) / (2 * kEps)), kTol)
-          << name << " [" << i << "]";
+      const double numeric = numeric_grad(out.data<float>()[i], [&] {
+        return loss->compute(out, target, nullptr, scale).loss_sum * scale;
+      });
+      EXPECT_LT(rel_err(dout.data<float>()[i], numeric), kTol) << name << " [" << i << "]";
     }
   }
 }
@@ -168,14 +168,8 @@ TEST(GradCheck, WholeModelMatchesFiniteDifferences) {
   Tensor& p = model.params();
   for (const ParamInfo& info : model.param_table())
     for (int64_t i = info.offset; i < info.offset + shape_numel(info.shape); ++i) {
-      float& v = p.data<float>()[i];
-      const float saved = v;
-      v = saved + kEps;
-      const double lp = loss();
-      v = saved - kEps;
-      const double lm = loss();
-      v = saved;
-      EXPECT_LT(rel_err(model.grads().data<float>()[i], (lp - lm) / (2 * kEps)), kTol)
+      EXPECT_LT(rel_err(model.grads().data<float>()[i], numeric_grad(p.data<float>()[i], loss)),
+                kTol)
           << info.name << " [" << i - info.offset << "]";
     }
 }
