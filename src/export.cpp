@@ -71,7 +71,8 @@ ExportInfo export_info_from_json(const nlohmann::json& j, const std::string& whe
 void write_export(const std::string& path, const ExportInfo& info,
                   const std::vector<ParamInfo>& table, const Tensor& params) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
+  std::error_code ec;
+  try {
     h5::File f = h5::File::create(tmp);
     for (const ParamInfo& p : table) f.write(dataset_of(p.name), params.slice(p.offset, p.shape));
     const nlohmann::json j = export_info_to_json(info);
@@ -79,8 +80,10 @@ void write_export(const std::string& path, const ExportInfo& info,
     for (const char* key :
          {"model_spec", "input_schema", "outputs", "normalization", "feature_stats", "lineage"})
       f.write_attr("/", key, j.at(key).dump());
+  } catch (...) {
+    std::filesystem::remove(tmp, ec);  // no half-written file left behind
+    throw;
   }
-  std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec) {
     std::filesystem::remove(tmp, ec);

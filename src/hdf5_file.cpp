@@ -57,7 +57,11 @@ File File::open(const std::string& path) {
 
 File File::create(const std::string& path) {
   silence_hdf5();
-  hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  // The 1.8 file format at least: its dense attribute storage holds attributes over 64 KiB (an
+  // export's normalisation statistics for thousands of features).
+  Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
+  hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   if (id < 0) throw std::runtime_error("'" + path + "': cannot create HDF5 file");
   return File(path, id);
 }
