@@ -55,10 +55,11 @@ void copy_range(const std::vector<StateBuffer>& buffers, uint64_t offset, uint64
     if (lo < hi) {
       char* buf = static_cast<char*>(b.tensor.raw()) + (lo - base);
       char* ext = bytes + (lo - offset);
+      // The buffers may be in GPU memory; `bytes` is always host memory.
       if (to_buffers)
-        std::memcpy(buf, ext, hi - lo);
+        copy_bytes(buf, b.tensor.device(), ext, Device{}, hi - lo);
       else
-        std::memcpy(ext, buf, hi - lo);
+        copy_bytes(ext, Device{}, buf, b.tensor.device(), hi - lo);
     }
     base += n;
   }

@@ -181,6 +181,9 @@ void register_trainer_options(OptionSet& o, TrainerConfig& c) {
   o.add("data.normalize", &c.data.normalize,
         "input normalisation: standard (per-feature mean/std of the training split) | none");
   o.add("data.prefetch", &c.data.prefetch, "batches each rank's loader prepares ahead");
+  o.add("data.loader_threads", &c.data.loader_threads,
+        "threads that copy the rows of one large batch (over 4 MiB); 0 = up to 4, as the cores "
+        "allow");
 
   o.add("optim.name", &c.optim.name, "optimizer: adamw | sgd");
   o.add("optim.lr", &c.optim.lr, "peak learning rate");
@@ -219,9 +222,21 @@ void register_trainer_options(OptionSet& o, TrainerConfig& c) {
         "deterministic)");
   o.add("run.progress", &c.run.progress,
         "live progress line on rank 0: auto (when a terminal) | on | off");
+  o.add("run.device", &c.run.device,
+        "where to train: auto (a GPU when this build has CUDA and one is visible) | cpu | cuda; "
+        "one GPU per rank, picked by the rank's local index");
+  o.add("run.precision", &c.run.precision,
+        "fp32 | bf16 (GPU: bf16 activations and GEMM operands, f32 master weights, gradients "
+        "and optimizer state)");
+  o.add("run.tf32", &c.run.tf32,
+        "TF32 tensor cores for f32 GEMMs on the GPU (faster, ~1e-3 "
+        "relative error; off keeps f32 results equal to the CPU's)");
 
-  o.add("dist.backend", &c.dist.backend, "gradient all-reduce: auto | mpi | none (world size 1)");
+  o.add("dist.backend", &c.dist.backend,
+        "gradient all-reduce: auto (NCCL on a GPU, else MPI) | nccl | mpi | none (world size 1)");
   o.add("dist.bucket_mb", &c.dist.bucket_mb, "all-reduce bucket size in MB");
+  o.add("dist.timeout_seconds", &c.dist.timeout_seconds,
+        "an NCCL collective not done after this long aborts the job instead of hanging");
 
   o.add("checkpoint.uri", &c.checkpoint.uri,
         "where checkpoints go: a path, file://PATH or s3://BUCKET/PREFIX; empty = none");
@@ -266,6 +281,7 @@ void validate_trainer_config(const OptionSet& o, const TrainerConfig& c) {
   require(one_of(c.data.normalize, {"standard", "none"}), o, "data.normalize",
           "expected standard or none");
   require(c.data.prefetch >= 1, o, "data.prefetch", "must be >= 1");
+  require(c.data.loader_threads >= 0, o, "data.loader_threads", "must be >= 0");
   require(one_of(c.optim.name, {"adamw", "sgd"}), o, "optim.name", "expected adamw or sgd");
   require(c.optim.lr > 0, o, "optim.lr", "must be > 0");
   require(c.optim.weight_decay >= 0, o, "optim.weight_decay", "must be >= 0");
@@ -295,8 +311,12 @@ void validate_trainer_config(const OptionSet& o, const TrainerConfig& c) {
           "expected debug, info, warn or error");
   require(one_of(c.run.progress, {"auto", "on", "off"}), o, "run.progress",
           "expected auto, on or off");
-  require(one_of(c.dist.backend, {"auto", "mpi", "none"}), o, "dist.backend",
-          "expected auto, mpi or none");
+  require(one_of(c.run.device, {"auto", "cpu", "cuda"}), o, "run.device",
+          "expected auto, cpu or cuda");
+  require(one_of(c.run.precision, {"fp32", "bf16"}), o, "run.precision", "expected fp32 or bf16");
+  require(one_of(c.dist.backend, {"auto", "nccl", "mpi", "none"}), o, "dist.backend",
+          "expected auto, nccl, mpi or none");
+  require(c.dist.timeout_seconds > 0, o, "dist.timeout_seconds", "must be > 0");
   require(c.dist.bucket_mb > 0, o, "dist.bucket_mb", "must be > 0");
   require(c.checkpoint.every_steps >= 0, o, "checkpoint.every_steps", "must be >= 0");
   require(c.checkpoint.keep >= 1, o, "checkpoint.keep", "must be >= 1");

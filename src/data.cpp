@@ -1,5 +1,6 @@
 #include "tern/data.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -225,16 +226,33 @@ Batch Loader::make(int64_t step, int64_t micro) {
   const int64_t rows = r_end - r_begin;
   Shape xs = split_.x.shape(), ys = split_.y.shape();
   xs[0] = ys[0] = rows;
-  b.x = Tensor::empty(xs, split_.x.dtype());
-  b.y = Tensor::empty(ys, split_.y.dtype());
+  auto allocate =
+      opt_.allocate ? opt_.allocate : [](const Shape& s, DType dt) { return Tensor::empty(s, dt); };
+  b.x = allocate(xs, split_.x.dtype());
+  b.y = allocate(ys, split_.y.dtype());
   const size_t x_row = split_.x.nbytes() / split_.rows(), y_row = split_.y.nbytes() / split_.rows();
   const char* xsrc = static_cast<const char*>(split_.x.raw());
   const char* ysrc = static_cast<const char*>(split_.y.raw());
-  for (int64_t i = 0; i < rows; ++i) {
-    const int64_t s = sampler_.sample_at(b.first_sample + i);
-    std::memcpy(static_cast<char*>(b.x.raw()) + i * x_row, xsrc + s * x_row, x_row);
-    std::memcpy(static_cast<char*>(b.y.raw()) + i * y_row, ysrc + s * y_row, y_row);
-  }
+  // The sampler is not thread-safe: look the rows up first, copy them in parallel.
+  std::vector<int64_t> source(rows);
+  for (int64_t i = 0; i < rows; ++i) source[i] = sampler_.sample_at(b.first_sample + i);
+  auto copy_rows = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t s = source[i];
+      std::memcpy(static_cast<char*>(b.x.raw()) + i * x_row, xsrc + s * x_row, x_row);
+      std::memcpy(static_cast<char*>(b.y.raw()) + i * y_row, ysrc + s * y_row, y_row);
+    }
+  };
+  constexpr size_t kParallelBytes = size_t{4}
+                                    << 20;  // below this, threads cost more than they save
+  const int64_t threads = rows * (x_row + y_row) >= kParallelBytes
+                              ? std::clamp<int64_t>(opt_.threads, 1, std::max<int64_t>(rows, 1))
+                              : 1;
+  std::vector<std::thread> helpers;
+  for (int64_t t = 1; t < threads; ++t)
+    helpers.emplace_back(copy_rows, rows * t / threads, rows * (t + 1) / threads);
+  copy_rows(0, rows / threads);
+  for (auto& h : helpers) h.join();
   return b;
 }
 

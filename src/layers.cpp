@@ -84,9 +84,11 @@ void LayerSpec::check_all_used() const {
       throw InputError(where() + ": unknown argument '" + key + "' for layer type " + type_);
 }
 
-void Layer::bind(std::vector<Tensor> params, std::vector<Tensor> grads) {
+void Layer::bind(std::vector<Tensor> params, std::vector<Tensor> grads,
+                 std::vector<Tensor> compute) {
   params_ = std::move(params);
   grads_ = std::move(grads);
+  compute_params_ = std::move(compute);
 }
 
 namespace {
@@ -111,14 +113,16 @@ class Linear final : public Layer {
     return p;
   }
   void forward(const Tensor& x, Tensor& y, const StepContext&) override {
-    ops::gemm(x, false, params_[0], true, y);
-    if (bias_) ops::add_bias(y, params_[1]);
+    // The bias rides on the GEMM (a cuBLASLt epilogue on the GPU).
+    ops::gemm(x, false, compute_params_[0], true, y, 1.0f, 0.0f,
+              bias_ ? &compute_params_[1] : nullptr);
   }
   void backward(const Tensor& x, const Tensor&, const Tensor& dy, Tensor* dx,
                 const StepContext&) override {
+    // Weight gradients accumulate in f32 whatever the compute dtype.
     ops::gemm(dy, true, x, false, grads_[0], 1.0f, 1.0f);
     if (bias_) ops::bias_grad(dy, grads_[1], true);
-    if (dx) ops::gemm(dy, false, params_[0], false, *dx);
+    if (dx) ops::gemm(dy, false, compute_params_[0], false, *dx);
   }
 
  private:
@@ -182,8 +186,8 @@ class LayerNorm final : public Layer {
   }
   void reserve(int64_t max_rows) override {
     if (mean_.numel() >= max_rows) return;
-    mean_ = Tensor::empty({max_rows});
-    rstd_ = Tensor::empty({max_rows});
+    mean_ = Tensor::empty({max_rows}, DType::f32, device_);
+    rstd_ = Tensor::empty({max_rows}, DType::f32, device_);
   }
   void forward(const Tensor& x, Tensor& y, const StepContext&) override {
     Tensor mean = mean_.slice(0, {x.dim(0)}), rstd = rstd_.slice(0, {x.dim(0)});
@@ -193,7 +197,7 @@ class LayerNorm final : public Layer {
                 const StepContext&) override {
     Tensor mean = mean_.slice(0, {x.dim(0)}), rstd = rstd_.slice(0, {x.dim(0)});
     Tensor scratch;
-    if (!dx) scratch = Tensor::empty(x.shape());
+    if (!dx) scratch = Tensor::empty(x.shape(), x.dtype(), x.device());
     ops::layernorm_backward(dy, x, params_[0], mean, rstd, dx ? *dx : scratch, grads_[0], grads_[1],
                             true);
   }

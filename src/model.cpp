@@ -22,8 +22,11 @@ uint64_t splitmix64(uint64_t x) {
 }  // namespace
 
 Model::Model(const std::vector<std::string>& layer_specs, const std::string& loss,
-             const Shape& input_shape)
-    : input_shape_(input_shape), loss_(make_loss(loss)) {
+             const Shape& input_shape, Device dev, DType compute)
+    : input_shape_(input_shape), device_(dev), compute_(compute), loss_(make_loss(loss)) {
+  if (compute != DType::f32 && (compute != DType::bf16 || dev.kind != DeviceKind::cuda))
+    throw InputError(std::string("run.precision: ") + dtype_name(compute) +
+                     " compute needs a GPU (run.device=cuda)");
   if (layer_specs.empty()) throw InputError("model.layer: the model has no layers");
   Shape shape = input_shape;
   int64_t offset = 0;
@@ -40,25 +43,33 @@ Model::Model(const std::vector<std::string>& layer_specs, const std::string& los
     }
     shape = layer.out_shape();
   }
-  params_ = Tensor::zeros({offset});
-  grads_ = Tensor::zeros({offset});
+  params_ = Tensor::zeros({offset}, DType::f32, dev);
+  grads_ = Tensor::zeros({offset}, DType::f32, dev);
+  compute_params_ = compute == DType::f32 ? params_ : Tensor::zeros({offset}, compute, dev);
   for (size_t i = 0; i < layers_.size(); ++i) {
-    std::vector<Tensor> p, g;
+    std::vector<Tensor> p, g, c;
     for (const ParamInfo& info : table_)
       if (info.layer == static_cast<int>(i)) {
         p.push_back(params_.slice(info.offset, info.shape));
         g.push_back(grads_.slice(info.offset, info.shape));
+        c.push_back(compute_params_.slice(info.offset, info.shape));
       }
-    layers_[i]->bind(std::move(p), std::move(g));
+    layers_[i]->bind(std::move(p), std::move(g), std::move(c));
+    layers_[i]->place(dev, compute);
   }
   if (loss_->classification() && output_shape().size() != 1)
     throw InputError("model.loss: " + std::string(loss_->type()) +
                      " needs a model whose output is [classes], got " + shape_str(output_shape()));
 }
 
+void Model::params_changed() {
+  if (compute_ != DType::f32) ops::convert(params_, compute_params_);
+}
+
 void Model::init_params(uint64_t seed) {
-  params_.zero_();
-  float* base = params_.data<float>();
+  // Made on the host (the same numbers whatever the device), then copied.
+  Tensor host = Tensor::zeros({params_.numel()});
+  float* base = host.data<float>();
   for (size_t k = 0; k < table_.size(); ++k) {
     const ParamInfo& info = table_[k];
     float* p = base + info.offset;
@@ -83,6 +94,8 @@ void Model::init_params(uint64_t seed) {
       }
     }
   }
+  params_.copy_from(host);
+  params_changed();
 }
 
 void Model::ensure_capacity(int64_t rows) {
@@ -93,20 +106,34 @@ void Model::ensure_capacity(int64_t rows) {
   for (const auto& layer : layers_) {
     Shape s = layer->out_shape();
     s.insert(s.begin(), rows);
-    act_store_.push_back(Tensor::empty(s));
+    act_store_.push_back(Tensor::empty(s, compute_, device_));
     widest = std::max(widest, shape_numel(layer->out_shape()));
     layer->reserve(rows);
   }
-  for (auto& d : dact_store_) d = Tensor::empty({rows * widest});
+  for (auto& d : dact_store_) d = Tensor::empty({rows * widest}, compute_, device_);
+  if (compute_ != DType::f32) {
+    Shape in = input_shape_;
+    in.insert(in.begin(), rows);
+    input_store_ = Tensor::empty(in, compute_, device_);
+  }
 }
 
 const Tensor& Model::forward(const Tensor& x, const StepContext& ctx) {
   if (x.ndim() < 1 || Shape(x.shape().begin() + 1, x.shape().end()) != input_shape_)
     throw std::invalid_argument("Model::forward: input " + shape_str(x.shape()) +
                                 " does not match the model input " + shape_str(input_shape_));
+  if (!(x.device() == device_))
+    throw std::invalid_argument("Model::forward: input on " + device_name(x.device()) +
+                                ", model on " + device_name(device_));
   rows_ = x.dim(0);
   ensure_capacity(rows_);
-  acts_.assign(1, x);
+  if (compute_ != DType::f32 && x.dtype() != compute_) {
+    Tensor in = input_store_.rows(0, rows_);
+    ops::convert(x, in);
+    acts_.assign(1, in);
+  } else {
+    acts_.assign(1, x);
+  }
   for (size_t i = 0; i < layers_.size(); ++i) {
     Tensor y = act_store_[i].rows(0, rows_);
     layers_[i]->forward(acts_.back(), y, ctx);

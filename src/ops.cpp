@@ -4,6 +4,10 @@
 
 #include "cpu/cpu_ops.h"
 
+#ifdef TERN_HAVE_CUDA
+#include "../cuda/cuda_ops.h"
+#endif
+
 #if defined(__SSE3__)
 #include <pmmintrin.h>
 #include <xmmintrin.h>
@@ -18,12 +22,35 @@ using P = std::pair<const char*, const Tensor*>;
   throw std::invalid_argument(std::string("op ") + op + ": " + what);
 }
 
+// Every tensor of an op lives on one device; true when that is a GPU.
+bool on_gpu(const char* op, std::initializer_list<P> tensors) {
+  const Device dev = tensors.begin()->second->device();
+  for (auto [name, t] : tensors)
+    if (!(t->device() == dev))
+      fail(op, std::string(name) + " is on " + device_name(t->device()) + ", " +
+                   tensors.begin()->first + " on " + device_name(dev));
+  if (dev.kind == DeviceKind::cpu) return false;
+#ifndef TERN_HAVE_CUDA
+  fail(op, "tensors on " + device_name(dev) + ", and this build has only the CPU backend");
+#endif
+  return true;
+}
+
+// f32, or (on the GPU) bf16: the compute dtype of activations.
+DType expect_float(const char* op, const char* name, const Tensor& t, bool gpu) {
+  if (t.dtype() == DType::f32 || (gpu && t.dtype() == DType::bf16)) return t.dtype();
+  fail(op, std::string(name) + " must be f32" + (gpu ? " or bf16" : "") + ", got " +
+               dtype_name(t.dtype()) + (t.dtype() == DType::bf16 ? " (bf16 needs the GPU)" : ""));
+}
+
 void expect_f32(const char* op, const char* name, const Tensor& t) {
   if (t.dtype() != DType::f32)
     fail(op, std::string(name) + " must be f32, got " + dtype_name(t.dtype()));
-  if (t.device().kind != DeviceKind::cpu)
-    fail(op, std::string(name) + " is on " + device_name(t.device()) +
-                 ", and this build has only the CPU backend");
+}
+
+void expect_dtype(const char* op, const char* name, const Tensor& t, DType want) {
+  if (t.dtype() != want)
+    fail(op, std::string(name) + " must be " + dtype_name(want) + ", got " + dtype_name(t.dtype()));
 }
 
 void expect_shape(const char* op, const char* name, const Tensor& t, const Shape& want) {
@@ -72,81 +99,119 @@ const char* activation_name(Activation a) {
 }
 
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
-          float beta) {
-  for (auto [n, t] : {P{"a", &a}, {"b", &b}, {"c", &c}}) {
-    expect_f32("gemm", n, *t);
-    expect_2d("gemm", n, *t);
-  }
+          float beta, const Tensor* bias) {
+  const bool gpu = on_gpu("gemm", {{"a", &a}, {"b", &b}, {"c", &c}});
+  for (auto [n, t] : {P{"a", &a}, {"b", &b}, {"c", &c}}) expect_2d("gemm", n, *t);
+  const DType ab = expect_float("gemm", "a", a, gpu);
+  expect_dtype("gemm", "b", b, ab);
+  // bf16 operands may write an f32 output (weight gradients into the f32 gradient buffer).
+  if (c.dtype() != ab && !(ab == DType::bf16 && c.dtype() == DType::f32))
+    fail("gemm",
+         std::string("c is ") + dtype_name(c.dtype()) + " for " + dtype_name(ab) + " operands");
   int64_t m = trans_a ? a.dim(1) : a.dim(0), k = trans_a ? a.dim(0) : a.dim(1);
   int64_t kb = trans_b ? b.dim(1) : b.dim(0), n = trans_b ? b.dim(0) : b.dim(1);
   if (k != kb)
     fail("gemm", "inner dimensions differ: " + shape_str(a.shape()) + " x " + shape_str(b.shape()));
   expect_shape("gemm", "c", c, {m, n});
+  if (bias) {
+    on_gpu("gemm", {{"c", &c}, {"bias", bias}});
+    expect_dtype("gemm", "bias", *bias, c.dtype());
+    expect_shape("gemm", "bias", *bias, {n});
+  }
+  if (gpu) {
+#ifdef TERN_HAVE_CUDA
+    cuda::gemm(trans_a, trans_b, m, n, k, alpha, a.raw(), b.raw(), ab, beta, c.raw(), c.dtype(),
+               bias ? bias->raw() : nullptr);
+#endif
+    return;
+  }
   cpu::gemm(trans_a, trans_b, m, n, k, alpha, a.data<float>(), b.data<float>(), beta,
             c.data<float>());
+  if (bias) cpu::add_bias(c.data<float>(), bias->data<float>(), m, n);
 }
 
 void add_bias(Tensor& y, const Tensor& bias) {
-  expect_f32("add_bias", "y", y);
-  expect_f32("add_bias", "bias", bias);
+  const bool gpu = on_gpu("add_bias", {{"y", &y}, {"bias", &bias}});
+  const DType t = expect_float("add_bias", "y", y, gpu);
+  expect_dtype("add_bias", "bias", bias, t);
   expect_2d("add_bias", "y", y);
   expect_shape("add_bias", "bias", bias, {y.dim(1)});
+#ifdef TERN_HAVE_CUDA
+  if (gpu) return cuda::add_bias(y.raw(), bias.raw(), t, y.dim(0), y.dim(1));
+#endif
   cpu::add_bias(y.data<float>(), bias.data<float>(), y.dim(0), y.dim(1));
 }
 
 void bias_grad(const Tensor& dy, Tensor& dbias, bool accumulate) {
-  expect_f32("bias_grad", "dy", dy);
+  const bool gpu = on_gpu("bias_grad", {{"dy", &dy}, {"dbias", &dbias}});
+  const DType t = expect_float("bias_grad", "dy", dy, gpu);
   expect_f32("bias_grad", "dbias", dbias);
   expect_2d("bias_grad", "dy", dy);
   expect_shape("bias_grad", "dbias", dbias, {dy.dim(1)});
+#ifdef TERN_HAVE_CUDA
+  if (gpu)
+    return cuda::bias_grad(dy.raw(), t, dbias.data<float>(), dy.dim(0), dy.dim(1), accumulate);
+#endif
+  (void)t;
   cpu::bias_grad(dy.data<float>(), dbias.data<float>(), dy.dim(0), dy.dim(1), accumulate);
 }
 
 void activation_forward(Activation act, const Tensor& x, Tensor& y) {
-  expect_f32("activation_forward", "x", x);
-  expect_f32("activation_forward", "y", y);
+  const bool gpu = on_gpu("activation_forward", {{"x", &x}, {"y", &y}});
+  const DType t = expect_float("activation_forward", "x", x, gpu);
+  expect_dtype("activation_forward", "y", y, t);
   expect_same("activation_forward", x, y);
+#ifdef TERN_HAVE_CUDA
+  if (gpu) return cuda::activation_forward(act, x.raw(), y.raw(), t, x.numel());
+#endif
   cpu::activation_forward(act, x.data<float>(), y.data<float>(), x.numel());
 }
 
 void activation_backward(Activation act, const Tensor& x, const Tensor& dy, Tensor& dx) {
-  for (auto [n, t] : {P{"x", &x}, {"dy", &dy}, {"dx", &dx}})
-    expect_f32("activation_backward", n, *t);
+  const bool gpu = on_gpu("activation_backward", {{"x", &x}, {"dy", &dy}, {"dx", &dx}});
+  const DType t = expect_float("activation_backward", "x", x, gpu);
+  expect_dtype("activation_backward", "dy", dy, t);
+  expect_dtype("activation_backward", "dx", dx, t);
   expect_same("activation_backward", x, dy);
   expect_same("activation_backward", x, dx);
+#ifdef TERN_HAVE_CUDA
+  if (gpu) return cuda::activation_backward(act, x.raw(), dy.raw(), dx.raw(), t, x.numel());
+#endif
   cpu::activation_backward(act, x.data<float>(), dy.data<float>(), dx.data<float>(), x.numel());
 }
 
-static void check_dropout(const char* op, const Tensor& x, const Tensor& y, float p) {
-  expect_f32(op, "input", x);
-  expect_f32(op, "output", y);
+static void dropout_op(const char* op, const Tensor& x, Tensor& y, float p, DropoutKey key) {
+  const bool gpu = on_gpu(op, {{"input", &x}, {"output", &y}});
+  const DType t = expect_float(op, "input", x, gpu);
+  expect_dtype(op, "output", y, t);
   expect_same(op, x, y);
   if (x.ndim() < 1) fail(op, "input needs a batch dimension");
   if (!(p >= 0.0f && p < 1.0f)) fail(op, "p must be in [0, 1), got " + std::to_string(p));
+  const int64_t rows = x.dim(0), cols = x.numel() / std::max<int64_t>(x.dim(0), 1);
+#ifdef TERN_HAVE_CUDA
+  if (gpu) return cuda::dropout(x.raw(), y.raw(), t, rows, cols, p, key);
+#endif
+  cpu::dropout(x.data<float>(), y.data<float>(), rows, cols, p, key);
 }
 
 void dropout_forward(const Tensor& x, Tensor& y, float p, DropoutKey key) {
-  check_dropout("dropout_forward", x, y, p);
-  cpu::dropout(x.data<float>(), y.data<float>(), x.dim(0),
-               x.numel() / std::max<int64_t>(x.dim(0), 1), p, key);
+  dropout_op("dropout_forward", x, y, p, key);
 }
 
 void dropout_backward(const Tensor& dy, Tensor& dx, float p, DropoutKey key) {
   // The mask is the same function of the key, so backward is the forward applied to dy.
-  check_dropout("dropout_backward", dy, dx, p);
-  cpu::dropout(dy.data<float>(), dx.data<float>(), dy.dim(0),
-               dy.numel() / std::max<int64_t>(dy.dim(0), 1), p, key);
+  dropout_op("dropout_backward", dy, dx, p, key);
 }
 
 void layernorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& y,
                        Tensor& mean, Tensor& rstd, float eps) {
-  for (auto [n, t] : {P{"x", &x},
-                      {"gamma", &gamma},
-                      {"beta", &beta},
-                      {"y", &y},
-                      {"mean", &mean},
-                      {"rstd", &rstd}})
-    expect_f32("layernorm_forward", n, *t);
+  const bool gpu = on_gpu(
+      "layernorm_forward",
+      {{"x", &x}, {"gamma", &gamma}, {"beta", &beta}, {"y", &y}, {"mean", &mean}, {"rstd", &rstd}});
+  const DType t = expect_float("layernorm_forward", "x", x, gpu);
+  expect_dtype("layernorm_forward", "y", y, t);
+  for (auto [n, p] : {P{"gamma", &gamma}, {"beta", &beta}, {"mean", &mean}, {"rstd", &rstd}})
+    expect_f32("layernorm_forward", n, *p);
   expect_2d("layernorm_forward", "x", x);
   int64_t rows = x.dim(0), cols = x.dim(1);
   expect_shape("layernorm_forward", "gamma", gamma, {cols});
@@ -154,6 +219,11 @@ void layernorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta,
   expect_shape("layernorm_forward", "y", y, x.shape());
   expect_shape("layernorm_forward", "mean", mean, {rows});
   expect_shape("layernorm_forward", "rstd", rstd, {rows});
+#ifdef TERN_HAVE_CUDA
+  if (gpu)
+    return cuda::layernorm_forward(x.raw(), t, gamma.data<float>(), beta.data<float>(), y.raw(),
+                                   mean.data<float>(), rstd.data<float>(), rows, cols, eps);
+#endif
   cpu::layernorm_forward(x.data<float>(), gamma.data<float>(), beta.data<float>(), y.data<float>(),
                          mean.data<float>(), rstd.data<float>(), rows, cols, eps);
 }
@@ -161,15 +231,23 @@ void layernorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta,
 void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                         const Tensor& rstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta,
                         bool accumulate) {
-  for (auto [n, t] : {P{"dy", &dy},
-                      {"x", &x},
-                      {"gamma", &gamma},
+  const bool gpu = on_gpu("layernorm_backward", {{"dy", &dy},
+                                                 {"x", &x},
+                                                 {"gamma", &gamma},
+                                                 {"mean", &mean},
+                                                 {"rstd", &rstd},
+                                                 {"dx", &dx},
+                                                 {"dgamma", &dgamma},
+                                                 {"dbeta", &dbeta}});
+  const DType t = expect_float("layernorm_backward", "x", x, gpu);
+  expect_dtype("layernorm_backward", "dy", dy, t);
+  expect_dtype("layernorm_backward", "dx", dx, t);
+  for (auto [n, p] : {P{"gamma", &gamma},
                       {"mean", &mean},
                       {"rstd", &rstd},
-                      {"dx", &dx},
                       {"dgamma", &dgamma},
                       {"dbeta", &dbeta}})
-    expect_f32("layernorm_backward", n, *t);
+    expect_f32("layernorm_backward", n, *p);
   expect_2d("layernorm_backward", "x", x);
   int64_t rows = x.dim(0), cols = x.dim(1);
   expect_shape("layernorm_backward", "dy", dy, x.shape());
@@ -179,6 +257,12 @@ void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, 
   expect_shape("layernorm_backward", "dbeta", dbeta, {cols});
   expect_shape("layernorm_backward", "mean", mean, {rows});
   expect_shape("layernorm_backward", "rstd", rstd, {rows});
+#ifdef TERN_HAVE_CUDA
+  if (gpu)
+    return cuda::layernorm_backward(dy.raw(), x.raw(), t, gamma.data<float>(), mean.data<float>(),
+                                    rstd.data<float>(), dx.raw(), dgamma.data<float>(),
+                                    dbeta.data<float>(), rows, cols, accumulate);
+#endif
   cpu::layernorm_backward(dy.data<float>(), x.data<float>(), gamma.data<float>(),
                           mean.data<float>(), rstd.data<float>(), dx.data<float>(),
                           dgamma.data<float>(), dbeta.data<float>(), rows, cols, accumulate);
@@ -186,67 +270,137 @@ void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, 
 
 LossStats softmax_cross_entropy(const Tensor& logits, const Tensor& labels, Tensor* dlogits,
                                 float grad_scale) {
-  expect_f32("softmax_cross_entropy", "logits", logits);
+  const bool gpu = on_gpu("softmax_cross_entropy", {{"logits", &logits}, {"labels", &labels}});
+  const DType t = expect_float("softmax_cross_entropy", "logits", logits, gpu);
   expect_2d("softmax_cross_entropy", "logits", logits);
   if (labels.dtype() != DType::i32) fail("softmax_cross_entropy", "labels must be i32");
   expect_shape("softmax_cross_entropy", "labels", labels, {logits.dim(0)});
-  float* d = nullptr;
   if (dlogits) {
-    expect_f32("softmax_cross_entropy", "dlogits", *dlogits);
+    on_gpu("softmax_cross_entropy", {{"logits", &logits}, {"dlogits", dlogits}});
+    expect_dtype("softmax_cross_entropy", "dlogits", *dlogits, t);
     expect_shape("softmax_cross_entropy", "dlogits", *dlogits, logits.shape());
-    d = dlogits->data<float>();
   }
-  return cpu::softmax_cross_entropy(logits.data<float>(), labels.data<int32_t>(), d, grad_scale,
+#ifdef TERN_HAVE_CUDA
+  if (gpu)
+    return cuda::softmax_cross_entropy(logits.raw(), t, labels.data<int32_t>(),
+                                       dlogits ? dlogits->raw() : nullptr, grad_scale,
+                                       logits.dim(0), logits.dim(1));
+#endif
+  return cpu::softmax_cross_entropy(logits.data<float>(), labels.data<int32_t>(),
+                                    dlogits ? dlogits->data<float>() : nullptr, grad_scale,
                                     logits.dim(0), logits.dim(1));
 }
 
 LossStats mean_squared_error(const Tensor& pred, const Tensor& target, Tensor* dpred,
                              float grad_scale) {
-  expect_f32("mean_squared_error", "pred", pred);
+  const bool gpu = on_gpu("mean_squared_error", {{"pred", &pred}, {"target", &target}});
+  const DType t = expect_float("mean_squared_error", "pred", pred, gpu);
   expect_f32("mean_squared_error", "target", target);
   expect_2d("mean_squared_error", "pred", pred);
   expect_same("mean_squared_error", pred, target);
-  float* d = nullptr;
   if (dpred) {
-    expect_f32("mean_squared_error", "dpred", *dpred);
+    on_gpu("mean_squared_error", {{"pred", &pred}, {"dpred", dpred}});
+    expect_dtype("mean_squared_error", "dpred", *dpred, t);
     expect_shape("mean_squared_error", "dpred", *dpred, pred.shape());
-    d = dpred->data<float>();
   }
-  return cpu::mean_squared_error(pred.data<float>(), target.data<float>(), d, grad_scale,
-                                 pred.dim(0), pred.dim(1));
+#ifdef TERN_HAVE_CUDA
+  if (gpu)
+    return cuda::mean_squared_error(pred.raw(), t, target.data<float>(),
+                                    dpred ? dpred->raw() : nullptr, grad_scale, pred.dim(0),
+                                    pred.dim(1));
+#endif
+  return cpu::mean_squared_error(pred.data<float>(), target.data<float>(),
+                                 dpred ? dpred->data<float>() : nullptr, grad_scale, pred.dim(0),
+                                 pred.dim(1));
 }
 
 double sum_squares(const Tensor& x) {
+  const bool gpu = on_gpu("sum_squares", {{"x", &x}});
   expect_f32("sum_squares", "x", x);
+#ifdef TERN_HAVE_CUDA
+  if (gpu) return cuda::sum_squares(x.data<float>(), x.numel());
+#endif
+  (void)gpu;
   return cpu::sum_squares(x.data<float>(), x.numel());
 }
 
 void scale(Tensor& x, float s) {
+  const bool gpu = on_gpu("scale", {{"x", &x}});
   expect_f32("scale", "x", x);
+#ifdef TERN_HAVE_CUDA
+  if (gpu) return cuda::scale(x.data<float>(), s, x.numel());
+#endif
+  (void)gpu;
   cpu::scale(x.data<float>(), s, x.numel());
 }
 
+// The shadow copy is written where the update writes: inside the segments only.
+static void convert_segments(const Tensor& param, Tensor& shadow,
+                             const std::vector<ParamSegment>& segments) {
+  for (const auto& s : segments) {
+    Tensor dst = shadow.slice(s.offset, {s.count});
+    convert(param.slice(s.offset, {s.count}), dst);
+  }
+}
+
+static void check_shadow(const char* op, const Tensor& param, const Tensor* shadow) {
+  if (!shadow) return;
+  on_gpu(op, {{"param", &param}, {"shadow", shadow}});
+  expect_dtype(op, "shadow", *shadow, DType::bf16);
+  expect_same(op, param, *shadow);
+}
+
 void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
-                  const std::vector<ParamSegment>& segments, const AdamWHyper& h) {
+                  const std::vector<ParamSegment>& segments, const AdamWHyper& h, Tensor* shadow) {
+  const bool gpu =
+      on_gpu("adamw_update", {{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}});
   for (auto [n, t] : {P{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}})
     expect_f32("adamw_update", n, *t);
   expect_same("adamw_update", param, grad);
   expect_same("adamw_update", param, m);
   expect_same("adamw_update", param, v);
   expect_segments("adamw_update", segments, param.numel());
+  check_shadow("adamw_update", param, shadow);
   if (h.step < 1) fail("adamw_update", "step is 1-based");
+#ifdef TERN_HAVE_CUDA
+  if (gpu)
+    return cuda::adamw_update(param.data<float>(), grad.data<float>(), m.data<float>(),
+                              v.data<float>(), segments, h, shadow ? shadow->raw() : nullptr);
+#endif
+  (void)gpu;
   cpu::adamw_update(param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
                     segments, h);
+  if (shadow) convert_segments(param, *shadow, segments);
 }
 
 void sgd_update(Tensor& param, const Tensor& grad, Tensor& velocity,
-                const std::vector<ParamSegment>& segments, const SgdHyper& h) {
+                const std::vector<ParamSegment>& segments, const SgdHyper& h, Tensor* shadow) {
+  const bool gpu =
+      on_gpu("sgd_update", {{"param", &param}, {"grad", &grad}, {"velocity", &velocity}});
   for (auto [n, t] : {P{"param", &param}, {"grad", &grad}, {"velocity", &velocity}})
     expect_f32("sgd_update", n, *t);
   expect_same("sgd_update", param, grad);
   expect_same("sgd_update", param, velocity);
   expect_segments("sgd_update", segments, param.numel());
+  check_shadow("sgd_update", param, shadow);
+#ifdef TERN_HAVE_CUDA
+  if (gpu)
+    return cuda::sgd_update(param.data<float>(), grad.data<float>(), velocity.data<float>(),
+                            segments, h, shadow ? shadow->raw() : nullptr);
+#endif
+  (void)gpu;
   cpu::sgd_update(param.data<float>(), grad.data<float>(), velocity.data<float>(), segments, h);
+  if (shadow) convert_segments(param, *shadow, segments);
+}
+
+void convert(const Tensor& src, Tensor& dst) {
+  const bool gpu = on_gpu("convert", {{"src", &src}, {"dst", &dst}});
+  expect_same("convert", src, dst);
+#ifdef TERN_HAVE_CUDA
+  if (gpu) return cuda::convert(src.raw(), src.dtype(), dst.raw(), dst.dtype(), src.numel());
+#endif
+  (void)gpu;
+  cpu::convert(src.raw(), src.dtype(), dst.raw(), dst.dtype(), src.numel());
 }
 
 }  // namespace tern::ops

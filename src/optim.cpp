@@ -21,10 +21,10 @@ float learning_rate(const OptimConfig& cfg, int64_t step, int64_t total_steps) {
   return min_lr + static_cast<float>(cosine) * (cfg.lr - min_lr);
 }
 
-Optimizer::Optimizer(const OptimConfig& cfg, int64_t total_steps, int64_t num_params)
+Optimizer::Optimizer(const OptimConfig& cfg, int64_t total_steps, int64_t num_params, Device dev)
     : cfg_(cfg), total_steps_(total_steps) {
-  state_a_ = Tensor::zeros({num_params});
-  state_b_ = Tensor::zeros({cfg.name == "adamw" ? num_params : 0});
+  state_a_ = Tensor::zeros({num_params}, DType::f32, dev);
+  state_b_ = Tensor::zeros({cfg.name == "adamw" ? num_params : 0}, DType::f32, dev);
 }
 
 Optimizer::StepStats Optimizer::step(Model& model, int64_t step) {
@@ -36,10 +36,12 @@ Optimizer::StepStats Optimizer::step(Model& model, int64_t step) {
     ops::scale(grads, static_cast<float>(cfg_.clip_norm / (stats.grad_norm + 1e-6)));
   if (cfg_.name == "adamw") {
     ops::adamw_update(model.params(), grads, state_a_, state_b_, model.segments(),
-                      {stats.lr, cfg_.beta1, cfg_.beta2, cfg_.eps, cfg_.weight_decay, step + 1});
+                      {stats.lr, cfg_.beta1, cfg_.beta2, cfg_.eps, cfg_.weight_decay, step + 1},
+                      model.compute_params());
   } else {
     ops::sgd_update(model.params(), grads, state_a_, model.segments(),
-                    {stats.lr, cfg_.momentum, cfg_.weight_decay, cfg_.nesterov});
+                    {stats.lr, cfg_.momentum, cfg_.weight_decay, cfg_.nesterov},
+                    model.compute_params());
   }
   return stats;
 }

@@ -57,8 +57,6 @@ std::string shape_str(const Shape& s) {
 constexpr size_t kAlign = 64;
 
 Tensor Tensor::empty(Shape shape, DType dt, Device dev) {
-  if (dev.kind != DeviceKind::cpu)
-    throw std::runtime_error("Tensor::empty: device " + device_name(dev) + " is not built in");
   for (int64_t d : shape)
     if (d < 0)
       throw std::invalid_argument("Tensor::empty: negative dimension in " + shape_str(shape));
@@ -66,6 +64,11 @@ Tensor Tensor::empty(Shape shape, DType dt, Device dev) {
   t.shape_ = std::move(shape);
   t.dtype_ = dt;
   t.device_ = dev;
+  if (dev.kind == DeviceKind::cuda) {
+    t.storage_ = device_allocate(t.nbytes(), dev);
+    t.ptr_ = t.storage_.get();
+    return t;
+  }
   size_t bytes = (t.nbytes() + kAlign - 1) / kAlign * kAlign;
   void* p = std::aligned_alloc(kAlign, bytes == 0 ? kAlign : bytes);
   if (!p) throw std::bad_alloc();
@@ -86,6 +89,15 @@ Tensor Tensor::wrap(void* data, Shape shape, DType dt, Device dev) {
   t.shape_ = std::move(shape);
   t.dtype_ = dt;
   t.device_ = dev;
+  return t;
+}
+
+Tensor Tensor::wrap_shared(std::shared_ptr<void> storage, Shape shape, DType dt) {
+  Tensor t;
+  t.ptr_ = storage.get();
+  t.storage_ = std::move(storage);
+  t.shape_ = std::move(shape);
+  t.dtype_ = dt;
   return t;
 }
 
@@ -120,7 +132,26 @@ Tensor Tensor::reshape(Shape shape) const {
 }
 
 void Tensor::zero_() {
-  if (ptr_) std::memset(ptr_, 0, nbytes());
+  if (!ptr_) return;
+  if (device_.kind == DeviceKind::cuda)
+    device_memset_zero(ptr_, nbytes(), device_);
+  else
+    std::memset(ptr_, 0, nbytes());
+}
+
+Tensor Tensor::to(Device dev) const {
+  if (dev == device_) return *this;
+  Tensor t = empty(shape_, dtype_, dev);
+  t.copy_from(*this);
+  return t;
+}
+
+void Tensor::copy_from(const Tensor& src) {
+  if (src.dtype_ != dtype_ || src.numel() != numel())
+    throw std::invalid_argument("Tensor::copy_from: " + std::string(dtype_name(src.dtype_)) +
+                                shape_str(src.shape_) + " into " + dtype_name(dtype_) +
+                                shape_str(shape_));
+  copy_bytes(ptr_, device_, src.ptr_, src.device_, nbytes());
 }
 
 void Tensor::check_dtype(DType want) const {
@@ -137,9 +168,10 @@ void Tensor::check_dtype(DType want) const {
 
 namespace tern {
 std::string content_checksum(const Tensor& t) {
+  const Tensor host = t.to(Device{});
   char out[17];
   std::snprintf(out, sizeof out, "%016llx",
-                static_cast<unsigned long long>(XXH3_64bits(t.raw(), t.nbytes())));
+                static_cast<unsigned long long>(XXH3_64bits(host.raw(), host.nbytes())));
   return out;
 }
 }  // namespace tern

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include <tuple>
 
 #include "tern/error.h"
 #include "tern/log.h"
@@ -25,22 +26,37 @@ int configure_blas_threads(int64_t requested, int local_world) {
   return threads;
 }
 
-Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_ini)
+Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_ini, int local_rank,
+                 int local_world)
     : cfg_(std::move(cfg)), comm_(comm), effective_ini_(std::move(effective_ini)) {
   const bool root = comm_.rank() == 0;
   ops::flush_denormals_on_this_thread(cfg_.run.flush_denormals);
+  device_ = resolve_device(cfg_.run.device, local_rank, local_world);
+  if (cfg_.run.device == "auto" && !device_.on_gpu() && cuda_device_count() > 0 && local_rank == 0)
+    spdlog::warn(
+        "run.device=auto: {} ranks on this node and {} GPU(s): training on the CPU (with "
+        "run.device=cuda the ranks share the GPUs and all-reduce over MPI)",
+        local_world, cuda_device_count());
+  const DType compute = cfg_.run.precision == "bf16" ? DType::bf16 : DType::f32;
+  if (compute == DType::bf16 && !device_.on_gpu())
+    throw InputError("run.precision=bf16 needs a GPU (run.device=cuda; this run is on the CPU)");
+  if (device_.on_gpu()) {
+    set_cuda_tf32(cfg_.run.tf32);
+    uploader_ = std::make_unique<BatchUploader>(device_);
+  }
   // With model.input_dim set, the model (and any mistake in its layer list) comes before the
   // data file is opened; otherwise the file says how wide the input is.
   if (cfg_.model.input_dim)
-    model_ =
-        std::make_unique<Model>(cfg_.model.layers, cfg_.model.loss, Shape{cfg_.model.input_dim});
+    model_ = std::make_unique<Model>(cfg_.model.layers, cfg_.model.loss,
+                                     Shape{cfg_.model.input_dim}, device_, compute);
   const int64_t file_dim = Dataset::input_dim_of(cfg_.data.path);
   if (cfg_.model.input_dim && cfg_.model.input_dim != file_dim)
     throw InputError("data file '" + cfg_.data.path + "': dataset /train/x: rows have " +
                      std::to_string(file_dim) + " features, the model expects " +
                      std::to_string(cfg_.model.input_dim) + " (model.input_dim)");
   if (!model_)
-    model_ = std::make_unique<Model>(cfg_.model.layers, cfg_.model.loss, Shape{file_dim});
+    model_ = std::make_unique<Model>(cfg_.model.layers, cfg_.model.loss, Shape{file_dim}, device_,
+                                     compute);
 
   DataExpectation expect;
   expect.input_dim = file_dim;
@@ -60,9 +76,27 @@ Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_in
   // Every rank initialises from the same seed; the broadcast makes rank 0's copy the truth even
   // if a rank's initialisation ever differed.
   model_->init_params(static_cast<uint64_t>(cfg_.train.seed));
-  comm_.broadcast(model_->params().raw(), model_->params().nbytes(), 0);
-  optim_ = std::make_unique<Optimizer>(cfg_.optim, cfg_.train.steps, model_->num_params());
-  reducer_ = std::make_unique<GradReducer>(comm_, model_->grads(), cfg_.dist.bucket_mb);
+  if (comm_.size() > 1) {
+    Tensor host = model_->params().to(Device{});
+    comm_.broadcast(host.raw(), host.nbytes(), 0);
+    model_->params().copy_from(host);
+    model_->params_changed();
+  }
+  optim_ = std::make_unique<Optimizer>(cfg_.optim, cfg_.train.steps, model_->num_params(), device_);
+  // On a GPU the gradients travel over NCCL (dist.backend=auto|nccl), also at world size 1; with
+  // dist.backend=mpi, or ranks sharing a GPU (which NCCL refuses), through host memory over MPI.
+  const std::string& backend = cfg_.dist.backend;
+  const bool shared_gpu = device_.on_gpu() && local_world > cuda_device_count();
+  if (backend == "nccl" && !device_.on_gpu())
+    throw InputError("dist.backend=nccl needs a GPU (run.device=cuda)");
+  if (backend == "nccl" && shared_gpu)
+    throw InputError("dist.backend=nccl: " + std::to_string(local_world) +
+                     " ranks on this node share " + std::to_string(cuda_device_count()) +
+                     " GPU(s), and NCCL needs a GPU per rank (use dist.backend=mpi)");
+  if (device_.on_gpu() && (backend == "nccl" || (backend == "auto" && !shared_gpu)))
+    grad_comm_ = make_nccl_communicator(comm_, cfg_.dist.timeout_seconds);
+  reducer_ = std::make_unique<GradReducer>(grad_comm_ ? *grad_comm_ : comm_, model_->grads(),
+                                           cfg_.dist.bucket_mb);
 
   bool resumed = false;
   if (!cfg_.checkpoint.uri.empty()) {
@@ -77,6 +111,7 @@ Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_in
     if (auto pos = ckpt_->resume()) {
       start_ = *pos;
       resumed = true;
+      model_->params_changed();
     }
   }
 
@@ -92,12 +127,20 @@ Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_in
   if (root)
     spdlog::info(
         "model: {} layers, {} parameters; data: {} train rows, {} val rows; {} rank(s), "
-        "global batch {}, {} all-reduce bucket(s)",
+        "global batch {}, {} all-reduce bucket(s) over {}; device {}{}",
         model_->num_layers(), model_->num_params(), data_.train.rows(), data_.val.rows(),
-        comm_.size(), cfg_.train.batch_size, reducer_->num_buckets());
+        comm_.size(), cfg_.train.batch_size, reducer_->num_buckets(),
+        grad_comm_ ? "NCCL" : (comm_.size() > 1 ? "MPI" : "none"),
+        device_.on_gpu() ? cuda_device_description() : std::string("cpu"),
+        device_.on_gpu() ? ", " + cfg_.run.precision + (cfg_.run.tf32 ? " (TF32)" : "") : "");
 }
 
 Trainer::~Trainer() = default;
+
+std::pair<Tensor, Tensor> Trainer::on_device(const Tensor& x, const Tensor& y) {
+  if (!uploader_) return {x, y};
+  return uploader_->upload(x, y);
+}
 
 void Trainer::describe_export() {
   ExportInfo& e = export_info_;
@@ -126,8 +169,9 @@ EvalResult Trainer::evaluate() {
   StepContext ctx{false, static_cast<uint64_t>(cfg_.train.seed), 0};
   for (int64_t r = begin; r < end; r += cfg_.train.eval_batch_size) {
     const int64_t n = std::min(cfg_.train.eval_batch_size, end - r);
-    model_->forward(data_.val.x.rows(r, n), ctx);
-    ops::LossStats s = model_->loss(data_.val.y.rows(r, n), 1.0f, false);
+    auto [x, y] = on_device(data_.val.x.rows(r, n), data_.val.y.rows(r, n));
+    model_->forward(x, ctx);
+    ops::LossStats s = model_->loss(y, 1.0f, false);
     sums[0] += s.loss_sum;
     sums[1] += static_cast<double>(s.correct);
   }
@@ -173,13 +217,35 @@ TrainResult Trainer::run() {
     if (data_.has_val) result.val = evaluate();
     return finish(result, start_step_, 0.0);
   }
-  Loader loader(data_.train, {B, tc.accum_steps, comm_.rank(), comm_.size(), cfg_.data.prefetch,
-                              start_step_, static_cast<uint64_t>(tc.seed), start_.samples_seen});
+  Loader::Options lo{B,
+                     tc.accum_steps,
+                     comm_.rank(),
+                     comm_.size(),
+                     cfg_.data.prefetch,
+                     start_step_,
+                     static_cast<uint64_t>(tc.seed),
+                     start_.samples_seen,
+                     nullptr};
+  if (device_.on_gpu()) lo.allocate = pinned_empty;
+  lo.threads = cfg_.data.loader_threads
+                   ? cfg_.data.loader_threads
+                   : std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 4);
+  Loader loader(data_.train, lo);
   StepTimes interval_times;
   double interval_loss = 0;
   int64_t interval_steps = 0;
   Clock::time_point interval_start = start_time_;
   auto grads_ready = [this](int64_t offset) { reducer_->grads_ready_from(offset); };
+  // The next batch, already on its way to the device: on a GPU it is fetched and its copy queued
+  // while the current step's backward and optimizer kernels run.
+  auto fetch = [&] {
+    Batch b = loader.next();
+    std::tie(b.x, b.y) = on_device(b.x, b.y);
+    return b;
+  };
+  auto tf = Clock::now();
+  Batch next = fetch();
+  double fetch_seconds = seconds_since(tf);
 
   int64_t step = start_step_;
   while (step < tc.steps) {
@@ -188,8 +254,7 @@ TrainResult Trainer::run() {
     reducer_->begin_step();
     double loss_sum = 0;
     for (int64_t micro = 0; micro < tc.accum_steps; ++micro) {
-      auto t0 = Clock::now();
-      Batch batch = loader.next();
+      Batch batch = std::move(next);
       auto t1 = Clock::now();
       StepContext ctx{true, static_cast<uint64_t>(tc.seed), batch.first_sample};
       model_->forward(batch.x, ctx);
@@ -198,7 +263,12 @@ TrainResult Trainer::run() {
       const bool last = micro + 1 == tc.accum_steps;
       model_->backward(ctx, last ? std::function<void(int64_t)>(grads_ready) : nullptr);
       auto t3 = Clock::now();
-      t.data_wait += std::chrono::duration<double>(t1 - t0).count();
+      t.data_wait += fetch_seconds;
+      fetch_seconds = 0;
+      if (!last || step + 1 < tc.steps) {
+        next = fetch();
+        fetch_seconds = seconds_since(t3);
+      }
       t.forward += std::chrono::duration<double>(t2 - t1).count();
       t.backward += std::chrono::duration<double>(t3 - t2).count();
     }
@@ -318,7 +388,8 @@ TrainResult Trainer::finish(TrainResult result, int64_t step, double wall) {
     if (data_.has_val)
       e.lineage["metrics"].update(
           {{"val_loss", result.val.loss}, {"val_accuracy", result.val.accuracy}});
-    write_export(cfg_.run.dir + "/model.h5", e, model_->param_table(), model_->params());
+    write_export(cfg_.run.dir + "/model.h5", e, model_->param_table(),
+                 model_->params().to(Device{}));
     done["export"] = cfg_.run.dir + "/model.h5";
   }
   log_.write(done);

@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
     if (root)
       spdlog::info("tern-train {}: {} rank(s), {} on this node, {} BLAS thread(s) per rank",
                    version_string(), group->world(), group->local_world(), threads);
-    Trainer trainer(cfg, *comm, options.effective_ini());
+    Trainer trainer(cfg, *comm, options.effective_ini(), group->local_rank(), group->local_world());
     if (trainer.run().preempted) return kExitPreempted;
   } catch (const InputError& e) {
     // Inputs are the same on every rank, so every rank stops here with the same message.

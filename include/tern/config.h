@@ -71,6 +71,7 @@ struct DataConfig {
   std::string path;
   std::string normalize = "standard";  // standard | none
   int64_t prefetch = 4;                // batches prepared ahead per rank
+  int64_t loader_threads = 0;          // copying one large batch; 0 = auto
 };
 
 struct TrainConfig {
@@ -90,11 +91,15 @@ struct RunConfig {
   std::string log_level = "info";
   std::string progress = "auto";  // auto | on | off
   bool flush_denormals = true;
+  std::string device = "auto";     // auto | cpu | cuda
+  std::string precision = "fp32";  // fp32 | bf16
+  bool tf32 = false;
 };
 
 struct DistConfig {
-  std::string backend = "auto";  // auto | mpi | none
+  std::string backend = "auto";  // auto | nccl | mpi | none
   double bucket_mb = 25.0;
+  double timeout_seconds = 600.0;
 };
 
 // Everything tern-train reads.

@@ -2,6 +2,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -89,6 +90,12 @@ class Loader {
     int64_t start_step = 0;
     uint64_t seed = 0;
     int64_t start_position = 0;  // stream position of start_step's batch
+    // Makes the batch tensors (default: Tensor::empty). Training on a GPU passes pinned memory,
+    // so batches go to the device without another copy.
+    std::function<Tensor(const Shape&, DType)> allocate;
+    // Threads that copy the rows of one batch when it is large (the copy of a 64 MB batch of
+    // random rows takes one core several milliseconds: as long as a GPU step).
+    int64_t threads = 1;
   };
   Loader(const Split& split, Options opt);
   ~Loader();

@@ -40,6 +40,8 @@ class Communicator {
   virtual ~Communicator() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
+  // True when allreduce_sum_start takes device pointers (NCCL), false for host memory (MPI).
+  virtual bool device_buffers() const { return false; }
   virtual void allreduce_sum_start(float* data, int64_t count) = 0;
   virtual void progress() = 0;
   virtual void wait_all() = 0;
@@ -65,6 +67,12 @@ std::unique_ptr<Communicator> make_single_communicator();
 enum class MpiScope { world, self };
 std::unique_ptr<Communicator> make_mpi_communicator(MpiScope scope);
 
+// NCCL over this process's GPU, for gradient buffers in device memory (CUDA builds only; throws
+// otherwise). The unique id travels over `host`; a collective that does not finish within
+// timeout_seconds aborts the communicator and throws instead of hanging on a dead peer.
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& host, double timeout_seconds);
+bool nccl_built();
+
 // Averages gradients over the ranks in buckets (slices of the flat gradient buffer, from its end,
 // since backward produces the last layers' gradients first). A bucket's all-reduce starts as soon
 // as backward reports it final, so communication overlaps the rest of backward (PyTorch DDP's
@@ -83,8 +91,11 @@ class GradReducer {
   struct Bucket {
     int64_t offset, count;
   };
+  bool active() const;
   Communicator& comm_;
   Tensor grads_;
+  // Device gradients over a host communicator (MPI without CUDA support) travel through here.
+  Tensor host_grads_;
   std::vector<Bucket> buckets_;  // ordered from the end of the buffer
   size_t next_ = 0;
 };

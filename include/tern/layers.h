@@ -61,7 +61,14 @@ class Layer {
   const Shape& in_shape() const { return in_shape_; }
   const Shape& out_shape() const { return out_shape_; }
   virtual std::vector<ParamSpec> param_specs() const { return {}; }
-  void bind(std::vector<Tensor> params, std::vector<Tensor> grads);
+  // Parameters (f32 master copy), their gradients (f32), and the parameters in the compute dtype
+  // (the same tensors in f32 runs; a bf16 copy in bf16 runs): views into the model's buffers.
+  void bind(std::vector<Tensor> params, std::vector<Tensor> grads, std::vector<Tensor> compute);
+  // Where the layer runs and the dtype of its activations; before reserve().
+  void place(Device dev, DType compute) {
+    device_ = dev;
+    compute_dtype_ = compute;
+  }
   // Scratch space that depends on the batch size.
   virtual void reserve(int64_t /*max_rows*/) {}
   virtual void forward(const Tensor& x, Tensor& y, const StepContext& ctx) = 0;
@@ -71,7 +78,9 @@ class Layer {
 
  protected:
   Shape in_shape_, out_shape_;
-  std::vector<Tensor> params_, grads_;
+  std::vector<Tensor> params_, grads_, compute_params_;
+  Device device_;
+  DType compute_dtype_ = DType::f32;
 };
 
 using LayerFactory = std::function<std::unique_ptr<Layer>(LayerSpec&, const Shape& in)>;

@@ -27,8 +27,12 @@ struct ParamInfo {
 // pass, a checkpoint is byte ranges.
 class Model {
  public:
+  // dev: where parameters, gradients and activations live; compute: the activations' dtype (f32,
+  // or bf16 on a GPU: the layers then compute from a bf16 copy of the f32 master parameters).
   Model(const std::vector<std::string>& layer_specs, const std::string& loss,
-        const Shape& input_shape);
+        const Shape& input_shape, Device dev = {}, DType compute = DType::f32);
+  Device device() const { return device_; }
+  DType compute_dtype() const { return compute_; }
 
   const Shape& input_shape() const { return input_shape_; }
   const Shape& output_shape() const { return layers_.back()->out_shape(); }
@@ -43,8 +47,12 @@ class Model {
   const std::vector<ParamInfo>& param_table() const { return table_; }
   // The decay mask as segments of the flat buffer, for the optimizer.
   const std::vector<ops::ParamSegment>& segments() const { return segments_; }
+  // The bf16 copy of the parameters in bf16 runs (the optimizer writes it), else null.
+  Tensor* compute_params() { return compute_ == DType::f32 ? nullptr : &compute_params_; }
+  // After the f32 parameters were written from outside (resume, broadcast): refresh the copy.
+  void params_changed();
 
-  // Deterministic initialisation from the seed alone (same on every rank and platform).
+  // Deterministic initialisation from the seed alone (same on every rank, platform and device).
   void init_params(uint64_t seed);
   void zero_grads() { grads_.zero_(); }
 
@@ -60,12 +68,15 @@ class Model {
   void ensure_capacity(int64_t rows);
 
   Shape input_shape_;
+  Device device_;
+  DType compute_ = DType::f32;
   std::vector<std::unique_ptr<Layer>> layers_;
   std::unique_ptr<Loss> loss_;
   std::vector<ParamInfo> table_;
   std::vector<int64_t> layer_param_begin_;
   std::vector<ops::ParamSegment> segments_;
-  Tensor params_, grads_;
+  Tensor params_, grads_, compute_params_;
+  Tensor input_store_;  // the input converted to the compute dtype (bf16 runs)
   int64_t capacity_rows_ = 0;
   int64_t rows_ = 0;
   std::vector<Tensor> act_store_;  // output of layer i, capacity_rows_ rows

@@ -12,16 +12,19 @@ void flush_denormals_on_this_thread(bool on);
 }  // namespace tern::ops
 
 // The op list: every compute primitive tern uses, one function each. Each checks its arguments
-// (dtype, shape, device) and dispatches on the device; src/cpu/ holds the reference
-// implementations. All tensors are row-major and f32 unless stated.
+// (dtype, shape, device) and dispatches on the device: src/cpu/ holds the reference
+// implementations, cuda/ the GPU ones. All tensors of one call live on one device. All tensors
+// are row-major and f32 unless stated; on the GPU, activations (and the matching GEMM operands)
+// may be bf16, while parameters' gradients, norm statistics and optimizer state stay f32.
 namespace tern::ops {
 
 enum class Activation { relu, gelu, tanh };
 const char* activation_name(Activation a);
 
-// c = alpha * op(a) @ op(b) + beta * c, 2-D operands.
+// c = alpha * op(a) @ op(b) + beta * c (+ bias[n] per row when given), 2-D operands. With bf16
+// operands c may be f32 (weight gradients accumulate into the f32 gradient buffer).
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
-          float alpha = 1.0f, float beta = 0.0f);
+          float alpha = 1.0f, float beta = 0.0f, const Tensor* bias = nullptr);
 
 // y[n, :] += bias
 void add_bias(Tensor& y, const Tensor& bias);
@@ -78,13 +81,20 @@ struct AdamWHyper {
   float lr, beta1, beta2, eps, weight_decay;
   int64_t step;  // 1-based, for bias correction
 };
+// `shadow` (optional, bf16): receives the updated parameters in bf16, for bf16 compute.
 void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
-                  const std::vector<ParamSegment>& segments, const AdamWHyper& h);
+                  const std::vector<ParamSegment>& segments, const AdamWHyper& h,
+                  Tensor* shadow = nullptr);
 struct SgdHyper {
   float lr, momentum, weight_decay;
   bool nesterov;
 };
 void sgd_update(Tensor& param, const Tensor& grad, Tensor& velocity,
-                const std::vector<ParamSegment>& segments, const SgdHyper& h);
+                const std::vector<ParamSegment>& segments, const SgdHyper& h,
+                Tensor* shadow = nullptr);
+
+// dst = src converted between f32 and bf16 (round to nearest even), or copied when the dtypes
+// match.
+void convert(const Tensor& src, Tensor& dst);
 
 }  // namespace tern::ops

@@ -28,7 +28,8 @@ float learning_rate(const OptimConfig& cfg, int64_t step, int64_t total_steps);
 // has the layout of the parameters.
 class Optimizer {
  public:
-  Optimizer(const OptimConfig& cfg, int64_t total_steps, int64_t num_params);
+  // State lives on `dev`, beside the parameters.
+  Optimizer(const OptimConfig& cfg, int64_t total_steps, int64_t num_params, Device dev = {});
   struct StepStats {
     float lr = 0;
     double grad_norm = 0;  // before clipping

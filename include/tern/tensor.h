@@ -16,6 +16,7 @@ struct Device {
   DeviceKind kind = DeviceKind::cpu;
   int index = 0;
   bool operator==(const Device&) const = default;
+  bool on_gpu() const { return kind == DeviceKind::cuda; }
 };
 std::string device_name(Device d);
 
@@ -51,6 +52,8 @@ class Tensor {
   static Tensor zeros(Shape shape, DType dt = DType::f32, Device dev = {});
   // Wraps memory the caller owns and keeps alive.
   static Tensor wrap(void* data, Shape shape, DType dt, Device dev = {});
+  // Takes shared ownership of host memory (with its own deleter).
+  static Tensor wrap_shared(std::shared_ptr<void> storage, Shape shape, DType dt);
 
   bool defined() const { return ptr_ != nullptr; }
   const Shape& shape() const { return shape_; }
@@ -74,6 +77,12 @@ class Tensor {
   Tensor rows(int64_t begin, int64_t count) const;
   Tensor reshape(Shape shape) const;
   void zero_();
+  bool on_cuda() const { return device_.kind == DeviceKind::cuda; }
+  // A copy on `dev`, or this tensor when it is already there.
+  Tensor to(Device dev) const;
+  // Copies src's elements (same dtype and count) from any device; complete on return when this
+  // tensor is on the host.
+  void copy_from(const Tensor& src);
 
  private:
   void check_dtype(DType want) const;
@@ -87,6 +96,13 @@ class Tensor {
 }  // namespace tern
 
 namespace tern {
-// XXH3-64 of the tensor's bytes as 16 hex digits: the run log's param_checksum.
+// Device memory (src/device.cpp; CUDA builds). Copies to the host are complete on return; copies
+// to the GPU are queued on its compute stream.
+std::shared_ptr<void> device_allocate(size_t bytes, Device dev);
+void device_memset_zero(void* p, size_t bytes, Device dev);
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
+
+// XXH3-64 of the tensor's bytes (copied to the host first when on a GPU) as 16 hex digits: the run
+// log's param_checksum.
 std::string content_checksum(const Tensor& t);
 }  // namespace tern

@@ -6,6 +6,7 @@
 #include "tern/checkpoint.h"
 #include "tern/config.h"
 #include "tern/data.h"
+#include "tern/device.h"
 #include "tern/dist.h"
 #include "tern/export.h"
 #include "tern/metrics.h"
@@ -33,18 +34,23 @@ struct TrainResult {
 // communicator; parameters stay identical because every rank applies the same averaged update.
 class Trainer {
  public:
-  // effective_ini is written to <run.dir>/config.ini by rank 0.
-  Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_ini = "");
+  // effective_ini is written to <run.dir>/config.ini by rank 0. local_rank (this rank's index on
+  // its node, of local_world) picks the GPU when run.device asks for one.
+  Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_ini = "",
+          int local_rank = 0, int local_world = 1);
   ~Trainer();
   TrainResult run();
   EvalResult evaluate();
   Model& model() { return *model_; }
   const Dataset& dataset() const { return data_; }
+  Device device() const { return device_; }
 
  private:
   void log_progress(int64_t step, double loss, float lr, double samples_per_sec, bool final);
   TrainResult finish(TrainResult result, int64_t step, double wall);
   void describe_export();
+  // The batch on the training device (queued through the uploader on a GPU).
+  std::pair<Tensor, Tensor> on_device(const Tensor& x, const Tensor& y);
 
   TrainerConfig cfg_;
   Communicator& comm_;
@@ -52,6 +58,9 @@ class Trainer {
   Dataset data_;
   FeatureStats stats_;
   ExportInfo export_info_;  // model.h5's description, also kept in every checkpoint
+  Device device_;
+  std::unique_ptr<BatchUploader> uploader_;
+  std::unique_ptr<Communicator> grad_comm_;  // NCCL on a GPU; else the reducer uses comm_
   std::unique_ptr<Model> model_;
   std::unique_ptr<Optimizer> optim_;
   std::unique_ptr<GradReducer> reducer_;

@@ -32,4 +32,6 @@ void adamw_update(float* p, const float* g, float* m, float* v,
 void sgd_update(float* p, const float* g, float* vel,
                 const std::vector<ops::ParamSegment>& segments, const ops::SgdHyper& h);
 
+void convert(const void* src, DType from, void* dst, DType to, int64_t n);
+
 }  // namespace tern::cpu

@@ -1,5 +1,7 @@
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 #include "cpu/cpu_ops.h"
 #include "tern/philox.h"
@@ -104,6 +106,44 @@ double sum_squares(const float* x, int64_t n) {
 
 void scale(float* x, float s, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= s;
+}
+
+}  // namespace tern::cpu
+
+namespace tern::cpu {
+
+namespace {
+// bf16 is the upper half of an f32; rounding to nearest even on the dropped half, NaN kept NaN.
+uint16_t f32_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+float bf16_to_f32(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+}  // namespace
+
+void convert(const void* src, DType from, void* dst, DType to, int64_t n) {
+  if (from == to) {
+    std::memcpy(dst, src, n * dtype_size(from));
+  } else if (from == DType::f32 && to == DType::bf16) {
+    auto* in = static_cast<const float*>(src);
+    auto* out = static_cast<uint16_t*>(dst);
+    for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16(in[i]);
+  } else if (from == DType::bf16 && to == DType::f32) {
+    auto* in = static_cast<const uint16_t*>(src);
+    auto* out = static_cast<float*>(dst);
+    for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(in[i]);
+  } else {
+    throw std::invalid_argument(std::string("convert: ") + dtype_name(from) + " to " +
+                                dtype_name(to) + " is not supported");
+  }
 }
 
 }  // namespace tern::cpu

@@ -19,6 +19,15 @@ expect_exit 2 "config file '/nonexistent/digits.ini' cannot be read" "$train" --
 expect_exit 2 "optim.name=adam (from command line): expected adamw or sgd" "$train" --config configs/digits_mlp.ini --optim.name=adam
 expect_exit 2 "model.layer 1 (conv9 k=3): unknown layer type 'conv9'" "$train" --config configs/digits_mlp.ini --model.layer="linear out=10" --model.layer="conv9 k=3"
 expect_exit 2 "unknown argument 'widht' for layer type linear" "$train" --config configs/digits_mlp.ini --model.layer="linear out=10 widht=3"
+# Devices and precision: bad values, and asking for what this machine or build lacks.
+expect_exit 2 "run.device=gpu (from command line): expected auto, cpu or cuda" "$train" --config configs/digits_mlp.ini --run.device=gpu
+expect_exit 2 "run.precision=fp16 (from command line): expected fp32 or bf16" "$train" --config configs/digits_mlp.ini --run.precision=fp16
+expect_exit 2 "dist.backend=gloo (from command line): expected auto, nccl, mpi or none" "$train" --config configs/digits_mlp.ini --dist.backend=gloo
+expect_exit 2 "run.precision=bf16 needs a GPU" "$train" --config configs/digits_mlp.ini --run.device=cpu --run.precision=bf16
+expect_exit 2 "dist.backend=nccl needs a GPU" "$train" --config configs/digits_mlp.ini --run.device=cpu --dist.backend=nccl
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  expect_exit 2 "run.device=cuda: " "$train" --config configs/digits_mlp.ini --run.device=cuda
+fi
 expect_exit 0 "--train.batch_size" "$train" --help
 expect_exit 0 "(=1000)" "$train" --help
 expect_exit 0 "tern-train 0." "$train" --version

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 
@@ -38,6 +39,11 @@ void write_dataset(const std::string& path) {
 
 TrainerConfig base_config() {
   TrainerConfig c;
+  // TERN_TEST_DEVICE=cuda runs every rank on the GPU (launch/gpu-check.sh: 2 ranks on one GPU,
+  // where NCCL refuses, so the gradients go over MPI through host memory).
+  const char* device = std::getenv("TERN_TEST_DEVICE");
+  c.run.device = device ? device : "cpu";
+  if (c.run.device == "cuda") c.dist.backend = "mpi";
   c.model.layers = {"linear out=24", "layernorm", "gelu",          "dropout p=0.2",
                     "linear out=16", "relu",      "dropout p=0.1", "linear out=4"};
   c.data.path = g_data_path;
@@ -62,7 +68,7 @@ Run train(const TrainerConfig& c, MpiScope scope) {
   auto comm = make_mpi_communicator(scope);
   Trainer t(c, *comm);
   TrainResult r = t.run();
-  const Tensor& p = t.model().params();
+  const Tensor p = t.model().params().to(Device{});
   return {std::vector<float>(p.data<float>(), p.data<float>() + p.numel()), r.param_checksum};
 }
 

@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "tern/data.h"
@@ -160,7 +162,7 @@ TEST(Loader, RanksTogetherSeeTheGlobalBatch) {
   auto collect = [&](int64_t world, int64_t accum) {
     std::vector<std::vector<int32_t>> per_step(steps);
     for (int64_t r = 0; r < world; ++r) {
-      Loader loader(split, {B, accum, r, world, 2, 0, 99});
+      Loader loader(split, {B, accum, r, world, 2, 0, 99, 0, nullptr});
       for (int64_t s = 0; s < steps; ++s)
         for (int64_t m = 0; m < accum; ++m) {
           Batch b = loader.next();
@@ -183,10 +185,37 @@ TEST(Loader, FirstSampleIsTheStreamPosition) {
   Split split;
   split.x = Tensor::zeros({10, 1});
   split.y = Tensor::zeros({10}, DType::i32);
-  Loader loader(split, {8, 2, 1, 2, 1, 3, 0, 24});
+  Loader loader(split, {8, 2, 1, 2, 1, 3, 0, 24, nullptr});
   Batch b = loader.next();  // step 3, micro 0 = positions [24, 28); rank 1 of 2 = [26, 28)
   EXPECT_EQ(b.first_sample, 26);
   EXPECT_EQ(b.x.dim(0), 2);
+}
+
+// A batch over 4 MiB is copied by several threads; it must hold the same rows as one thread's.
+TEST(Loader, LargeBatchesCopiedByThreadsAreTheSame) {
+  Split split;
+  const int64_t rows = 301, features = 4099;  // 4.9 MB per batch of 301 rows
+  split.x = testing::random_tensor({rows, features}, 17);
+  split.y = Tensor::empty({rows}, DType::i32);
+  for (int64_t i = 0; i < rows; ++i) split.y.data<int32_t>()[i] = static_cast<int32_t>(i);
+  auto batches = [&](int64_t threads) {
+    Loader::Options opt{rows, 1, 0, 1, 2, 0, 5, 0, nullptr};
+    opt.threads = threads;
+    Loader loader(split, opt);
+    std::vector<Batch> out;
+    for (int s = 0; s < 3; ++s) out.push_back(loader.next());
+    return out;
+  };
+  auto one = batches(1), three = batches(3);
+  for (size_t s = 0; s < one.size(); ++s) {
+    ASSERT_EQ(one[s].x.nbytes(), three[s].x.nbytes());
+    EXPECT_EQ(0, std::memcmp(one[s].x.raw(), three[s].x.raw(), one[s].x.nbytes()));
+    EXPECT_EQ(0, std::memcmp(one[s].y.raw(), three[s].y.raw(), one[s].y.nbytes()));
+    // and the rows are the samples the labels name
+    const int32_t first = one[s].y.data<int32_t>()[0];
+    EXPECT_EQ(0, std::memcmp(one[s].x.raw(), split.x.data<float>() + first * features,
+                             features * sizeof(float)));
+  }
 }
 
 TEST(Normalize, StandardisesTrainingFeatures) {

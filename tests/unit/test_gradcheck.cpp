@@ -60,7 +60,7 @@ LayerHarness build(const std::string& text, const Shape& in) {
     h.ranges.push_back({off, shape_numel(p.shape)});
     off += shape_numel(p.shape);
   }
-  h.layer->bind(pv, gv);
+  h.layer->bind(pv, gv, pv);
   return h;
 }
 
