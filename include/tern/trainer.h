@@ -36,8 +36,8 @@ class Trainer {
  public:
   // effective_ini is written to <run.dir>/config.ini by rank 0. local_rank (this rank's index on
   // its node, of local_world) picks the GPU when run.device asks for one.
-  Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_ini = "",
-          int local_rank = 0, int local_world = 1);
+  Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_ini = "", int local_rank = 0,
+          int local_world = 1);
   ~Trainer();
   TrainResult run();
   EvalResult evaluate();
