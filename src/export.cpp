@@ -158,7 +158,7 @@ void InferenceModel::predict(const float* x, int64_t rows, float* out) {
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < f; ++c) in[r * f + c] = (x[r * f + c] - mean_[c]) * inv_std_[c];
   }
-  const Tensor& y = model_->forward(input_.slice(0, shape), StepContext{false, 0, 0});
+  const Tensor& y = model_->forward(input_.slice(0, shape), StepContext{false, 0, 0, nullptr});
   std::copy_n(y.data<float>(), y.numel(), out);
 }
 

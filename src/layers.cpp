@@ -1,7 +1,10 @@
 #include "tern/layers.h"
 
+#include <algorithm>
+#include <cmath>
 #include <sstream>
 
+#include "tern/dist.h"
 #include "tern/error.h"
 
 namespace tern {
@@ -76,6 +79,30 @@ bool LayerSpec::get_bool(const std::string& key, bool fallback) {
   if (*v == "true" || *v == "1" || *v == "yes") return true;
   if (*v == "false" || *v == "0" || *v == "no") return false;
   throw InputError(where() + ": " + key + "=" + *v + " is not true or false");
+}
+
+Shape LayerSpec::require_shape(const std::string& key) {
+  if (!args_.count(key)) throw InputError(where() + ": missing argument " + key + "=AxBxC");
+  const std::string text = *find(key);
+  Shape out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t end = std::min(text.find('x', start), text.size());
+    const std::string part = text.substr(start, end - start);
+    size_t pos = 0;
+    int64_t v = 0;
+    try {
+      v = std::stoll(part, &pos);
+    } catch (const std::exception&) {
+      pos = 0;
+    }
+    if (part.empty() || pos != part.size() || v <= 0)
+      throw InputError(where() + ": " + key + "=" + text +
+                       " is not a shape (positive sizes joined by x, e.g. 1x8x8)");
+    out.push_back(v);
+    start = end + 1;
+  }
+  return out;
 }
 
 void LayerSpec::check_all_used() const {
@@ -208,6 +235,201 @@ class LayerNorm final : public Layer {
   Tensor mean_, rstd_;
 };
 
+// reshape / flatten: the same values seen with another per-sample shape.
+class View final : public Layer {
+ public:
+  View(const char* type, const Shape& in, Shape out, const std::string& where) : type_(type) {
+    if (shape_numel(out) != shape_numel(in))
+      throw InputError(where + ": " + shape_str(out) + " holds " +
+                       std::to_string(shape_numel(out)) + " values, the input " + shape_str(in) +
+                       " has " + std::to_string(shape_numel(in)));
+    in_shape_ = in;
+    out_shape_ = std::move(out);
+  }
+  const char* type() const override { return type_; }
+  void forward(const Tensor& x, Tensor& y, const StepContext&) override { y.copy_from(x); }
+  void backward(const Tensor&, const Tensor&, const Tensor& dy, Tensor* dx,
+                const StepContext&) override {
+    if (dx) dx->copy_from(dy);
+  }
+
+ private:
+  const char* type_;
+};
+
+// Batch normalisation over the channels (the first per-sample dimension; every feature of a
+// vector input). In training the statistics are those of the global batch: with several ranks
+// the per-channel sums are all-reduced in forward and backward (synchronised batch norm), so W
+// ranks train as one. Running statistics (PyTorch's: momentum-weighted, the unbiased variance)
+// live with the parameters as untrained state, so checkpoints and exports carry them; inference
+// normalises with them.
+class BatchNorm final : public Layer {
+ public:
+  BatchNorm(LayerSpec& spec, const Shape& in) {
+    eps_ = spec.get_float("eps", 1e-5f);
+    momentum_ = spec.get_float("momentum", 0.1f);
+    if (!(eps_ > 0.0f) || !(momentum_ >= 0.0f && momentum_ <= 1.0f))
+      throw InputError(spec.where() + ": eps must be positive and momentum in [0, 1]");
+    channels_ = in.empty() ? 1 : in[0];
+    in_shape_ = out_shape_ = in;
+  }
+  const char* type() const override { return "batchnorm"; }
+  bool cuda_ready() const override { return false; }
+  std::vector<ParamSpec> param_specs() const override {
+    return {{"weight", {channels_}, false, Init::ones},
+            {"bias", {channels_}, false, Init::zeros},
+            {"running_mean", {channels_}, false, Init::zeros, 1, false},
+            {"running_var", {channels_}, false, Init::ones, 1, false}};
+  }
+  void reserve(int64_t) override {
+    if (mean_.defined()) return;
+    mean_ = Tensor::empty({channels_});
+    rstd_ = Tensor::empty({channels_});
+  }
+  void forward(const Tensor& x, Tensor& y, const StepContext& ctx) override {
+    const Tensor xs = as_channels(x), ys = as_channels(y);
+    float* mean = mean_.data<float>();
+    float* rstd = rstd_.data<float>();
+    float* run_mean = params_[2].data<float>();
+    float* run_var = params_[3].data<float>();
+    if (ctx.training) {
+      std::vector<double> sums;
+      ops::batchnorm_sums(xs, channels_, sums);
+      sums.push_back(static_cast<double>(per_channel(xs)));
+      if (ctx.comm) ctx.comm->allreduce_sum(sums.data(), static_cast<int>(sums.size()));
+      const double m = sums.back();
+      if (m > 0)
+        for (int64_t c = 0; c < channels_; ++c) {
+          const double mu = sums[c] / m;
+          const double var = std::max(sums[channels_ + c] / m - mu * mu, 0.0);
+          mean[c] = static_cast<float>(mu);
+          rstd[c] = static_cast<float>(1.0 / std::sqrt(var + eps_));
+          const double unbiased = m > 1 ? var * m / (m - 1) : var;
+          run_mean[c] = static_cast<float>((1 - momentum_) * run_mean[c] + momentum_ * mu);
+          run_var[c] = static_cast<float>((1 - momentum_) * run_var[c] + momentum_ * unbiased);
+        }
+      count_ = m;
+    } else {
+      for (int64_t c = 0; c < channels_; ++c) {
+        mean[c] = run_mean[c];
+        rstd[c] = 1.0f / std::sqrt(run_var[c] + eps_);
+      }
+    }
+    Tensor out = ys;
+    ops::batchnorm_forward(xs, mean_, rstd_, params_[0], params_[1], out);
+  }
+  void backward(const Tensor& x, const Tensor&, const Tensor& dy, Tensor* dx,
+                const StepContext& ctx) override {
+    const Tensor xs = as_channels(x), dys = as_channels(dy);
+    std::vector<double> local;
+    ops::batchnorm_backward_sums(dys, xs, mean_, rstd_, local);
+    // The parameters' gradients are this rank's sums (the reducer adds the ranks' up).
+    for (int64_t c = 0; c < channels_; ++c) {
+      grads_[1].data<float>()[c] += static_cast<float>(local[c]);
+      grads_[0].data<float>()[c] += static_cast<float>(local[channels_ + c]);
+    }
+    if (!dx) return;
+    std::vector<double> global = local;
+    if (ctx.comm) ctx.comm->allreduce_sum(global.data(), static_cast<int>(global.size()));
+    if (count_ > 0) {
+      Tensor dxs = as_channels(*dx);
+      ops::batchnorm_backward(dys, xs, mean_, rstd_, params_[0], global, count_, dxs);
+    }
+  }
+
+ private:
+  // [rows, C, rest] whatever the per-sample shape.
+  Tensor as_channels(const Tensor& t) const {
+    const int64_t rows = t.ndim() ? t.dim(0) : 0;
+    const int64_t rest = rows && channels_ ? t.numel() / rows / channels_ : 1;
+    return t.reshape({rows, channels_, rest});
+  }
+  int64_t per_channel(const Tensor& xs) const { return xs.dim(0) * xs.dim(2); }
+
+  int64_t channels_ = 1;
+  float eps_ = 1e-5f, momentum_ = 0.1f;
+  double count_ = 0;  // values per channel over the global batch, in the last training forward
+  Tensor mean_, rstd_;
+};
+
+// Per-sample input [C, H, W], as convolution and pooling take it.
+void expect_image(const LayerSpec& spec, const Shape& in) {
+  if (in.size() != 3)
+    throw InputError(spec.where() + ": needs an input of [channels, height, width], got " +
+                     shape_str(in) + " (a `reshape to=CxHxW` layer before it makes one)");
+}
+
+class Conv2d final : public Layer {
+ public:
+  Conv2d(LayerSpec& spec, const Shape& in) {
+    expect_image(spec, in);
+    out_ = spec.require_int("out");
+    k_ = spec.require_int("k");
+    geom_.stride = spec.get_int("stride", 1);
+    geom_.pad = spec.get_int("pad", 0);
+    bias_ = spec.get_bool("bias", true);
+    if (out_ <= 0 || k_ <= 0 || geom_.stride <= 0 || geom_.pad < 0)
+      throw InputError(spec.where() + ": out, k and stride must be positive, pad >= 0");
+    const int64_t oh = (in[1] + 2 * geom_.pad - k_) / geom_.stride + 1;
+    const int64_t ow = (in[2] + 2 * geom_.pad - k_) / geom_.stride + 1;
+    if (in[1] + 2 * geom_.pad < k_ || in[2] + 2 * geom_.pad < k_)
+      throw InputError(spec.where() + ": a " + std::to_string(k_) + "x" + std::to_string(k_) +
+                       " kernel does not fit the input " + shape_str(in));
+    in_shape_ = in;
+    out_shape_ = {out_, oh, ow};
+  }
+  const char* type() const override { return "conv2d"; }
+  bool cuda_ready() const override { return false; }
+  std::vector<ParamSpec> param_specs() const override {
+    const int64_t fan_in = in_shape_[0] * k_ * k_;
+    std::vector<ParamSpec> p{
+        {"weight", {out_, in_shape_[0], k_, k_}, true, Init::uniform_fan_in, fan_in}};
+    if (bias_) p.push_back({"bias", {out_}, false, Init::uniform_fan_in, fan_in});
+    return p;
+  }
+  void forward(const Tensor& x, Tensor& y, const StepContext&) override {
+    ops::conv2d_forward(x, params_[0], bias_ ? &params_[1] : nullptr, y, geom_);
+  }
+  void backward(const Tensor& x, const Tensor&, const Tensor& dy, Tensor* dx,
+                const StepContext&) override {
+    ops::conv2d_backward(x, params_[0], dy, dx, grads_[0], bias_ ? &grads_[1] : nullptr, geom_,
+                         true);
+  }
+
+ private:
+  int64_t out_ = 0, k_ = 0;
+  ops::Conv2dGeometry geom_;
+  bool bias_ = true;
+};
+
+class Pool2d final : public Layer {
+ public:
+  Pool2d(ops::Pool pool, LayerSpec& spec, const Shape& in) : pool_(pool) {
+    expect_image(spec, in);
+    k_ = spec.require_int("k");
+    stride_ = spec.get_int("stride", k_);
+    if (k_ <= 0 || stride_ <= 0) throw InputError(spec.where() + ": k and stride must be positive");
+    if (in[1] < k_ || in[2] < k_)
+      throw InputError(spec.where() + ": a " + std::to_string(k_) + "x" + std::to_string(k_) +
+                       " window does not fit the input " + shape_str(in));
+    in_shape_ = in;
+    out_shape_ = {in[0], (in[1] - k_) / stride_ + 1, (in[2] - k_) / stride_ + 1};
+  }
+  const char* type() const override { return pool_ == ops::Pool::max ? "maxpool2d" : "avgpool2d"; }
+  bool cuda_ready() const override { return false; }
+  void forward(const Tensor& x, Tensor& y, const StepContext&) override {
+    ops::pool2d_forward(pool_, x, y, k_, stride_);
+  }
+  void backward(const Tensor& x, const Tensor&, const Tensor& dy, Tensor* dx,
+                const StepContext&) override {
+    if (dx) ops::pool2d_backward(pool_, x, dy, *dx, k_, stride_);
+  }
+
+ private:
+  ops::Pool pool_;
+  int64_t k_ = 1, stride_ = 1;
+};
+
 template <ops::Activation A>
 LayerInfo activation_info(const char* help) {
   return {[](LayerSpec&, const Shape& in) { return std::make_unique<ActivationLayer>(A, in); },
@@ -230,6 +452,35 @@ const std::map<std::string, LayerInfo>& layer_registry() {
       {"layernorm",
        {[](LayerSpec& s, const Shape& in) { return std::make_unique<LayerNorm>(s, in); },
         "[eps=1e-5]: layer normalisation over the features, with weight and bias"}},
+      {"batchnorm",
+       {[](LayerSpec& s, const Shape& in) { return std::make_unique<BatchNorm>(s, in); },
+        "[eps=1e-5] [momentum=0.1]: batch normalisation over the channels (first dimension), "
+        "statistics of the global batch across ranks, running statistics for inference (CPU "
+        "only for now)"}},
+      {"reshape",
+       {[](LayerSpec& s, const Shape& in) {
+          return std::make_unique<View>("reshape", in, s.require_shape("to"), s.where());
+        },
+        "to=AxBxC: the same values with another per-sample shape (e.g. 64 -> 1x8x8)"}},
+      {"flatten",
+       {[](LayerSpec& s, const Shape& in) {
+          return std::make_unique<View>("flatten", in, Shape{shape_numel(in)}, s.where());
+        },
+        "[C, H, W] -> [C*H*W]"}},
+      {"conv2d",
+       {[](LayerSpec& s, const Shape& in) { return std::make_unique<Conv2d>(s, in); },
+        "out=K k=N [stride=1] [pad=0] [bias=true]: 2-D convolution of a [C, H, W] input "
+        "(CPU only for now)"}},
+      {"maxpool2d",
+       {[](LayerSpec& s, const Shape& in) {
+          return std::make_unique<Pool2d>(ops::Pool::max, s, in);
+        },
+        "k=N [stride=k]: maximum over k x k windows of a [C, H, W] input (CPU only for now)"}},
+      {"avgpool2d",
+       {[](LayerSpec& s, const Shape& in) {
+          return std::make_unique<Pool2d>(ops::Pool::avg, s, in);
+        },
+        "k=N [stride=k]: mean over k x k windows of a [C, H, W] input (CPU only for now)"}},
   };
   return registry;
 }

@@ -34,11 +34,17 @@ Model::Model(const std::vector<std::string>& layer_specs, const std::string& los
     LayerSpec spec = LayerSpec::parse(layer_specs[i], static_cast<int>(i));
     layers_.push_back(make_layer(spec, shape));
     const Layer& layer = *layers_.back();
+    if (dev.on_gpu() && !layer.cuda_ready())
+      throw InputError(spec.where() +
+                       ": has no CUDA implementation yet; train this model with "
+                       "run.device=cpu");
     layer_param_begin_.push_back(offset);
     for (const ParamSpec& p : layer.param_specs()) {
       table_.push_back({std::to_string(i) + "." + layer.type() + "." + p.name, p.shape, offset,
-                        p.decay, p.init, p.fan_in, static_cast<int>(i)});
-      segments_.push_back({offset, shape_numel(p.shape), p.decay});
+                        p.decay, p.trainable, p.init, p.fan_in, static_cast<int>(i)});
+      // The optimizer's segments are the trained parameters; state like running statistics
+      // stays out of them (and its gradient stays zero).
+      if (p.trainable) segments_.push_back({offset, shape_numel(p.shape), p.decay});
       offset += (shape_numel(p.shape) + kParamAlign - 1) / kParamAlign * kParamAlign;
     }
     shape = layer.out_shape();

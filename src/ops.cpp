@@ -314,6 +314,212 @@ LossStats mean_squared_error(const Tensor& pred, const Tensor& target, Tensor* d
                                  pred.dim(1));
 }
 
+// Ops the CUDA backend does not have yet: they stop with a clear message rather than a crash.
+static void cpu_only(const char* op, bool gpu) {
+  if (gpu) fail(op, "has no CUDA implementation yet; train this model with run.device=cpu");
+}
+
+// The usual preamble of a CPU-only op: one device, the CPU, and f32 tensors.
+static void cpu_f32(const char* op, std::initializer_list<P> tensors) {
+  cpu_only(op, on_gpu(op, tensors));
+  for (auto [name, t] : tensors) expect_f32(op, name, *t);
+}
+
+static void expect_4d(const char* op, const char* name, const Tensor& t) {
+  if (t.ndim() != 4) fail(op, std::string(name) + " must be 4-D, got " + shape_str(t.shape()));
+}
+
+static cpu::ConvDims conv_dims(const char* op, const Tensor& x, const Tensor& w, Conv2dGeometry g) {
+  expect_4d(op, "x", x);
+  expect_4d(op, "w", w);
+  if (g.stride < 1 || g.pad < 0)
+    fail(op, "stride " + std::to_string(g.stride) + " / pad " + std::to_string(g.pad));
+  if (w.dim(1) != x.dim(1))
+    fail(op,
+         "x has " + std::to_string(x.dim(1)) + " channels, w expects " + std::to_string(w.dim(1)));
+  cpu::ConvDims d{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(2),
+                  w.dim(3), g.stride, g.pad,    0,        0};
+  d.oh = (d.h + 2 * d.pad - d.kh) / d.stride + 1;
+  d.ow = (d.w + 2 * d.pad - d.kw) / d.stride + 1;
+  if (d.h + 2 * d.pad < d.kh || d.w + 2 * d.pad < d.kw)
+    fail(op, "a " + std::to_string(d.kh) + "x" + std::to_string(d.kw) + " kernel does not fit " +
+                 shape_str(x.shape()) + " with pad " + std::to_string(d.pad));
+  return d;
+}
+
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
+                    Conv2dGeometry g) {
+  const char* op = "conv2d_forward";
+  cpu_f32(op, {{"x", &x}, {"w", &w}, {"y", &y}});
+  const cpu::ConvDims d = conv_dims(op, x, w, g);
+  expect_shape(op, "y", y, {d.n, d.k, d.oh, d.ow});
+  if (bias) {
+    cpu_f32(op, {{"x", &x}, {"bias", bias}});
+    expect_shape(op, "bias", *bias, {d.k});
+  }
+  cpu::conv2d_forward(x.data<float>(), w.data<float>(), bias ? bias->data<float>() : nullptr,
+                      y.data<float>(), d);
+}
+
+void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor& dw,
+                     Tensor* dbias, Conv2dGeometry g, bool accumulate) {
+  const char* op = "conv2d_backward";
+  cpu_f32(op, {{"x", &x}, {"w", &w}, {"dy", &dy}, {"dw", &dw}});
+  const cpu::ConvDims d = conv_dims(op, x, w, g);
+  expect_shape(op, "dy", dy, {d.n, d.k, d.oh, d.ow});
+  expect_shape(op, "dw", dw, w.shape());
+  if (dx) {
+    cpu_f32(op, {{"x", &x}, {"dx", dx}});
+    expect_shape(op, "dx", *dx, x.shape());
+  }
+  if (dbias) {
+    cpu_f32(op, {{"x", &x}, {"dbias", dbias}});
+    expect_shape(op, "dbias", *dbias, {d.k});
+  }
+  cpu::conv2d_backward(x.data<float>(), w.data<float>(), dy.data<float>(),
+                       dx ? dx->data<float>() : nullptr, dw.data<float>(),
+                       dbias ? dbias->data<float>() : nullptr, d, accumulate);
+}
+
+static cpu::PoolDims pool_dims(const char* op, const Tensor& x, int64_t k, int64_t stride) {
+  expect_4d(op, "x", x);
+  if (k < 1 || stride < 1)
+    fail(op, "window " + std::to_string(k) + " / stride " + std::to_string(stride));
+  if (x.dim(2) < k || x.dim(3) < k)
+    fail(op, "a " + std::to_string(k) + "x" + std::to_string(k) + " window does not fit " +
+                 shape_str(x.shape()));
+  return {x.dim(0),
+          x.dim(1),
+          x.dim(2),
+          x.dim(3),
+          k,
+          stride,
+          (x.dim(2) - k) / stride + 1,
+          (x.dim(3) - k) / stride + 1};
+}
+
+void pool2d_forward(Pool pool, const Tensor& x, Tensor& y, int64_t k, int64_t stride) {
+  const char* op = "pool2d_forward";
+  cpu_f32(op, {{"x", &x}, {"y", &y}});
+  const cpu::PoolDims d = pool_dims(op, x, k, stride);
+  expect_shape(op, "y", y, {d.n, d.c, d.oh, d.ow});
+  cpu::pool2d_forward(pool, x.data<float>(), y.data<float>(), d);
+}
+
+void pool2d_backward(Pool pool, const Tensor& x, const Tensor& dy, Tensor& dx, int64_t k,
+                     int64_t stride) {
+  const char* op = "pool2d_backward";
+  cpu_f32(op, {{"x", &x}, {"dy", &dy}, {"dx", &dx}});
+  const cpu::PoolDims d = pool_dims(op, x, k, stride);
+  expect_shape(op, "dy", dy, {d.n, d.c, d.oh, d.ow});
+  expect_shape(op, "dx", dx, x.shape());
+  cpu::pool2d_backward(pool, x.data<float>(), dy.data<float>(), dx.data<float>(), d);
+}
+
+// x as [N, C, S] with C = channels.
+static void bn_dims(const char* op, const Tensor& x, int64_t channels, int64_t* n, int64_t* s) {
+  const auto bad = [&] {
+    fail(op, shape_str(x.shape()) + " is not [N, " + std::to_string(channels) + ", ...]");
+  };
+  if (x.ndim() < 2 || channels < 1) bad();
+  *n = x.dim(0);
+  const int64_t per_row = *n ? x.numel() / *n : 0;
+  if (*n && per_row % channels) bad();
+  *s = *n ? per_row / channels : 0;
+}
+
+void batchnorm_sums(const Tensor& x, int64_t channels, std::vector<double>& sums) {
+  const char* op = "batchnorm_sums";
+  cpu_f32(op, {{"x", &x}});
+  int64_t n = 0, s = 0;
+  bn_dims(op, x, channels, &n, &s);
+  sums.assign(2 * channels, 0.0);
+  const float* p = x.data<float>();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < channels; ++c) {
+      const float* row = p + (i * channels + c) * s;
+      double a = 0, b = 0;
+      for (int64_t j = 0; j < s; ++j) a += row[j], b += double(row[j]) * row[j];
+      sums[c] += a;
+      sums[channels + c] += b;
+    }
+}
+
+void batchnorm_forward(const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& gamma,
+                       const Tensor& beta, Tensor& y) {
+  const char* op = "batchnorm_forward";
+  cpu_f32(
+      op,
+      {{"x", &x}, {"mean", &mean}, {"rstd", &rstd}, {"gamma", &gamma}, {"beta", &beta}, {"y", &y}});
+  const int64_t channels = mean.numel();
+  int64_t n = 0, s = 0;
+  bn_dims(op, x, channels, &n, &s);
+  for (auto [nm, t] : {P{"rstd", &rstd}, {"gamma", &gamma}, {"beta", &beta}})
+    expect_shape(op, nm, *t, {channels});
+  expect_shape(op, "y", y, x.shape());
+  const float *p = x.data<float>(), *mu = mean.data<float>(), *rs = rstd.data<float>();
+  const float *g = gamma.data<float>(), *b = beta.data<float>();
+  float* out = y.data<float>();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t base = (i * channels + c) * s;
+      const float k = rs[c] * g[c], off = b[c] - mu[c] * k;
+      for (int64_t j = 0; j < s; ++j) out[base + j] = p[base + j] * k + off;
+    }
+}
+
+void batchnorm_backward_sums(const Tensor& dy, const Tensor& x, const Tensor& mean,
+                             const Tensor& rstd, std::vector<double>& sums) {
+  const char* op = "batchnorm_backward_sums";
+  cpu_f32(op, {{"dy", &dy}, {"x", &x}, {"mean", &mean}, {"rstd", &rstd}});
+  const int64_t channels = mean.numel();
+  int64_t n = 0, s = 0;
+  bn_dims(op, x, channels, &n, &s);
+  expect_shape(op, "dy", dy, x.shape());
+  expect_shape(op, "rstd", rstd, {channels});
+  sums.assign(2 * channels, 0.0);
+  const float *p = x.data<float>(), *g = dy.data<float>();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t base = (i * channels + c) * s;
+      const float mu = mean.data<float>()[c], rs = rstd.data<float>()[c];
+      double a = 0, b = 0;
+      for (int64_t j = 0; j < s; ++j)
+        a += g[base + j], b += double(g[base + j]) * (p[base + j] - mu) * rs;
+      sums[c] += a;
+      sums[channels + c] += b;
+    }
+}
+
+void batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                        const Tensor& gamma, const std::vector<double>& sums, double count,
+                        Tensor& dx) {
+  const char* op = "batchnorm_backward";
+  cpu_f32(
+      op,
+      {{"dy", &dy}, {"x", &x}, {"mean", &mean}, {"rstd", &rstd}, {"gamma", &gamma}, {"dx", &dx}});
+  const int64_t channels = mean.numel();
+  int64_t n = 0, s = 0;
+  bn_dims(op, x, channels, &n, &s);
+  expect_shape(op, "dy", dy, x.shape());
+  expect_shape(op, "dx", dx, x.shape());
+  if (static_cast<int64_t>(sums.size()) != 2 * channels)
+    fail(op, "expected " + std::to_string(2 * channels) + " sums");
+  if (!(count > 0)) fail(op, "count must be positive");
+  const float *p = x.data<float>(), *g = dy.data<float>();
+  float* out = dx.data<float>();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t base = (i * channels + c) * s;
+      const float mu = mean.data<float>()[c], rs = rstd.data<float>()[c];
+      const float k = gamma.data<float>()[c] * rs;
+      const float m1 = static_cast<float>(sums[c] / count);
+      const float m2 = static_cast<float>(sums[channels + c] / count);
+      for (int64_t j = 0; j < s; ++j)
+        out[base + j] = k * (g[base + j] - m1 - (p[base + j] - mu) * rs * m2);
+    }
+}
+
 double sum_squares(const Tensor& x) {
   const bool gpu = on_gpu("sum_squares", {{"x", &x}});
   expect_f32("sum_squares", "x", x);

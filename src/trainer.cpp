@@ -166,7 +166,7 @@ EvalResult Trainer::evaluate() {
   if (!data_.has_val) return out;
   auto [begin, end] = even_share(data_.val.rows(), comm_.rank(), comm_.size());
   double sums[3] = {0, 0, static_cast<double>(end - begin)};
-  StepContext ctx{false, static_cast<uint64_t>(cfg_.train.seed), 0};
+  StepContext ctx{false, static_cast<uint64_t>(cfg_.train.seed), 0, nullptr};
   for (int64_t r = begin; r < end; r += cfg_.train.eval_batch_size) {
     const int64_t n = std::min(cfg_.train.eval_batch_size, end - r);
     auto [x, y] = on_device(data_.val.x.rows(r, n), data_.val.y.rows(r, n));
@@ -256,7 +256,8 @@ TrainResult Trainer::run() {
     for (int64_t micro = 0; micro < tc.accum_steps; ++micro) {
       Batch batch = std::move(next);
       auto t1 = Clock::now();
-      StepContext ctx{true, static_cast<uint64_t>(tc.seed), batch.first_sample};
+      StepContext ctx{true, static_cast<uint64_t>(tc.seed), batch.first_sample,
+                      comm_.size() > 1 ? &comm_ : nullptr};
       model_->forward(batch.x, ctx);
       loss_sum += model_->loss(batch.y, grad_scale, true).loss_sum;
       auto t2 = Clock::now();

@@ -24,6 +24,8 @@ class LayerSpec {
   int64_t require_int(const std::string& key);
   float get_float(const std::string& key, float fallback);
   bool get_bool(const std::string& key, bool fallback);
+  // A shape written with x between the dimensions: "1x8x8".
+  Shape require_shape(const std::string& key);
   void check_all_used() const;
 
  private:
@@ -42,13 +44,21 @@ struct ParamSpec {
   bool decay;  // weight decay applies (not to biases and norm parameters)
   Init init;
   int64_t fan_in = 1;
+  // False for state that lives with the parameters (checkpointed, exported) but is not trained:
+  // batch norm's running statistics. The optimizer skips it; its gradient stays zero.
+  bool trainable = true;
 };
 
-// What a step tells the layers. Row i of the batch is global sample first_sample + i.
+class Communicator;
+
+// What a step tells the layers. Row i of the batch is global sample first_sample + i. comm (in
+// training, when there are several ranks) lets a layer reduce over the global batch (batch norm's
+// statistics).
 struct StepContext {
   bool training = true;
   uint64_t seed = 0;
   int64_t first_sample = 0;
+  Communicator* comm = nullptr;
 };
 
 // A layer maps [rows, in_features...] to [rows, out_features...]. Parameters and gradients are
@@ -58,6 +68,8 @@ class Layer {
  public:
   virtual ~Layer() = default;
   virtual const char* type() const = 0;
+  // False for layers whose ops have no CUDA implementation yet.
+  virtual bool cuda_ready() const { return true; }
   const Shape& in_shape() const { return in_shape_; }
   const Shape& out_shape() const { return out_shape_; }
   virtual std::vector<ParamSpec> param_specs() const { return {}; }

@@ -66,6 +66,42 @@ LossStats softmax_cross_entropy(const Tensor& logits, const Tensor& labels, Tens
 LossStats mean_squared_error(const Tensor& pred, const Tensor& target, Tensor* dpred,
                              float grad_scale);
 
+// 2-D convolution of x [N, C, H, W] with w [K, C, kh, kw] (+ bias [K]) into y [N, K, OH, OW],
+// the same stride and zero padding along both axes: OH = (H + 2 pad - kh) / stride + 1.
+struct Conv2dGeometry {
+  int64_t stride = 1, pad = 0;
+};
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
+                    Conv2dGeometry g);
+// dw (and dbias) receive the gradients, added when accumulate; dx (optional) is overwritten.
+void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor& dw,
+                     Tensor* dbias, Conv2dGeometry g, bool accumulate);
+
+// Max or average pooling over k x k windows of x [N, C, H, W] with a stride, no padding
+// (windows that do not fit are dropped, as PyTorch's floor mode). Max pooling's backward sends the
+// gradient to the first maximum of each window.
+enum class Pool { max, avg };
+void pool2d_forward(Pool pool, const Tensor& x, Tensor& y, int64_t k, int64_t stride);
+void pool2d_backward(Pool pool, const Tensor& x, const Tensor& dy, Tensor& dx, int64_t k,
+                     int64_t stride);
+
+// Batch normalisation over channels, x viewed as [N, C, S] (S: the spatial size; 1 for a vector
+// of C features). Split in two halves around sums over the batch, so that a caller can all-reduce
+// the sums over the ranks in between (synchronised batch norm: the statistics are those of the
+// global batch, whatever the number of ranks). Sums are per channel, in double, on the host:
+// sums[c] and sums[C + c].
+// Forward: sums of x and x^2; then y = (x - mean) * rstd * gamma + beta (mean, rstd: [C]).
+void batchnorm_sums(const Tensor& x, int64_t channels, std::vector<double>& sums);
+void batchnorm_forward(const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& gamma,
+                       const Tensor& beta, Tensor& y);
+// Backward: sums of dy and dy * xhat (also the gradients of beta and gamma); then dx from the
+// global sums over `count` values per channel.
+void batchnorm_backward_sums(const Tensor& dy, const Tensor& x, const Tensor& mean,
+                             const Tensor& rstd, std::vector<double>& sums);
+void batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                        const Tensor& gamma, const std::vector<double>& sums, double count,
+                        Tensor& dx);
+
 // sum(x^2) in double, for the global gradient norm.
 double sum_squares(const Tensor& x);
 void scale(Tensor& x, float s);

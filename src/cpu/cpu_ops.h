@@ -34,4 +34,16 @@ void sgd_update(float* p, const float* g, float* vel,
 
 void convert(const void* src, DType from, void* dst, DType to, int64_t n);
 
+struct ConvDims {
+  int64_t n, c, h, w, k, kh, kw, stride, pad, oh, ow;
+};
+void conv2d_forward(const float* x, const float* w, const float* bias, float* y, const ConvDims& d);
+void conv2d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
+                     float* dbias, const ConvDims& d, bool accumulate);
+struct PoolDims {
+  int64_t n, c, h, w, k, stride, oh, ow;
+};
+void pool2d_forward(ops::Pool pool, const float* x, float* y, const PoolDims& d);
+void pool2d_backward(ops::Pool pool, const float* x, const float* dy, float* dx, const PoolDims& d);
+
 }  // namespace tern::cpu

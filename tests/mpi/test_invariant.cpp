@@ -107,6 +107,18 @@ TEST(WRankInvariant, SgdWithAccumulation) {
   expect_matches_one_rank(c);
 }
 
+// Batch norm's statistics are reduced over the ranks: W ranks still train as one.
+TEST(WRankInvariant, SynchronisedBatchNorm) {
+  TrainerConfig c = base_config();
+  if (c.run.device == "cuda") GTEST_SKIP() << "batchnorm has no CUDA implementation yet";
+  // No bias before a batch norm: its gradient is zero up to rounding, which AdamW would turn into
+  // full-size steps in different directions on W ranks and on 1.
+  c.model.layers = {
+      "linear out=24 bias=false", "batchnorm", "relu",        "linear out=16 bias=false",
+      "batchnorm momentum=0.3",   "gelu",      "linear out=4"};
+  expect_matches_one_rank(c);
+}
+
 TEST(WRankInvariant, BatchSmallerThanWorld) {
   TrainerConfig c = base_config();
   c.train.batch_size = 2;  // with 3 ranks one rank has no rows

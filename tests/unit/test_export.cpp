@@ -51,7 +51,7 @@ TEST(Export, PredictMatchesTheTrainingModel) {
       xn.data<float>()[r * 5 + c] =
           static_cast<float>((x.data<float>()[r * 5 + c] - e.info.norm.mean[c]) / sd);
     }
-  const Tensor& ref = e.model->forward(xn, StepContext{false, 0, 0});
+  const Tensor& ref = e.model->forward(xn, StepContext{false, 0, 0, nullptr});
   for (int i = 0; i < 12; ++i) EXPECT_NEAR(out[i], ref.data<float>()[i], 1e-5) << i;
 
   auto copy = m->clone();

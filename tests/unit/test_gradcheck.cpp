@@ -1,7 +1,9 @@
 // Finite-difference gradient checks for every registered layer and loss, and for a whole model.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 #include <set>
 
 #include "tern/layers.h"
@@ -13,9 +15,28 @@ namespace {
 
 using testing::random_tensor;
 
-// The layer specs checked here; a layer type missing from this list fails the coverage test.
-const std::vector<std::string> kLayerCases = {
-    "linear out=5", "linear out=4 bias=false", "relu", "gelu", "tanh", "dropout p=0.3", "layernorm",
+// The layer specs checked here, with a per-sample input shape; a layer type missing from this
+// list fails the coverage test.
+struct LayerCase {
+  std::string spec;
+  Shape in;
+};
+const std::vector<LayerCase> kLayerCases = {
+    {"linear out=5", {6}},
+    {"linear out=4 bias=false", {6}},
+    {"relu", {6}},
+    {"gelu", {6}},
+    {"tanh", {6}},
+    {"dropout p=0.3", {6}},
+    {"layernorm", {6}},
+    {"reshape to=2x3", {6}},
+    {"flatten", {2, 2, 3}},
+    {"conv2d out=3 k=3 pad=1", {2, 5, 5}},
+    {"conv2d out=2 k=2 stride=2 bias=false", {3, 5, 4}},
+    {"maxpool2d k=2", {2, 4, 5}},
+    {"avgpool2d k=2 stride=1", {2, 3, 4}},
+    {"batchnorm", {2, 2, 3}},
+    {"batchnorm momentum=0.2", {2, 3, 2}},
 };
 
 constexpr float kEps = 1e-2f;
@@ -66,23 +87,39 @@ LayerHarness build(const std::string& text, const Shape& in) {
 
 TEST(GradCheck, EveryRegisteredLayerIsCovered) {
   std::set<std::string> covered;
-  for (const auto& text : kLayerCases) covered.insert(LayerSpec::parse(text, 0).type());
+  for (const auto& c : kLayerCases) covered.insert(LayerSpec::parse(c.spec, 0).type());
   for (const auto& [name, info] : layer_registry())
     EXPECT_TRUE(covered.count(name)) << "layer '" << name << "' has no gradient check";
 }
 
-class LayerGradCheck : public ::testing::TestWithParam<std::string> {};
+void PrintTo(const LayerCase& c, std::ostream* os) { *os << c.spec; }
+
+class LayerGradCheck : public ::testing::TestWithParam<LayerCase> {};
+
+Shape batch_of(int64_t rows, const Shape& per_sample) {
+  Shape s = per_sample;
+  s.insert(s.begin(), rows);
+  return s;
+}
 
 TEST_P(LayerGradCheck, MatchesFiniteDifferences) {
-  const int64_t rows = 3, in = 6;
-  LayerHarness h = build(GetParam(), {in});
+  const int64_t rows = 3;
+  const LayerCase& c = GetParam();
+  LayerHarness h = build(c.spec, c.in);
   h.layer->reserve(rows);
   // Inputs kept away from 0 so relu's kink is not inside the finite-difference step.
-  Tensor x = random_tensor({rows, in}, 1, 0.1f, 1.0f);
+  Tensor x = random_tensor(batch_of(rows, c.in), 1, 0.1f, 1.0f);
   for (int64_t i = 0; i < x.numel(); i += 2) x.data<float>()[i] *= -1.0f;
-  Shape out_shape = {rows, shape_numel(h.layer->out_shape())};
+  if (c.spec.rfind("maxpool", 0) == 0) {
+    // Distinct values 0.05 apart: no window's maximum changes within the difference step.
+    std::vector<float> v(x.numel());
+    for (size_t i = 0; i < v.size(); ++i) v[i] = 0.05f * static_cast<float>(i) - 1.0f;
+    std::shuffle(v.begin(), v.end(), std::mt19937(5));
+    std::copy(v.begin(), v.end(), x.data<float>());
+  }
+  const Shape out_shape = batch_of(rows, h.layer->out_shape());
   Tensor r = random_tensor(out_shape, 2);  // L = sum(y * r), so dL/dy = r
-  StepContext ctx{true, 99, 1000};
+  StepContext ctx{true, 99, 1000, nullptr};
 
   auto loss = [&]() {
     Tensor y = Tensor::empty(out_shape);
@@ -91,7 +128,7 @@ TEST_P(LayerGradCheck, MatchesFiniteDifferences) {
     for (int64_t i = 0; i < y.numel(); ++i) l += double(y.data<float>()[i]) * r.data<float>()[i];
     return l;
   };
-  Tensor y = Tensor::empty(out_shape), dx = Tensor::empty({rows, in});
+  Tensor y = Tensor::empty(out_shape), dx = Tensor::empty(x.shape());
   h.layer->forward(x, y, ctx);
   h.grads.zero_();
   h.layer->backward(x, y, r, &dx, ctx);
@@ -100,7 +137,7 @@ TEST_P(LayerGradCheck, MatchesFiniteDifferences) {
     for (int64_t i = 0; i < t.numel(); ++i) {
       const double numeric = numeric_grad(t.data<float>()[i], loss);
       EXPECT_LT(rel_err(analytic.data<float>()[i], numeric), kTol)
-          << GetParam() << " " << what << "[" << i << "]: analytic " << analytic.data<float>()[i]
+          << c.spec << " " << what << "[" << i << "]: analytic " << analytic.data<float>()[i]
           << " numeric " << numeric;
     }
   };
@@ -114,7 +151,7 @@ TEST_P(LayerGradCheck, MatchesFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(Layers, LayerGradCheck, ::testing::ValuesIn(kLayerCases),
                          [](const auto& info) {
-                           std::string n = info.param;
+                           std::string n = info.param.spec;
                            for (char& c : n)
                              if (!isalnum(static_cast<unsigned char>(c))) c = '_';
                            return n;
@@ -152,7 +189,7 @@ TEST(GradCheck, WholeModelMatchesFiniteDifferences) {
   Tensor x = random_tensor({4, 5}, 6);
   Tensor y = Tensor::empty({4}, DType::i32);
   for (int i = 0; i < 4; ++i) y.data<int32_t>()[i] = i % 3;
-  StepContext ctx{true, 11, 0};
+  StepContext ctx{true, 11, 0, nullptr};
   auto loss = [&] {
     model.forward(x, ctx);
     return model.loss(y, 0.25f, false).loss_sum * 0.25;

@@ -1,7 +1,12 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <iterator>
+#include <utility>
+#include <vector>
 
+#include "tern/layers.h"
 #include "tern/ops.h"
 #include "test_util.h"
 
@@ -160,6 +165,87 @@ TEST(Reductions, SumSquaresAndScale) {
 TEST(Ops, RejectWrongDtype) {
   Tensor xi = Tensor::zeros({2, 2}, DType::i32), y = Tensor::zeros({2, 2});
   EXPECT_THROW(ops::activation_forward(ops::Activation::relu, xi, y), std::invalid_argument);
+}
+
+// Convolution against the definition, summed directly, for strides and paddings.
+TEST(Conv2d, MatchesDirectSum) {
+  for (auto [stride, pad] : {std::pair<int64_t, int64_t>{1, 0}, {1, 1}, {2, 1}, {2, 0}}) {
+    const int64_t n = 2, c = 3, h = 7, w = 6, k = 4, kh = 3, kw = 3;
+    const int64_t oh = (h + 2 * pad - kh) / stride + 1, ow = (w + 2 * pad - kw) / stride + 1;
+    Tensor x = random_tensor({n, c, h, w}, 11), wt = random_tensor({k, c, kh, kw}, 12);
+    Tensor b = random_tensor({k}, 13), y = Tensor::empty({n, k, oh, ow});
+    ops::conv2d_forward(x, wt, &b, y, {stride, pad});
+    const float* X = x.data<float>();
+    const float* W = wt.data<float>();
+    for (int64_t in = 0; in < n; ++in)
+      for (int64_t ok = 0; ok < k; ++ok)
+        for (int64_t oy = 0; oy < oh; ++oy)
+          for (int64_t ox = 0; ox < ow; ++ox) {
+            double s = b.data<float>()[ok];
+            for (int64_t ic = 0; ic < c; ++ic)
+              for (int64_t i = 0; i < kh; ++i)
+                for (int64_t j = 0; j < kw; ++j) {
+                  const int64_t yy = oy * stride - pad + i, xx = ox * stride - pad + j;
+                  if (yy >= 0 && yy < h && xx >= 0 && xx < w)
+                    s += double(X[((in * c + ic) * h + yy) * w + xx]) *
+                         W[((ok * c + ic) * kh + i) * kw + j];
+                }
+            EXPECT_NEAR(y.data<float>()[((in * k + ok) * oh + oy) * ow + ox], s, 1e-4)
+                << "stride " << stride << " pad " << pad;
+          }
+  }
+  Tensor x = Tensor::zeros({1, 2, 4, 4}), wt = Tensor::zeros({3, 3, 3, 3}),
+         y = Tensor::zeros({1, 3, 2, 2});
+  EXPECT_THROW(ops::conv2d_forward(x, wt, nullptr, y, {1, 0}), std::invalid_argument);
+}
+
+TEST(Pool2d, MaxAndAverageWindows) {
+  // One channel, 3 x 4: windows of 2 with stride 2 -> 1 x 2 (the last row does not fit).
+  Tensor x = Tensor::empty({1, 1, 3, 4});
+  const float v[] = {1, 5, 2, 2, 3, 4, 8, 2, 9, 9, 9, 9};
+  std::copy(std::begin(v), std::end(v), x.data<float>());
+  Tensor y = Tensor::empty({1, 1, 1, 2});
+  ops::pool2d_forward(ops::Pool::max, x, y, 2, 2);
+  EXPECT_EQ(y.data<float>()[0], 5.0f);
+  EXPECT_EQ(y.data<float>()[1], 8.0f);
+  ops::pool2d_forward(ops::Pool::avg, x, y, 2, 2);
+  EXPECT_FLOAT_EQ(y.data<float>()[0], 13.0f / 4);
+  EXPECT_FLOAT_EQ(y.data<float>()[1], 14.0f / 4);
+  // Max pooling's gradient goes to the first maximum; a tie in the second window: 2, 2, 8, 2.
+  Tensor dy = Tensor::empty({1, 1, 1, 2}), dx = Tensor::empty({1, 1, 3, 4});
+  dy.data<float>()[0] = 1.5f;
+  dy.data<float>()[1] = -2.0f;
+  ops::pool2d_backward(ops::Pool::max, x, dy, dx, 2, 2);
+  const float want[] = {0, 1.5f, 0, 0, 0, 0, -2.0f, 0, 0, 0, 0, 0};
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(dx.data<float>()[i], want[i]) << i;
+}
+
+// Training normalises with the batch's statistics and moves the running ones towards them;
+// inference normalises with the running ones.
+TEST(BatchNorm, RunningStatisticsAndInference) {
+  LayerSpec spec = LayerSpec::parse("batchnorm momentum=0.5", 0);
+  auto layer = make_layer(spec, {2, 3});  // 2 channels of 3 values
+  Tensor params = Tensor::empty({8}), grads = Tensor::zeros({8});
+  const float init[] = {1, 1, 0, 0, 0, 0, 1, 1};  // weight, bias, running mean, running var
+  std::copy(std::begin(init), std::end(init), params.data<float>());
+  std::vector<Tensor> p, g;
+  for (int i = 0; i < 4; ++i)
+    p.push_back(params.slice(2 * i, {2})), g.push_back(grads.slice(2 * i, {2}));
+  layer->bind(p, g, p);
+  layer->reserve(2);
+  Tensor x = Tensor::empty({2, 2, 3}), y = Tensor::empty({2, 2, 3});
+  const float xs[] = {1, 2, 3, 10, 10, 10, 5, 6, 7, 20, 20, 20};  // channel 0: mean 4; 1: 15
+  std::copy(std::begin(xs), std::end(xs), x.data<float>());
+  layer->forward(x, y, StepContext{true, 0, 0, nullptr});
+  // channel 0: values 1 2 3 5 6 7, mean 4, biased variance 14/3
+  const float rstd0 = 1.0f / std::sqrt(14.0f / 3 + 1e-5f);
+  EXPECT_NEAR(y.data<float>()[0], (1 - 4) * rstd0, 1e-5);
+  EXPECT_NEAR(params.data<float>()[4], 0.5f * 4, 1e-5);                     // running mean
+  EXPECT_NEAR(params.data<float>()[6], 0.5f * 1 + 0.5f * 28.0f / 5, 1e-4);  // unbiased variance
+  EXPECT_NEAR(params.data<float>()[5], 0.5f * 15, 1e-5);
+  layer->forward(x, y, StepContext{false, 0, 0, nullptr});
+  const float run_rstd0 = 1.0f / std::sqrt(params.data<float>()[6] + 1e-5f);
+  EXPECT_NEAR(y.data<float>()[0], (1 - params.data<float>()[4]) * run_rstd0, 1e-5);
 }
 
 }  // namespace
