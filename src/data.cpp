@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
+
+#include <nlohmann/json.hpp>
 
 #include "tern/error.h"
 #include "tern/h5.h"
@@ -143,6 +146,10 @@ FeatureStats feature_stats(const Tensor& x) {
 
 int64_t Dataset::input_dim_of(const std::string& path) {
   h5::File file = h5::File::open(path);
+  if (!file.exists("/train/x") && file.exists("/train/tokens"))
+    throw InputError("data file '" + path +
+                     "' is a token corpus (tern-data text): tern-train does not build sequence "
+                     "models from token windows yet; it trains on /train/x, /train/y");
   if (!file.exists("/train/x"))
     throw InputError(
         bad(path, "/train/x", "missing (tern-data writes /train/x, /train/y, /val/x, /val/y)"));
@@ -151,6 +158,78 @@ int64_t Dataset::input_dim_of(const std::string& path) {
     throw InputError(
         bad(path, "/train/x", "expected shape [rows, features...], found " + shape_str(xi.dims)));
   return shape_numel(Shape(xi.dims.begin() + 1, xi.dims.end()));
+}
+
+Split token_windows(std::string name, Tensor tokens, int64_t block) {
+  if (tokens.dtype() != DType::i32 || tokens.ndim() != 1)
+    throw std::invalid_argument("token_windows: tokens must be i32 [n]");
+  if (block < 1) throw std::invalid_argument("token_windows: block must be >= 1");
+  Split s;
+  s.name = std::move(name);
+  s.tokens = std::move(tokens);
+  s.block = block;
+  return s;
+}
+
+std::vector<std::string> utf8_characters(const std::string& text) {
+  std::vector<std::string> out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    const auto b = static_cast<unsigned char>(text[i]);
+    const size_t len = b < 0x80           ? 1
+                       : (b >> 5) == 0x6  ? 2
+                       : (b >> 4) == 0xE  ? 3
+                       : (b >> 3) == 0x1E ? 4
+                                          : 0;
+    bool ok = len > 0 && i + len <= text.size();
+    for (size_t k = 1; ok && k < len; ++k)
+      ok = (static_cast<unsigned char>(text[i + k]) & 0xC0) == 0x80;
+    if (!ok)
+      throw InputError("invalid UTF-8 at byte " + std::to_string(i) + " (byte 0x" + [&] {
+        char hex[3];
+        std::snprintf(hex, sizeof hex, "%02x", b);
+        return std::string(hex);
+      }() + ")");
+    out.push_back(text.substr(i, len));
+    i += len;
+  }
+  return out;
+}
+
+bool TokenCorpus::is_token_file(const std::string& path) {
+  return h5::File::open(path).exists("/train/tokens");
+}
+
+TokenCorpus TokenCorpus::load(const std::string& path) {
+  h5::File f = h5::File::open(path);
+  TokenCorpus c;
+  nlohmann::json vocab;
+  try {
+    vocab = nlohmann::json::parse(f.read_attr_string("/", "vocab"));
+    c.vocab = vocab.get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError("token file '" + path +
+                     "': attribute /@vocab is not a JSON list of strings (" + e.what() + ")");
+  }
+  if (c.vocab.empty()) throw InputError("token file '" + path + "': the vocabulary is empty");
+  for (auto [name, out] : {std::pair{"train", &c.train}, {"val", &c.val}}) {
+    const std::string ds = std::string("/") + name + "/tokens";
+    if (!f.exists(ds)) {
+      if (std::string(name) == "train") throw InputError("token file '" + path + "': no " + ds);
+      *out = Tensor::empty({0}, DType::i32);
+      continue;
+    }
+    if (f.info(ds).type_class != h5::TypeClass::integer || f.info(ds).dims.size() != 1)
+      throw InputError("token file '" + path + "': " + ds + " must be a 1-D integer dataset");
+    *out = f.read(ds, DType::i32);
+    const int32_t* t = out->data<int32_t>();
+    for (int64_t i = 0; i < out->numel(); ++i)
+      if (t[i] < 0 || t[i] >= static_cast<int64_t>(c.vocab.size()))
+        throw InputError("token file '" + path + "': " + ds + "[" + std::to_string(i) +
+                         "] = " + std::to_string(t[i]) + ", outside the vocabulary of " +
+                         std::to_string(c.vocab.size()));
+  }
+  return c;
 }
 
 Dataset Dataset::load(const std::string& path, const DataExpectation& expect) {
@@ -224,6 +303,21 @@ Batch Loader::make(int64_t step, int64_t micro) {
   b.first_sample =
       opt_.start_position + (step - opt_.start_step) * opt_.batch_size + mb_begin + r_begin;
   const int64_t rows = r_end - r_begin;
+  if (split_.block > 0) {
+    // Token windows: x = tokens[s, s + T), y = tokens[s + 1, s + T + 1].
+    const int64_t T = split_.block;
+    auto allocate = opt_.allocate ? opt_.allocate
+                                  : [](const Shape& s, DType dt) { return Tensor::empty(s, dt); };
+    b.x = allocate({rows, T}, DType::i32);
+    b.y = allocate({rows, T}, DType::i32);
+    const int32_t* tok = split_.tokens.data<int32_t>();
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t s = sampler_.sample_at(b.first_sample + i);
+      std::memcpy(b.x.data<int32_t>() + i * T, tok + s, sizeof(int32_t) * T);
+      std::memcpy(b.y.data<int32_t>() + i * T, tok + s + 1, sizeof(int32_t) * T);
+    }
+    return b;
+  }
   Shape xs = split_.x.shape(), ys = split_.y.shape();
   xs[0] = ys[0] = rows;
   auto allocate =

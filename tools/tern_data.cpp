@@ -1,8 +1,10 @@
 // tern-data: turns CSV files into tern's HDF5 dataset layout and describes dataset files.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -26,6 +28,7 @@ Commands:
   convert   CSV -> HDF5 (/train/x, /train/y, /val/x, /val/y), split seeded
   info      print a dataset file's schema and per-feature statistics
   synth     write a synthetic classification dataset (for benchmarks)
+  text      UTF-8 text -> character-level tokens (/train/tokens, /val/tokens, vocabulary)
 
 tern-data <command> --help lists the command's options.
 )";
@@ -51,6 +54,18 @@ std::vector<std::string> split_csv_line(const std::string& line) {
   }
   out.push_back(trim(field));
   return out;
+}
+
+// Parses a command's options into their variables; false when --help was asked for (and printed).
+bool parse_options(int argc, char** argv, const po::options_description& desc) {
+  po::variables_map vm;
+  po::store(po::parse_command_line(argc, argv, desc), vm);
+  if (vm.count("help")) {
+    std::cout << desc;
+    return false;
+  }
+  po::notify(vm);
+  return true;
 }
 
 bool parse_number(const std::string& s, double* out) {
@@ -106,13 +121,7 @@ int convert(int argc, char** argv) {
       "val-fraction", po::value(&val_fraction)->default_value(val_fraction),
       "share of rows for /val")("seed", po::value(&seed)->default_value(seed),
                                 "seed of the train/val split");
-  po::variables_map vm;
-  po::store(po::parse_command_line(argc, argv, desc), vm);
-  if (vm.count("help")) {
-    std::cout << desc;
-    return kExitOk;
-  }
-  po::notify(vm);
+  if (!parse_options(argc, argv, desc)) return kExitOk;
   if (!(val_fraction >= 0 && val_fraction < 1))
     throw InputError("--val-fraction must be in [0, 1)");
   if (task != "classification" && task != "regression")
@@ -207,13 +216,7 @@ int synth(int argc, char** argv) {
       "classes", po::value(&classes)->default_value(classes), "classes")(
       "val-fraction", po::value(&val_fraction)->default_value(val_fraction),
       "share of rows for /val")("seed", po::value(&seed)->default_value(seed), "seed");
-  po::variables_map vm;
-  po::store(po::parse_command_line(argc, argv, desc), vm);
-  if (vm.count("help")) {
-    std::cout << desc;
-    return kExitOk;
-  }
-  po::notify(vm);
+  if (!parse_options(argc, argv, desc)) return kExitOk;
   if (rows < 1 || features < 1 || classes < 2)
     throw InputError("synth: need rows >= 1, features >= 1, classes >= 2");
   // Gaussian blobs around one random centre per class: learnable, and cheap to make.
@@ -239,6 +242,55 @@ int synth(int argc, char** argv) {
   std::printf("synthetic: %lld rows x %lld features, %lld classes -> %s\n",
               static_cast<long long>(rows), static_cast<long long>(features),
               static_cast<long long>(classes), output.c_str());
+  return kExitOk;
+}
+
+int text(int argc, char** argv) {
+  std::string input, output;
+  double val_fraction = 0.1;
+  po::options_description desc("tern-data text");
+  desc.add_options()("help", "this text")("input", po::value(&input)->required(),
+                                          "UTF-8 text file")(
+      "output", po::value(&output)->required(), "HDF5 file to write")(
+      "val-fraction", po::value(&val_fraction)->default_value(val_fraction),
+      "the last share of the text becomes /val (a contiguous tail, so no window spans both)");
+  if (!parse_options(argc, argv, desc)) return kExitOk;
+  if (!(val_fraction >= 0.0 && val_fraction < 1.0))
+    throw InputError("text: --val-fraction must be in [0, 1)");
+  std::ifstream in(input, std::ios::binary);
+  if (!in) throw InputError("text: cannot read '" + input + "'");
+  std::stringstream buf;
+  buf << in.rdbuf();
+  std::vector<std::string> chars;
+  try {
+    chars = utf8_characters(buf.str());
+  } catch (const InputError& e) {
+    throw InputError("text: '" + input + "': " + e.what());
+  }
+  if (chars.size() < 2) throw InputError("text: '" + input + "' has fewer than 2 characters");
+  // The vocabulary: the distinct characters in byte order (code point order for UTF-8).
+  std::vector<std::string> vocab(chars);
+  std::sort(vocab.begin(), vocab.end());
+  vocab.erase(std::unique(vocab.begin(), vocab.end()), vocab.end());
+  std::map<std::string, int32_t> id;
+  for (size_t i = 0; i < vocab.size(); ++i) id[vocab[i]] = static_cast<int32_t>(i);
+  const int64_t n = static_cast<int64_t>(chars.size());
+  const int64_t n_val = static_cast<int64_t>(std::floor(static_cast<double>(n) * val_fraction));
+  Tensor train = Tensor::empty({n - n_val}, DType::i32), val = Tensor::empty({n_val}, DType::i32);
+  for (int64_t i = 0; i < n; ++i)
+    (i < n - n_val ? train.data<int32_t>()[i] : val.data<int32_t>()[i - (n - n_val)]) =
+        id[chars[i]];
+  h5::File out = h5::File::create(output);
+  out.write("/train/tokens", train);
+  if (n_val > 0) out.write("/val/tokens", val);
+  out.write_attr("/", "vocab", nlohmann::json(vocab).dump());
+  out.write_attr("/", "task", std::string("language_model"));
+  out.write_attr("/", "source", input);
+  out.write_attr("/", "created_by", std::string("tern-data ") + version_string());
+  std::printf(
+      "text: %lld characters, vocabulary of %zu -> %s (/train/tokens %lld, /val/tokens %lld)\n",
+      static_cast<long long>(n), vocab.size(), output.c_str(), static_cast<long long>(n - n_val),
+      static_cast<long long>(n_val));
   return kExitOk;
 }
 
@@ -278,6 +330,17 @@ int info(int argc, char** argv) {
         std::printf("  %-10s %s\n", attr, file.read_attr_string("/", attr).c_str());
       } catch (const InputError&) {
       }
+  if (file.exists("/train/tokens")) {
+    const TokenCorpus c = TokenCorpus::load(path);
+    std::printf("  %-10s %zu characters\n  %-14s %lld tokens\n  %-14s %lld tokens\n", "vocab",
+                c.vocab.size(), "/train/tokens", static_cast<long long>(c.train.numel()),
+                "/val/tokens", static_cast<long long>(c.val.numel()));
+    std::string head;
+    for (int64_t i = 0; i < std::min<int64_t>(c.train.numel(), 80); ++i)
+      head += c.vocab[c.train.data<int32_t>()[i]];
+    std::printf("\nstart of /train/tokens:\n%s\n", head.c_str());
+    return kExitOk;
+  }
   describe_split(file, "train");
   describe_split(file, "val");
   if (!file.exists("/train/x")) return kExitOk;
@@ -308,6 +371,7 @@ int main(int argc, char** argv) {
                           if (cmd == "convert") return convert(argc - 1, argv + 1);
                           if (cmd == "info") return info(argc - 1, argv + 1);
                           if (cmd == "synth") return synth(argc - 1, argv + 1);
+                          if (cmd == "text") return text(argc - 1, argv + 1);
                           return std::nullopt;
                         });
 }

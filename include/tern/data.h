@@ -1,4 +1,5 @@
 #pragma once
+#include <algorithm>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -15,11 +16,37 @@ namespace tern {
 
 // One split of a dataset, in memory: x f32 [rows, features...], y i32 [rows] (classes) or
 // f32 [rows, targets] (regression).
+// A split is either rows (x, y), or a token stream read as windows: with block > 0, sample s is
+// the window starting at token s, x = tokens[s, s + block) and y = tokens[s + 1, s + block + 1]
+// (next-token targets), so there are tokens - block samples.
 struct Split {
   std::string name;  // "train" or "val"
   Tensor x, y;
-  int64_t rows() const { return x.numel() ? x.dim(0) : 0; }
+  Tensor tokens;      // i32 [n], when block > 0
+  int64_t block = 0;  // window length (the model's context)
+  int64_t rows() const {
+    if (block > 0) return std::max<int64_t>(tokens.numel() - block, 0);
+    return x.numel() ? x.dim(0) : 0;
+  }
 };
+
+// Windows of `block` tokens (and their next tokens) over an i32 token stream.
+Split token_windows(std::string name, Tensor tokens, int64_t block);
+
+// A character-level token corpus, the layout `tern-data text` writes: /train/tokens and
+// /val/tokens (i32), and the root attribute "vocab", a JSON list of the characters (UTF-8 strings)
+// by token id.
+struct TokenCorpus {
+  std::vector<std::string> vocab;
+  Tensor train, val;  // i32 [n]
+  static bool is_token_file(const std::string& path);
+  // Loads and validates (every id inside the vocabulary; the first bad position is named).
+  static TokenCorpus load(const std::string& path);
+};
+
+// The characters (Unicode code points, each as its UTF-8 bytes) of a UTF-8 text. Invalid UTF-8 is
+// an InputError naming the byte offset.
+std::vector<std::string> utf8_characters(const std::string& text);
 
 // Per-feature statistics of the training inputs: the normalisation, and what an export carries
 // for drift monitoring.

@@ -17,4 +17,11 @@ printf '1,2,3\n4,5\n' > "$WORK/ragged.csv"
 expect_exit 2 "ragged.csv:2: 2 fields, expected 3" "$TERN_BIN/tern-data" convert --input "$WORK/ragged.csv" --output "$WORK/o.h5"
 printf '1,2,3.5\n' > "$WORK/label.csv"
 expect_exit 2 "label '3.5' is not a non-negative integer" "$TERN_BIN/tern-data" convert --input "$WORK/label.csv" --output "$WORK/o.h5"
+
+# Text to tokens: the corpus tern-data writes, invalid UTF-8 named by its byte offset.
+expect_exit 0 "vocabulary of 65" "$TERN_BIN/tern-data" text --input data/tinyshakespeare.txt --output "$WORK/tokens.h5"
+expect_exit 0 "First Citizen:" "$TERN_BIN/tern-data" info "$WORK/tokens.h5"
+printf 'ab\xffcd' > "$WORK/bad.txt"
+expect_exit 2 "invalid UTF-8 at byte 2 (byte 0xff)" "$TERN_BIN/tern-data" text --input "$WORK/bad.txt" --output "$WORK/o.h5"
+expect_exit 2 "is a token corpus (tern-data text)" run "$WORK/tokens.h5"
 finish

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <set>
 
 #include "tern/data.h"
@@ -215,6 +216,74 @@ TEST(Loader, LargeBatchesCopiedByThreadsAreTheSame) {
     const int32_t first = one[s].y.data<int32_t>()[0];
     EXPECT_EQ(0, std::memcmp(one[s].x.raw(), split.x.data<float>() + first * features,
                              features * sizeof(float)));
+  }
+}
+
+TEST(Utf8, CharactersOfOneToFourBytes) {
+  const auto chars = utf8_characters("a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80z");
+  ASSERT_EQ(chars.size(), 5u);
+  EXPECT_EQ(chars[1], "\xc3\xa9");
+  EXPECT_EQ(chars[2].size(), 3u);
+  EXPECT_EQ(chars[3].size(), 4u);
+  EXPECT_EQ(chars[4], "z");
+  EXPECT_THROW(utf8_characters("ab\xff"), InputError);
+  EXPECT_THROW(utf8_characters("ab\xc3"), InputError);          // truncated
+  EXPECT_THROW(utf8_characters("ab\xe2\x28\xa1"), InputError);  // bad continuation
+}
+
+// Token windows: sample s is tokens [s, s + T) with the next tokens as targets, in the global
+// order of the sampler, split over ranks like rows.
+TEST(Loader, TokenWindowsAndTheirTargets) {
+  const int64_t n = 100, T = 5, B = 7;
+  Tensor tokens = Tensor::empty({n}, DType::i32);
+  for (int64_t i = 0; i < n; ++i) tokens.data<int32_t>()[i] = static_cast<int32_t>(i);
+  Split split = token_windows("train", tokens, T);
+  EXPECT_EQ(split.rows(), n - T);
+  auto collect = [&](int64_t world) {
+    std::vector<std::vector<int32_t>> firsts(4);
+    for (int64_t r = 0; r < world; ++r) {
+      Loader loader(split, {B, 1, r, world, 2, 0, 3, 0, nullptr});
+      for (int s = 0; s < 4; ++s) {
+        Batch b = loader.next();
+        EXPECT_EQ(b.x.dtype(), DType::i32);
+        EXPECT_EQ(b.x.shape(), (Shape{b.x.dim(0), T}));
+        for (int64_t i = 0; i < b.x.dim(0); ++i) {
+          const int32_t* x = b.x.data<int32_t>() + i * T;
+          const int32_t* y = b.y.data<int32_t>() + i * T;
+          for (int64_t t = 0; t < T; ++t) {
+            EXPECT_EQ(x[t], x[0] + t);
+            EXPECT_EQ(y[t], x[t] + 1);
+          }
+          EXPECT_LE(x[0], n - T - 1);
+          firsts[s].push_back(x[0]);
+        }
+      }
+    }
+    for (auto& v : firsts) std::sort(v.begin(), v.end());
+    return firsts;
+  };
+  EXPECT_EQ(collect(2), collect(1));
+  EXPECT_EQ(collect(3), collect(1));
+}
+
+TEST(TokenCorpus, RejectsIdsOutsideTheVocabulary) {
+  const std::string path = testing::temp_path("tokens.h5");
+  {
+    h5::File f = h5::File::create(path);
+    Tensor t = Tensor::empty({4}, DType::i32);
+    const int32_t ids[] = {0, 1, 2, 3};
+    std::copy(std::begin(ids), std::end(ids), t.data<int32_t>());
+    f.write("/train/tokens", t);
+    f.write_attr("/", "vocab", std::string(R"(["a", "b", "c"])"));
+  }
+  EXPECT_TRUE(TokenCorpus::is_token_file(path));
+  try {
+    TokenCorpus::load(path);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("/train/tokens[3] = 3, outside the vocabulary of 3"),
+              std::string::npos)
+        << e.what();
   }
 }
 
