@@ -1,5 +1,6 @@
 #include "tern/ops.h"
 
+#include <cstring>
 #include <stdexcept>
 
 #include "cpu/cpu_ops.h"
@@ -518,6 +519,121 @@ void batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, c
       for (int64_t j = 0; j < s; ++j)
         out[base + j] = k * (g[base + j] - m1 - (p[base + j] - mu) * rs * m2);
     }
+}
+
+static void expect_ids(const char* op, const Tensor& ids) {
+  if (ids.dtype() != DType::i32 || ids.ndim() != 2)
+    fail(op, "ids must be i32 [N, T], got " + std::string(dtype_name(ids.dtype())) +
+                 shape_str(ids.shape()));
+}
+
+void embedding_forward(const Tensor& ids, const Tensor& table, const Tensor* positions,
+                       Tensor& out) {
+  const char* op = "embedding_forward";
+  cpu_only(op, on_gpu(op, {{"ids", &ids}, {"table", &table}, {"out", &out}}));
+  expect_ids(op, ids);
+  expect_f32(op, "table", table);
+  expect_f32(op, "out", out);
+  expect_2d(op, "table", table);
+  const int64_t n = ids.dim(0), t = ids.dim(1), vocab = table.dim(0), c = table.dim(1);
+  expect_shape(op, "out", out, {n, t, c});
+  if (positions) {
+    cpu_f32(op, {{"table", &table}, {"positions", positions}});
+    expect_2d(op, "positions", *positions);
+    if (positions->dim(0) < t || positions->dim(1) != c)
+      fail(op, "positions " + shape_str(positions->shape()) + " cannot cover " + std::to_string(t) +
+                   " positions of width " + std::to_string(c));
+  }
+  const int32_t* id = ids.data<int32_t>();
+  for (int64_t i = 0; i < n * t; ++i) {
+    if (id[i] < 0 || id[i] >= vocab)
+      throw std::out_of_range("embedding_forward: ids[" + std::to_string(i / t) + ", " +
+                              std::to_string(i % t) + "] = " + std::to_string(id[i]) +
+                              ", outside [0, " + std::to_string(vocab) + ")");
+    float* o = out.data<float>() + i * c;
+    std::memcpy(o, table.data<float>() + id[i] * c, sizeof(float) * c);
+    if (positions) {
+      const float* p = positions->data<float>() + (i % t) * c;
+      for (int64_t j = 0; j < c; ++j) o[j] += p[j];
+    }
+  }
+}
+
+void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable, Tensor* dpositions) {
+  const char* op = "embedding_backward";
+  cpu_only(op, on_gpu(op, {{"ids", &ids}, {"dout", &dout}, {"dtable", &dtable}}));
+  expect_ids(op, ids);
+  cpu_f32(op, {{"dout", &dout}, {"dtable", &dtable}});
+  expect_2d(op, "dtable", dtable);
+  const int64_t n = ids.dim(0), t = ids.dim(1), vocab = dtable.dim(0), c = dtable.dim(1);
+  expect_shape(op, "dout", dout, {n, t, c});
+  if (dpositions) {
+    cpu_f32(op, {{"dout", &dout}, {"dpositions", dpositions}});
+    if (dpositions->ndim() != 2 || dpositions->dim(0) < t || dpositions->dim(1) != c)
+      fail(op, "dpositions " + shape_str(dpositions->shape()) + " cannot cover " +
+                   std::to_string(t) + " positions of width " + std::to_string(c));
+  }
+  const int32_t* id = ids.data<int32_t>();
+  for (int64_t i = 0; i < n * t; ++i) {
+    if (id[i] < 0 || id[i] >= vocab)
+      throw std::out_of_range("embedding_backward: ids[" + std::to_string(i / t) + ", " +
+                              std::to_string(i % t) + "] = " + std::to_string(id[i]) +
+                              ", outside [0, " + std::to_string(vocab) + ")");
+    const float* g = dout.data<float>() + i * c;
+    float* d = dtable.data<float>() + id[i] * c;
+    for (int64_t j = 0; j < c; ++j) d[j] += g[j];
+    if (dpositions) {
+      float* dp = dpositions->data<float>() + (i % t) * c;
+      for (int64_t j = 0; j < c; ++j) dp[j] += g[j];
+    }
+  }
+}
+
+static cpu::AttentionDims attention_dims(const char* op, const Tensor& q, int64_t heads) {
+  if (q.ndim() != 3) fail(op, "q must be [N, T, C], got " + shape_str(q.shape()));
+  if (heads < 1 || q.dim(2) % heads)
+    fail(op, std::to_string(q.dim(2)) + " channels do not split into " + std::to_string(heads) +
+                 " heads");
+  return {q.dim(0), q.dim(1), heads, q.dim(2) / heads};
+}
+
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse,
+                       int64_t heads) {
+  const char* op = "attention_forward";
+  cpu_f32(op, {{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}, {"lse", &lse}});
+  const cpu::AttentionDims a = attention_dims(op, q, heads);
+  for (auto [nm, t] : {P{"k", &k}, {"v", &v}, {"out", &out}}) expect_shape(op, nm, *t, q.shape());
+  expect_shape(op, "lse", lse, {a.n, a.heads, a.t});
+  cpu::attention_forward(q.data<float>(), k.data<float>(), v.data<float>(), out.data<float>(),
+                         lse.data<float>(), a);
+}
+
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                        const Tensor& dout, const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv,
+                        int64_t heads) {
+  const char* op = "attention_backward";
+  cpu_f32(op, {{"q", &q},
+               {"k", &k},
+               {"v", &v},
+               {"out", &out},
+               {"dout", &dout},
+               {"lse", &lse},
+               {"dq", &dq},
+               {"dk", &dk},
+               {"dv", &dv}});
+  const cpu::AttentionDims a = attention_dims(op, q, heads);
+  for (auto [nm, t] : {P{"k", &k},
+                       {"v", &v},
+                       {"out", &out},
+                       {"dout", &dout},
+                       {"dq", &dq},
+                       {"dk", &dk},
+                       {"dv", &dv}})
+    expect_shape(op, nm, *t, q.shape());
+  expect_shape(op, "lse", lse, {a.n, a.heads, a.t});
+  cpu::attention_backward(q.data<float>(), k.data<float>(), v.data<float>(), out.data<float>(),
+                          dout.data<float>(), lse.data<float>(), dq.data<float>(), dk.data<float>(),
+                          dv.data<float>(), a);
 }
 
 double sum_squares(const Tensor& x) {

@@ -102,6 +102,25 @@ void batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, c
                         const Tensor& gamma, const std::vector<double>& sums, double count,
                         Tensor& dx);
 
+// Token and position embedding: out[n, t, :] = table[ids[n, t], :] (+ positions[t, :]), ids i32
+// [N, T], table [V, C], positions [>= T, C], out [N, T, C]. Backward adds dout's rows into the
+// rows of dtable the ids name (and its sums over n into dpositions). An id outside [0, V) is
+// std::out_of_range naming the position.
+void embedding_forward(const Tensor& ids, const Tensor& table, const Tensor* positions,
+                       Tensor& out);
+void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable, Tensor* dpositions);
+
+// Causal multi-head self-attention, the core between the projections: q, k, v, out [N, T, C] with
+// C = heads x D (head h is columns [h D, (h + 1) D)); out_t = sum over s <= t of
+// softmax_s(q_t . k_s / sqrt(D)) v_s per head. lse [N, heads, T] receives each query's
+// log-sum-exp, which backward uses to recompute the probabilities without a T x T matrix kept
+// (as flash attention does). dq, dk, dv are overwritten.
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse,
+                       int64_t heads);
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                        const Tensor& dout, const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv,
+                        int64_t heads);
+
 // sum(x^2) in double, for the global gradient norm.
 double sum_squares(const Tensor& x);
 void scale(Tensor& x, float s);

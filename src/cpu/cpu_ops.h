@@ -40,6 +40,14 @@ struct ConvDims {
 void conv2d_forward(const float* x, const float* w, const float* bias, float* y, const ConvDims& d);
 void conv2d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
                      float* dbias, const ConvDims& d, bool accumulate);
+struct AttentionDims {
+  int64_t n, t, heads, d;  // batch, sequence, heads, head size
+};
+void attention_forward(const float* q, const float* k, const float* v, float* out, float* lse,
+                       const AttentionDims& a);
+void attention_backward(const float* q, const float* k, const float* v, const float* out,
+                        const float* dout, const float* lse, float* dq, float* dk, float* dv,
+                        const AttentionDims& a);
 struct PoolDims {
   int64_t n, c, h, w, k, stride, oh, ow;
 };

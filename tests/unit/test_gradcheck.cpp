@@ -39,25 +39,9 @@ const std::vector<LayerCase> kLayerCases = {
     {"batchnorm momentum=0.2", {2, 3, 2}},
 };
 
-constexpr float kEps = 1e-2f;
+using testing::numeric_grad;
+using testing::rel_err;
 constexpr double kTol = 2e-3;
-
-// Central difference of loss() in the element v.
-template <class Loss>
-double numeric_grad(float& v, const Loss& loss) {
-  const float saved = v;
-  v = saved + kEps;
-  const double lp = loss();
-  v = saved - kEps;
-  const double lm = loss();
-  v = saved;
-  return (lp - lm) / (2 * kEps);
-}
-
-// Relative error that tolerates tiny gradients.
-double rel_err(double a, double b) {
-  return std::abs(a - b) / std::max(1e-2, std::abs(a) + std::abs(b));
-}
 
 struct LayerHarness {
   std::unique_ptr<Layer> layer;

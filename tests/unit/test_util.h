@@ -1,5 +1,6 @@
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <random>
 #include <string>
 
@@ -19,6 +20,24 @@ inline Tensor copy_of(const Tensor& t) {
   Tensor out = Tensor::empty(t.shape(), t.dtype());
   std::copy_n(static_cast<const char*>(t.raw()), t.nbytes(), static_cast<char*>(out.raw()));
   return out;
+}
+
+// Central difference of loss() in the element v, with step 1e-2 (f32 forward passes).
+template <class Loss>
+double numeric_grad(float& v, const Loss& loss) {
+  constexpr float kEps = 1e-2f;
+  const float saved = v;
+  v = saved + kEps;
+  const double lp = loss();
+  v = saved - kEps;
+  const double lm = loss();
+  v = saved;
+  return (lp - lm) / (2 * kEps);
+}
+
+// Relative error that tolerates tiny gradients.
+inline double rel_err(double a, double b) {
+  return std::abs(a - b) / std::max(1e-2, std::abs(a) + std::abs(b));
 }
 
 // A fresh temporary path for a file a test writes.
