@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <sstream>
 
 #include "tern/dist.h"
@@ -122,16 +123,22 @@ namespace {
 
 int64_t features(const Shape& s) { return shape_numel(s); }
 
-// y = x W^T + b, W stored [out, in] as in PyTorch so exports read the same way.
+// A batch tensor as [rows x positions, width]: every leading dimension becomes a row.
+Tensor matrix(const Tensor& t, int64_t width) { return t.reshape({t.numel() / width, width}); }
+
+// y = x W^T + b over the last dimension (as PyTorch's Linear: a [T, C] input maps every position),
+// W stored [out, in] as in PyTorch so exports read the same way.
 class Linear final : public Layer {
  public:
   Linear(LayerSpec& spec, const Shape& in) {
-    in_ = features(in);
+    if (in.empty()) throw InputError(spec.where() + ": needs an input with features");
+    in_ = in.back();
     out_ = spec.require_int("out");
     if (out_ <= 0) throw InputError(spec.where() + ": out must be positive");
     bias_ = spec.get_bool("bias", true);
-    in_shape_ = {in_};
-    out_shape_ = {out_};
+    in_shape_ = in;
+    out_shape_ = in;
+    out_shape_.back() = out_;
   }
   const char* type() const override { return "linear"; }
   std::vector<ParamSpec> param_specs() const override {
@@ -141,15 +148,20 @@ class Linear final : public Layer {
   }
   void forward(const Tensor& x, Tensor& y, const StepContext&) override {
     // The bias rides on the GEMM (a cuBLASLt epilogue on the GPU).
-    ops::gemm(x, false, compute_params_[0], true, y, 1.0f, 0.0f,
+    Tensor y2 = matrix(y, out_);
+    ops::gemm(matrix(x, in_), false, compute_params_[0], true, y2, 1.0f, 0.0f,
               bias_ ? &compute_params_[1] : nullptr);
   }
   void backward(const Tensor& x, const Tensor&, const Tensor& dy, Tensor* dx,
                 const StepContext&) override {
+    const Tensor x2 = matrix(x, in_), dy2 = matrix(dy, out_);
     // Weight gradients accumulate in f32 whatever the compute dtype.
-    ops::gemm(dy, true, x, false, grads_[0], 1.0f, 1.0f);
-    if (bias_) ops::bias_grad(dy, grads_[1], true);
-    if (dx) ops::gemm(dy, false, compute_params_[0], false, *dx);
+    ops::gemm(dy2, true, x2, false, grads_[0], 1.0f, 1.0f);
+    if (bias_) ops::bias_grad(dy2, grads_[1], true);
+    if (dx) {
+      Tensor dx2 = matrix(*dx, in_);
+      ops::gemm(dy2, false, compute_params_[0], false, dx2);
+    }
   }
 
  private:
@@ -352,6 +364,101 @@ class BatchNorm final : public Layer {
   Tensor mean_, rstd_;
 };
 
+// Causal multi-head self-attention over a [T, C] input with its projections (GPT-2's layout):
+// qkv = x W_qkv^T + b_qkv, split into q, k, v [T, C]; each head attends to positions <= t; the
+// heads' outputs go through y = att W_proj^T + b_proj.
+class Attention final : public Layer {
+ public:
+  Attention(LayerSpec& spec, const Shape& in) {
+    if (in.size() != 2)
+      throw InputError(spec.where() + ": needs an input of [positions, channels], got " +
+                       shape_str(in));
+    heads_ = spec.require_int("heads");
+    t_ = in[0];
+    c_ = in[1];
+    if (heads_ < 1 || c_ % heads_)
+      throw InputError(spec.where() + ": " + std::to_string(c_) + " channels do not split into " +
+                       std::to_string(heads_) + " heads");
+    in_shape_ = out_shape_ = in;
+  }
+  const char* type() const override { return "attention"; }
+  bool cuda_ready() const override { return false; }
+  std::vector<ParamSpec> param_specs() const override {
+    return {{"qkv.weight", {3 * c_, c_}, true, Init::uniform_fan_in, c_},
+            {"qkv.bias", {3 * c_}, false, Init::uniform_fan_in, c_},
+            {"proj.weight", {c_, c_}, true, Init::uniform_fan_in, c_},
+            {"proj.bias", {c_}, false, Init::uniform_fan_in, c_}};
+  }
+  void reserve(int64_t max_rows) override {
+    if (max_rows <= rows_) return;
+    rows_ = max_rows;
+    qkv_ = Tensor::empty({max_rows * t_, 3 * c_});
+    for (Tensor* s : {&q_, &k_, &v_, &att_, &datt_, &dq_, &dk_, &dv_})
+      *s = Tensor::empty({max_rows, t_, c_});
+    lse_ = Tensor::empty({max_rows, heads_, t_});
+  }
+  void forward(const Tensor& x, Tensor& y, const StepContext&) override {
+    const int64_t rows = x.dim(0);
+    Tensor qkv = qkv_.rows(0, rows * t_);
+    ops::gemm(matrix(x, c_), false, params_[0], true, qkv, 1.0f, 0.0f, &params_[1]);
+    Tensor q = q_.rows(0, rows), k = k_.rows(0, rows), v = v_.rows(0, rows);
+    split(qkv, {&q, &k, &v});
+    Tensor att = att_.rows(0, rows), lse = lse_.rows(0, rows);
+    ops::attention_forward(q, k, v, att, lse, heads_);
+    Tensor y2 = matrix(y, c_);
+    ops::gemm(matrix(att, c_), false, params_[2], true, y2, 1.0f, 0.0f, &params_[3]);
+  }
+  void backward(const Tensor& x, const Tensor&, const Tensor& dy, Tensor* dx,
+                const StepContext&) override {
+    const int64_t rows = x.dim(0);
+    const Tensor dy2 = matrix(dy, c_);
+    Tensor att = att_.rows(0, rows), datt = datt_.rows(0, rows);
+    ops::gemm(dy2, true, matrix(att, c_), false, grads_[2], 1.0f, 1.0f);
+    ops::bias_grad(dy2, grads_[3], true);
+    Tensor datt2 = matrix(datt, c_);
+    ops::gemm(dy2, false, params_[2], false, datt2);
+    Tensor dq = dq_.rows(0, rows), dk = dk_.rows(0, rows), dv = dv_.rows(0, rows);
+    ops::attention_backward(q_.rows(0, rows), k_.rows(0, rows), v_.rows(0, rows), att, datt,
+                            lse_.rows(0, rows), dq, dk, dv, heads_);
+    // The projection's input gradient, [q | k | v] side by side, reuses the qkv buffer.
+    Tensor dqkv = qkv_.rows(0, rows * t_);
+    join({&dq, &dk, &dv}, dqkv);
+    const Tensor x2 = matrix(x, c_);
+    ops::gemm(dqkv, true, x2, false, grads_[0], 1.0f, 1.0f);
+    ops::bias_grad(dqkv, grads_[1], true);
+    if (dx) {
+      Tensor dx2 = matrix(*dx, c_);
+      ops::gemm(dqkv, false, params_[0], false, dx2);
+    }
+  }
+
+ private:
+  // qkv [rows x T, 3C] -> three [rows, T, C] tensors, and back.
+  void split(const Tensor& qkv, std::initializer_list<Tensor*> parts) const {
+    const int64_t n = qkv.dim(0);
+    int64_t part = 0;
+    for (Tensor* p : parts) {
+      for (int64_t r = 0; r < n; ++r)
+        std::memcpy(p->data<float>() + r * c_, qkv.data<float>() + r * 3 * c_ + part * c_,
+                    sizeof(float) * c_);
+      ++part;
+    }
+  }
+  void join(std::initializer_list<Tensor*> parts, Tensor& qkv) const {
+    const int64_t n = qkv.dim(0);
+    int64_t part = 0;
+    for (Tensor* p : parts) {
+      for (int64_t r = 0; r < n; ++r)
+        std::memcpy(qkv.data<float>() + r * 3 * c_ + part * c_, p->data<float>() + r * c_,
+                    sizeof(float) * c_);
+      ++part;
+    }
+  }
+
+  int64_t heads_ = 1, t_ = 0, c_ = 0, rows_ = 0;
+  Tensor qkv_, q_, k_, v_, att_, lse_, datt_, dq_, dk_, dv_;
+};
+
 // Per-sample input [C, H, W], as convolution and pooling take it.
 void expect_image(const LayerSpec& spec, const Shape& in) {
   if (in.size() != 3)
@@ -457,6 +564,10 @@ const std::map<std::string, LayerInfo>& layer_registry() {
         "[eps=1e-5] [momentum=0.1]: batch normalisation over the channels (first dimension), "
         "statistics of the global batch across ranks, running statistics for inference (CPU "
         "only for now)"}},
+      {"attention",
+       {[](LayerSpec& s, const Shape& in) { return std::make_unique<Attention>(s, in); },
+        "heads=H: causal multi-head self-attention over a [positions, channels] input, with "
+        "its qkv and output projections (CPU only for now)"}},
       {"reshape",
        {[](LayerSpec& s, const Shape& in) {
           return std::make_unique<View>("reshape", in, s.require_shape("to"), s.where());
