@@ -181,6 +181,9 @@ void register_trainer_options(OptionSet& o, TrainerConfig& c) {
   o.add("data.normalize", &c.data.normalize,
         "input normalisation: standard (per-feature mean/std of the training split) | none");
   o.add("data.prefetch", &c.data.prefetch, "batches each rank's loader prepares ahead");
+  o.add("data.block_size", &c.data.block_size,
+        "token corpora (tern-data text): the context length T; a sample is T tokens and the T "
+        "that follow them one position later");
   o.add("data.loader_threads", &c.data.loader_threads,
         "threads that copy the rows of one large batch (over 4 MiB); 0 = up to 4, as the cores "
         "allow");
@@ -281,6 +284,7 @@ void validate_trainer_config(const OptionSet& o, const TrainerConfig& c) {
   require(one_of(c.data.normalize, {"standard", "none"}), o, "data.normalize",
           "expected standard or none");
   require(c.data.prefetch >= 1, o, "data.prefetch", "must be >= 1");
+  require(c.data.block_size >= 0, o, "data.block_size", "must be >= 0");
   require(c.data.loader_threads >= 0, o, "data.loader_threads", "must be >= 0");
   require(one_of(c.optim.name, {"adamw", "sgd"}), o, "optim.name", "expected adamw or sgd");
   require(c.optim.lr > 0, o, "optim.lr", "must be > 0");

@@ -148,8 +148,7 @@ int64_t Dataset::input_dim_of(const std::string& path) {
   h5::File file = h5::File::open(path);
   if (!file.exists("/train/x") && file.exists("/train/tokens"))
     throw InputError("data file '" + path +
-                     "' is a token corpus (tern-data text): tern-train does not build sequence "
-                     "models from token windows yet; it trains on /train/x, /train/y");
+                     "' is a token corpus (tern-data text), not rows of features (/train/x)");
   if (!file.exists("/train/x"))
     throw InputError(
         bad(path, "/train/x", "missing (tern-data writes /train/x, /train/y, /val/x, /val/y)"));

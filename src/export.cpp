@@ -35,16 +35,17 @@ FeatureStats stats_from(const nlohmann::json& j) {
 }  // namespace
 
 nlohmann::json export_info_to_json(const ExportInfo& info) {
-  return {{"model_spec", {{"layers", info.layers}, {"loss", info.loss}}},
-          {"input_schema",
-           {{"name", info.input_name}, {"shape", info.input_shape}, {"datatype", "FP32"}}},
-          {"outputs",
-           nlohmann::json::array(
-               {{{"name", info.output_name}, {"datatype", "FP32"}, {"labels", info.labels}}})},
-          {"normalization",
-           {{"kind", info.normalization}, {"mean", info.norm.mean}, {"std", info.norm.stddev}}},
-          {"feature_stats", stats_json(info.feature_stats)},
-          {"lineage", info.lineage}};
+  return {
+      {"model_spec", {{"layers", info.layers}, {"loss", info.loss}}},
+      {"input_schema",
+       {{"name", info.input_name}, {"shape", info.input_shape}, {"datatype", info.input_datatype}}},
+      {"outputs",
+       nlohmann::json::array(
+           {{{"name", info.output_name}, {"datatype", "FP32"}, {"labels", info.labels}}})},
+      {"normalization",
+       {{"kind", info.normalization}, {"mean", info.norm.mean}, {"std", info.norm.stddev}}},
+      {"feature_stats", stats_json(info.feature_stats)},
+      {"lineage", info.lineage}};
 }
 
 ExportInfo export_info_from_json(const nlohmann::json& j, const std::string& where) {
@@ -54,6 +55,7 @@ ExportInfo export_info_from_json(const nlohmann::json& j, const std::string& whe
     info.loss = j.at("model_spec").at("loss").get<std::string>();
     info.input_name = j.at("input_schema").at("name").get<std::string>();
     info.input_shape = j.at("input_schema").at("shape").get<Shape>();
+    info.input_datatype = j.at("input_schema").value("datatype", std::string("FP32"));
     const auto& out = j.at("outputs").at(0);
     info.output_name = out.at("name").get<std::string>();
     info.labels = out.value("labels", std::vector<std::string>{});

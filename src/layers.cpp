@@ -117,11 +117,10 @@ void Layer::bind(std::vector<Tensor> params, std::vector<Tensor> grads,
   params_ = std::move(params);
   grads_ = std::move(grads);
   compute_params_ = std::move(compute);
+  on_bind();
 }
 
 namespace {
-
-int64_t features(const Shape& s) { return shape_numel(s); }
 
 // A batch tensor as [rows x positions, width]: every leading dimension becomes a row.
 Tensor matrix(const Tensor& t, int64_t width) { return t.reshape({t.numel() / width, width}); }
@@ -211,38 +210,43 @@ class Dropout final : public Layer {
   uint32_t stream_ = 0;
 };
 
+// Layer normalisation over the last dimension (each position of a [positions, channels] input
+// on its own, as in a transformer).
 class LayerNorm final : public Layer {
  public:
   LayerNorm(LayerSpec& spec, const Shape& in) {
     eps_ = spec.get_float("eps", 1e-5f);
     if (!(eps_ > 0.0f)) throw InputError(spec.where() + ": eps must be positive");
-    dim_ = features(in);
-    in_shape_ = out_shape_ = {dim_};
+    if (in.empty()) throw InputError(spec.where() + ": needs an input with features");
+    dim_ = in.back();
+    positions_ = shape_numel(in) / dim_;
+    in_shape_ = out_shape_ = in;
   }
   const char* type() const override { return "layernorm"; }
   std::vector<ParamSpec> param_specs() const override {
     return {{"weight", {dim_}, false, Init::ones}, {"bias", {dim_}, false, Init::zeros}};
   }
   void reserve(int64_t max_rows) override {
-    if (mean_.numel() >= max_rows) return;
-    mean_ = Tensor::empty({max_rows}, DType::f32, device_);
-    rstd_ = Tensor::empty({max_rows}, DType::f32, device_);
+    if (mean_.numel() >= max_rows * positions_) return;
+    mean_ = Tensor::empty({max_rows * positions_}, DType::f32, device_);
+    rstd_ = Tensor::empty({max_rows * positions_}, DType::f32, device_);
   }
   void forward(const Tensor& x, Tensor& y, const StepContext&) override {
-    Tensor mean = mean_.slice(0, {x.dim(0)}), rstd = rstd_.slice(0, {x.dim(0)});
-    ops::layernorm_forward(x, params_[0], params_[1], y, mean, rstd, eps_);
+    const int64_t n = x.numel() / dim_;
+    Tensor mean = mean_.slice(0, {n}), rstd = rstd_.slice(0, {n}), y2 = matrix(y, dim_);
+    ops::layernorm_forward(matrix(x, dim_), params_[0], params_[1], y2, mean, rstd, eps_);
   }
   void backward(const Tensor& x, const Tensor&, const Tensor& dy, Tensor* dx,
                 const StepContext&) override {
-    Tensor mean = mean_.slice(0, {x.dim(0)}), rstd = rstd_.slice(0, {x.dim(0)});
-    Tensor scratch;
-    if (!dx) scratch = Tensor::empty(x.shape(), x.dtype(), x.device());
-    ops::layernorm_backward(dy, x, params_[0], mean, rstd, dx ? *dx : scratch, grads_[0], grads_[1],
-                            true);
+    const int64_t n = x.numel() / dim_;
+    Tensor mean = mean_.slice(0, {n}), rstd = rstd_.slice(0, {n});
+    Tensor dx2 = dx ? matrix(*dx, dim_) : Tensor::empty({n, dim_}, x.dtype(), x.device());
+    ops::layernorm_backward(matrix(dy, dim_), matrix(x, dim_), params_[0], mean, rstd, dx2,
+                            grads_[0], grads_[1], true);
   }
 
  private:
-  int64_t dim_ = 0;
+  int64_t dim_ = 0, positions_ = 1;
   float eps_ = 1e-5f;
   Tensor mean_, rstd_;
 };
@@ -374,6 +378,7 @@ class Attention final : public Layer {
       throw InputError(spec.where() + ": needs an input of [positions, channels], got " +
                        shape_str(in));
     heads_ = spec.require_int("heads");
+    bias_ = spec.get_bool("bias", true);
     t_ = in[0];
     c_ = in[1];
     if (heads_ < 1 || c_ % heads_)
@@ -384,10 +389,11 @@ class Attention final : public Layer {
   const char* type() const override { return "attention"; }
   bool cuda_ready() const override { return false; }
   std::vector<ParamSpec> param_specs() const override {
-    return {{"qkv.weight", {3 * c_, c_}, true, Init::uniform_fan_in, c_},
-            {"qkv.bias", {3 * c_}, false, Init::uniform_fan_in, c_},
-            {"proj.weight", {c_, c_}, true, Init::uniform_fan_in, c_},
-            {"proj.bias", {c_}, false, Init::uniform_fan_in, c_}};
+    std::vector<ParamSpec> p{{"qkv.weight", {3 * c_, c_}, true, Init::uniform_fan_in, c_}};
+    if (bias_) p.push_back({"qkv.bias", {3 * c_}, false, Init::uniform_fan_in, c_});
+    p.push_back({"proj.weight", {c_, c_}, true, Init::uniform_fan_in, c_});
+    if (bias_) p.push_back({"proj.bias", {c_}, false, Init::uniform_fan_in, c_});
+    return p;
   }
   void reserve(int64_t max_rows) override {
     if (max_rows <= rows_) return;
@@ -400,23 +406,25 @@ class Attention final : public Layer {
   void forward(const Tensor& x, Tensor& y, const StepContext&) override {
     const int64_t rows = x.dim(0);
     Tensor qkv = qkv_.rows(0, rows * t_);
-    ops::gemm(matrix(x, c_), false, params_[0], true, qkv, 1.0f, 0.0f, &params_[1]);
+    ops::gemm(matrix(x, c_), false, params_[0], true, qkv, 1.0f, 0.0f,
+              bias_ ? &params_[1] : nullptr);
     Tensor q = q_.rows(0, rows), k = k_.rows(0, rows), v = v_.rows(0, rows);
     split(qkv, {&q, &k, &v});
     Tensor att = att_.rows(0, rows), lse = lse_.rows(0, rows);
     ops::attention_forward(q, k, v, att, lse, heads_);
     Tensor y2 = matrix(y, c_);
-    ops::gemm(matrix(att, c_), false, params_[2], true, y2, 1.0f, 0.0f, &params_[3]);
+    ops::gemm(matrix(att, c_), false, proj_weight(), true, y2, 1.0f, 0.0f,
+              bias_ ? &params_[3] : nullptr);
   }
   void backward(const Tensor& x, const Tensor&, const Tensor& dy, Tensor* dx,
                 const StepContext&) override {
     const int64_t rows = x.dim(0);
     const Tensor dy2 = matrix(dy, c_);
     Tensor att = att_.rows(0, rows), datt = datt_.rows(0, rows);
-    ops::gemm(dy2, true, matrix(att, c_), false, grads_[2], 1.0f, 1.0f);
-    ops::bias_grad(dy2, grads_[3], true);
+    ops::gemm(dy2, true, matrix(att, c_), false, grads_[bias_ ? 2 : 1], 1.0f, 1.0f);
+    if (bias_) ops::bias_grad(dy2, grads_[3], true);
     Tensor datt2 = matrix(datt, c_);
-    ops::gemm(dy2, false, params_[2], false, datt2);
+    ops::gemm(dy2, false, proj_weight(), false, datt2);
     Tensor dq = dq_.rows(0, rows), dk = dk_.rows(0, rows), dv = dv_.rows(0, rows);
     ops::attention_backward(q_.rows(0, rows), k_.rows(0, rows), v_.rows(0, rows), att, datt,
                             lse_.rows(0, rows), dq, dk, dv, heads_);
@@ -425,7 +433,7 @@ class Attention final : public Layer {
     join({&dq, &dk, &dv}, dqkv);
     const Tensor x2 = matrix(x, c_);
     ops::gemm(dqkv, true, x2, false, grads_[0], 1.0f, 1.0f);
-    ops::bias_grad(dqkv, grads_[1], true);
+    if (bias_) ops::bias_grad(dqkv, grads_[1], true);
     if (dx) {
       Tensor dx2 = matrix(*dx, c_);
       ops::gemm(dqkv, false, params_[0], false, dx2);
@@ -455,8 +463,152 @@ class Attention final : public Layer {
     }
   }
 
+  const Tensor& proj_weight() const { return params_[bias_ ? 2 : 1]; }
+
   int64_t heads_ = 1, t_ = 0, c_ = 0, rows_ = 0;
+  bool bias_ = true;
   Tensor qkv_, q_, k_, v_, att_, lse_, datt_, dq_, dk_, dv_;
+};
+
+// A pre-norm transformer block over [T, C] (GPT-2's): h = x + attention(layernorm(x)), then
+// y = h + proj(gelu(fc(layernorm(h)))), fc widening to 4C. Built from the layers above; its
+// parameters are theirs, named "ln1.weight", "attn.qkv.weight", "fc.weight", ...
+class TransformerBlock final : public Layer {
+ public:
+  TransformerBlock(LayerSpec& spec, const Shape& in) {
+    if (in.size() != 2)
+      throw InputError(spec.where() + ": needs an input of [positions, channels], got " +
+                       shape_str(in));
+    const int64_t heads = spec.require_int("heads");
+    // No biases in the projections by default (nanoGPT's choice): the key projection's bias has
+    // a zero gradient (softmax ignores a shift shared by all keys), and AdamW would turn its
+    // rounding noise into steps that differ between W ranks and 1.
+    const std::string bias = spec.get_bool("bias", false) ? "true" : "false";
+    const int64_t c = in[1];
+    auto part = [&](const std::string& name, const std::string& text, const Shape& part_in) {
+      LayerSpec s = LayerSpec::parse(text, spec.index());
+      try {
+        parts_.push_back({name, make_layer(s, part_in)});
+      } catch (const InputError& e) {
+        throw InputError(spec.where() + ": " + e.what());
+      }
+    };
+    part("ln1", "layernorm", in);
+    part("attn", "attention heads=" + std::to_string(heads) + " bias=" + bias, in);
+    part("ln2", "layernorm", in);
+    part("fc", "linear out=" + std::to_string(4 * c) + " bias=" + bias, in);
+    part("act", "gelu", {in[0], 4 * c});
+    part("proj", "linear out=" + std::to_string(c) + " bias=" + bias, {in[0], 4 * c});
+    in_shape_ = out_shape_ = in;
+  }
+  const char* type() const override { return "transformer_block"; }
+  bool cuda_ready() const override { return false; }
+  std::vector<ParamSpec> param_specs() const override {
+    std::vector<ParamSpec> out;
+    for (const auto& [name, layer] : parts_)
+      for (ParamSpec p : layer->param_specs()) {
+        p.name = name + "." + p.name;
+        out.push_back(p);
+      }
+    return out;
+  }
+  void reserve(int64_t max_rows) override {
+    for (auto& [name, layer] : parts_) layer->reserve(max_rows);
+    if (max_rows <= rows_) return;
+    rows_ = max_rows;
+    const int64_t t = in_shape_[0], c = in_shape_[1];
+    for (Tensor* b : {&a1_, &a2_, &h_, &a3_, &a6_, &g1_, &g2_, &g3_})
+      *b = Tensor::empty({max_rows, t, c});
+    for (Tensor* b : {&a4_, &a5_, &g4_, &g5_}) *b = Tensor::empty({max_rows, t, 4 * c});
+  }
+  void forward(const Tensor& x, Tensor& y, const StepContext& ctx) override {
+    const int64_t r = x.dim(0);
+    Tensor a1 = a1_.rows(0, r), a2 = a2_.rows(0, r), h = h_.rows(0, r), a3 = a3_.rows(0, r);
+    Tensor a4 = a4_.rows(0, r), a5 = a5_.rows(0, r), a6 = a6_.rows(0, r);
+    at(0).forward(x, a1, ctx);
+    at(1).forward(a1, a2, ctx);
+    add(x, a2, h);
+    at(2).forward(h, a3, ctx);
+    at(3).forward(a3, a4, ctx);
+    at(4).forward(a4, a5, ctx);
+    at(5).forward(a5, a6, ctx);
+    add(h, a6, y);
+  }
+  void backward(const Tensor& x, const Tensor&, const Tensor& dy, Tensor* dx,
+                const StepContext& ctx) override {
+    const int64_t r = x.dim(0);
+    Tensor a1 = a1_.rows(0, r), a2 = a2_.rows(0, r), h = h_.rows(0, r), a3 = a3_.rows(0, r);
+    Tensor a4 = a4_.rows(0, r), a5 = a5_.rows(0, r), a6 = a6_.rows(0, r);
+    Tensor g1 = g1_.rows(0, r), g2 = g2_.rows(0, r), g3 = g3_.rows(0, r);
+    Tensor g4 = g4_.rows(0, r), g5 = g5_.rows(0, r);
+    // dh = dy + the MLP branch's input gradient
+    at(5).backward(a5, a6, dy, &g5, ctx);
+    at(4).backward(a4, a5, g5, &g4, ctx);
+    at(3).backward(a3, a4, g4, &g1, ctx);
+    at(2).backward(h, a3, g1, &g2, ctx);
+    add(dy, g2, g2);  // g2 = dh
+    // dx = dh + the attention branch's input gradient
+    at(1).backward(a1, a2, g2, &g1, ctx);
+    at(0).backward(x, a1, g1, &g3, ctx);
+    if (dx) add(g2, g3, *dx);
+  }
+
+ protected:
+  void on_bind() override {
+    size_t next = 0;
+    for (auto& [name, layer] : parts_) {
+      const size_t n = layer->param_specs().size();
+      auto take = [&](const std::vector<Tensor>& v) {
+        return std::vector<Tensor>(v.begin() + next, v.begin() + next + n);
+      };
+      layer->bind(take(params_), take(grads_), take(compute_params_));
+      next += n;
+    }
+  }
+
+ private:
+  Layer& at(size_t i) { return *parts_[i].second; }
+  static void add(const Tensor& a, const Tensor& b, Tensor& out) {
+    const float* pa = a.data<float>();
+    const float* pb = b.data<float>();
+    float* po = out.data<float>();
+    for (int64_t i = 0; i < out.numel(); ++i) po[i] = pa[i] + pb[i];
+  }
+
+  std::vector<std::pair<std::string, std::unique_ptr<Layer>>> parts_;
+  int64_t rows_ = 0;
+  Tensor a1_, a2_, h_, a3_, a4_, a5_, a6_, g1_, g2_, g3_, g4_, g5_;
+};
+
+// Token and position embedding: ids [T] (i32, the model's input) -> [T, dim].
+class Embedding final : public Layer {
+ public:
+  Embedding(LayerSpec& spec, const Shape& in) {
+    if (in.size() != 1)
+      throw InputError(spec.where() + ": needs an input of [positions] token ids, got " +
+                       shape_str(in));
+    vocab_ = spec.require_int("vocab");
+    dim_ = spec.require_int("dim");
+    if (vocab_ < 1 || dim_ < 1) throw InputError(spec.where() + ": vocab and dim must be positive");
+    in_shape_ = in;
+    out_shape_ = {in[0], dim_};
+  }
+  const char* type() const override { return "embedding"; }
+  bool cuda_ready() const override { return false; }
+  std::vector<ParamSpec> param_specs() const override {
+    return {{"token", {vocab_, dim_}, true, Init::normal_002},
+            {"position", {in_shape_[0], dim_}, true, Init::normal_002}};
+  }
+  void forward(const Tensor& x, Tensor& y, const StepContext&) override {
+    ops::embedding_forward(x, params_[0], &params_[1], y);
+  }
+  void backward(const Tensor& x, const Tensor&, const Tensor& dy, Tensor*,
+                const StepContext&) override {
+    ops::embedding_backward(x, dy, grads_[0], &grads_[1]);  // token ids have no gradient
+  }
+
+ private:
+  int64_t vocab_ = 0, dim_ = 0;
 };
 
 // Per-sample input [C, H, W], as convolution and pooling take it.
@@ -566,8 +718,16 @@ const std::map<std::string, LayerInfo>& layer_registry() {
         "only for now)"}},
       {"attention",
        {[](LayerSpec& s, const Shape& in) { return std::make_unique<Attention>(s, in); },
-        "heads=H: causal multi-head self-attention over a [positions, channels] input, with "
-        "its qkv and output projections (CPU only for now)"}},
+        "heads=H [bias=true]: causal multi-head self-attention over a [positions, channels] "
+        "input, with its qkv and output projections (CPU only for now)"}},
+      {"transformer_block",
+       {[](LayerSpec& s, const Shape& in) { return std::make_unique<TransformerBlock>(s, in); },
+        "heads=H [bias=false]: pre-norm transformer block over [positions, channels]: x + "
+        "attention(ln(x)), then h + mlp(ln(h)) with a 4x GELU MLP (CPU only for now)"}},
+      {"embedding",
+       {[](LayerSpec& s, const Shape& in) { return std::make_unique<Embedding>(s, in); },
+        "vocab=V dim=C: token ids [positions] -> token + position embeddings [positions, C] "
+        "(the first layer of a language model; CPU only for now)"}},
       {"reshape",
        {[](LayerSpec& s, const Shape& in) {
           return std::make_unique<View>("reshape", in, s.require_shape("to"), s.where());

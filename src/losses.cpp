@@ -10,7 +10,11 @@ class SoftmaxCrossEntropy final : public Loss {
   bool classification() const override { return true; }
   ops::LossStats compute(const Tensor& out, const Tensor& target, Tensor* dout,
                          float grad_scale) const override {
-    return ops::softmax_cross_entropy(out, target, dout, grad_scale);
+    // A sequence output [rows, positions, classes] is rows x positions predictions.
+    const int64_t classes = out.dim(-1), n = out.numel() / classes;
+    Tensor d = dout ? dout->reshape({n, classes}) : Tensor();
+    return ops::softmax_cross_entropy(out.reshape({n, classes}), target.reshape({n}),
+                                      dout ? &d : nullptr, grad_scale);
   }
 };
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numbers>
 #include <random>
 
 #include "tern/error.h"
@@ -63,9 +64,10 @@ Model::Model(const std::vector<std::string>& layer_specs, const std::string& los
     layers_[i]->bind(std::move(p), std::move(g), std::move(c));
     layers_[i]->place(dev, compute);
   }
-  if (loss_->classification() && output_shape().size() != 1)
+  if (loss_->classification() && output_shape().size() > 2)
     throw InputError("model.loss: " + std::string(loss_->type()) +
-                     " needs a model whose output is [classes], got " + shape_str(output_shape()));
+                     " needs a model whose output is [classes] or [positions, classes], got " +
+                     shape_str(output_shape()));
 }
 
 void Model::params_changed() {
@@ -95,6 +97,20 @@ void Model::init_params(uint64_t seed) {
         for (int64_t i = 0; i < n; ++i) {
           const float u = static_cast<float>(rng() >> 40) * (1.0f / 16777216.0f);
           p[i] = (2.0f * u - 1.0f) * bound;
+        }
+        break;
+      }
+      case Init::normal_002: {
+        // Box-Muller on the same engine and float conversion: platform independent.
+        std::mt19937_64 rng(splitmix64(seed ^ splitmix64(k + 1)));
+        auto uniform = [&] {
+          return (static_cast<double>(rng() >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+        };
+        for (int64_t i = 0; i < n; i += 2) {
+          const double r = std::sqrt(-2.0 * std::log(uniform())),
+                       a = 2.0 * std::numbers::pi * uniform();
+          p[i] = static_cast<float>(0.02 * r * std::cos(a));
+          if (i + 1 < n) p[i + 1] = static_cast<float>(0.02 * r * std::sin(a));
         }
         break;
       }
@@ -133,7 +149,7 @@ const Tensor& Model::forward(const Tensor& x, const StepContext& ctx) {
                                 ", model on " + device_name(device_));
   rows_ = x.dim(0);
   ensure_capacity(rows_);
-  if (compute_ != DType::f32 && x.dtype() != compute_) {
+  if (compute_ != DType::f32 && x.dtype() == DType::f32) {
     Tensor in = input_store_.rows(0, rows_);
     ops::convert(x, in);
     acts_.assign(1, in);

@@ -44,34 +44,16 @@ Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_in
     set_cuda_tf32(cfg_.run.tf32);
     uploader_ = std::make_unique<BatchUploader>(device_);
   }
-  // With model.input_dim set, the model (and any mistake in its layer list) comes before the
-  // data file is opened; otherwise the file says how wide the input is.
-  if (cfg_.model.input_dim)
-    model_ = std::make_unique<Model>(cfg_.model.layers, cfg_.model.loss,
-                                     Shape{cfg_.model.input_dim}, device_, compute);
-  const int64_t file_dim = Dataset::input_dim_of(cfg_.data.path);
-  if (cfg_.model.input_dim && cfg_.model.input_dim != file_dim)
-    throw InputError("data file '" + cfg_.data.path + "': dataset /train/x: rows have " +
-                     std::to_string(file_dim) + " features, the model expects " +
-                     std::to_string(cfg_.model.input_dim) + " (model.input_dim)");
-  if (!model_)
-    model_ = std::make_unique<Model>(cfg_.model.layers, cfg_.model.loss, Shape{file_dim}, device_,
-                                     compute);
-
-  DataExpectation expect;
-  expect.input_dim = file_dim;
-  expect.classification = model_->loss_fn().classification();
-  expect.classes = expect.classification ? model_->output_shape()[0] : 0;
-  expect.target_dim = expect.classification ? 0 : shape_numel(model_->output_shape());
-  data_ = Dataset::load(cfg_.data.path, expect);
-  stats_ = feature_stats(data_.train.x);
-  if (cfg_.data.normalize == "standard") {
-    normalize_inputs(data_.train, stats_);
-    if (data_.has_val) normalize_inputs(data_.val, stats_);
+  if (TokenCorpus::is_token_file(cfg_.data.path)) {
+    load_tokens(compute);
+  } else {
+    load_rows(compute);
   }
   if (!data_.has_val)
     spdlog::warn("data file '{}' has no /val split: no evaluation", cfg_.data.path);
   describe_export();
+  const Shape& out = model_->output_shape();
+  positions_ = model_->loss_fn().classification() ? shape_numel(out) / out.back() : 1;
 
   // Every rank initialises from the same seed; the broadcast makes rank 0's copy the truth even
   // if a rank's initialisation ever differed.
@@ -135,6 +117,61 @@ Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_in
         device_.on_gpu() ? ", " + cfg_.run.precision + (cfg_.run.tf32 ? " (TF32)" : "") : "");
 }
 
+// Rows of features (tern-data convert): with model.input_dim set, the model (and any mistake in
+// its layer list) comes before the data file is opened; otherwise the file says how wide the
+// input is.
+void Trainer::load_rows(DType compute) {
+  if (cfg_.model.input_dim)
+    model_ = std::make_unique<Model>(cfg_.model.layers, cfg_.model.loss,
+                                     Shape{cfg_.model.input_dim}, device_, compute);
+  const int64_t file_dim = Dataset::input_dim_of(cfg_.data.path);
+  if (cfg_.model.input_dim && cfg_.model.input_dim != file_dim)
+    throw InputError("data file '" + cfg_.data.path + "': dataset /train/x: rows have " +
+                     std::to_string(file_dim) + " features, the model expects " +
+                     std::to_string(cfg_.model.input_dim) + " (model.input_dim)");
+  if (!model_)
+    model_ = std::make_unique<Model>(cfg_.model.layers, cfg_.model.loss, Shape{file_dim}, device_,
+                                     compute);
+  DataExpectation expect;
+  expect.input_dim = file_dim;
+  expect.classification = model_->loss_fn().classification();
+  expect.classes = expect.classification ? model_->output_shape()[0] : 0;
+  expect.target_dim = expect.classification ? 0 : shape_numel(model_->output_shape());
+  data_ = Dataset::load(cfg_.data.path, expect);
+  stats_ = feature_stats(data_.train.x);
+  if (cfg_.data.normalize == "standard") {
+    normalize_inputs(data_.train, stats_);
+    if (data_.has_val) normalize_inputs(data_.val, stats_);
+  }
+}
+
+// A token corpus (tern-data text): samples are windows of data.block_size tokens, the targets
+// the next token at every position, the model's input the token ids.
+void Trainer::load_tokens(DType compute) {
+  const int64_t T = cfg_.data.block_size;
+  if (T < 1)
+    throw InputError("data file '" + cfg_.data.path +
+                     "' is a token corpus: set data.block_size, the context length");
+  TokenCorpus corpus = TokenCorpus::load(cfg_.data.path);
+  model_ = std::make_unique<Model>(cfg_.model.layers, cfg_.model.loss, Shape{T}, device_, compute);
+  const Shape& out = model_->output_shape();
+  const int64_t vocab = static_cast<int64_t>(corpus.vocab.size());
+  if (!model_->loss_fn().classification() || out.size() != 2 || out[0] != T || out[1] != vocab)
+    throw InputError("model: a language model over '" + cfg_.data.path + "' must map [" +
+                     std::to_string(T) + "] token ids to [" + std::to_string(T) + ", " +
+                     std::to_string(vocab) +
+                     "] logits with softmax_cross_entropy; this one gives " + shape_str(out));
+  if (corpus.train.numel() <= T)
+    throw InputError("data file '" + cfg_.data.path + "': /train/tokens has " +
+                     std::to_string(corpus.train.numel()) + " tokens, not more than the context " +
+                     std::to_string(T));
+  data_.path = cfg_.data.path;
+  data_.train = token_windows("train", corpus.train, T);
+  data_.has_val = corpus.val.numel() > T;
+  if (data_.has_val) data_.val = token_windows("val", corpus.val, T);
+  vocab_ = std::move(corpus.vocab);
+}
+
 Trainer::~Trainer() = default;
 
 std::pair<Tensor, Tensor> Trainer::on_device(const Tensor& x, const Tensor& y) {
@@ -144,17 +181,23 @@ std::pair<Tensor, Tensor> Trainer::on_device(const Tensor& x, const Tensor& y) {
 
 void Trainer::describe_export() {
   ExportInfo& e = export_info_;
+  if (!vocab_.empty()) e.input_datatype = "INT32";
   e.layers = cfg_.model.layers;
   e.loss = cfg_.model.loss;
   e.input_shape = model_->input_shape();
   const bool classes = model_->loss_fn().classification();
   e.output_name = classes ? "logits" : "output";
-  if (classes)
-    for (int64_t c = 0; c < model_->output_shape()[0]; ++c) e.labels.push_back(std::to_string(c));
-  e.normalization = cfg_.data.normalize;
+  if (!vocab_.empty())
+    e.labels = vocab_;  // the characters, by token id
+  else if (classes)
+    for (int64_t c = 0; c < model_->output_shape().back(); ++c)
+      e.labels.push_back(std::to_string(c));
+  e.normalization = vocab_.empty() ? cfg_.data.normalize : "none";
   if (e.normalization == "standard") e.norm = stats_;
   e.feature_stats = stats_;
-  const std::string data_sum = content_checksum(data_.train.x) + content_checksum(data_.train.y);
+  const std::string data_sum =
+      vocab_.empty() ? content_checksum(data_.train.x) + content_checksum(data_.train.y)
+                     : content_checksum(data_.train.tokens);
   e.lineage = {{"dataset", cfg_.data.path},
                {"dataset_checksum", data_sum},
                {"config", effective_ini_},
@@ -164,12 +207,29 @@ void Trainer::describe_export() {
 EvalResult Trainer::evaluate() {
   EvalResult out;
   if (!data_.has_val) return out;
-  auto [begin, end] = even_share(data_.val.rows(), comm_.rank(), comm_.size());
-  double sums[3] = {0, 0, static_cast<double>(end - begin)};
+  // Token windows overlap: evaluation reads the non-overlapping ones, every token once.
+  const Split& val = data_.val;
+  const int64_t samples = val.block ? (val.tokens.numel() - 1) / val.block : val.rows();
+  auto [begin, end] = even_share(samples, comm_.rank(), comm_.size());
+  double sums[3] = {0, 0, static_cast<double>((end - begin) * positions_)};
   StepContext ctx{false, static_cast<uint64_t>(cfg_.train.seed), 0, nullptr};
   for (int64_t r = begin; r < end; r += cfg_.train.eval_batch_size) {
     const int64_t n = std::min(cfg_.train.eval_batch_size, end - r);
-    auto [x, y] = on_device(data_.val.x.rows(r, n), data_.val.y.rows(r, n));
+    Tensor hx, hy;
+    if (val.block) {
+      const int64_t T = val.block;
+      hx = Tensor::empty({n, T}, DType::i32);
+      hy = Tensor::empty({n, T}, DType::i32);
+      for (int64_t i = 0; i < n; ++i) {
+        const int32_t* tok = val.tokens.data<int32_t>() + (r + i) * T;
+        std::copy(tok, tok + T, hx.data<int32_t>() + i * T);
+        std::copy(tok + 1, tok + T + 1, hy.data<int32_t>() + i * T);
+      }
+    } else {
+      hx = val.x.rows(r, n);
+      hy = val.y.rows(r, n);
+    }
+    auto [x, y] = on_device(hx, hy);
     model_->forward(x, ctx);
     ops::LossStats s = model_->loss(y, 1.0f, false);
     sums[0] += s.loss_sum;
@@ -204,7 +264,8 @@ void Trainer::log_progress(int64_t step, double loss, float lr, double samples_p
 TrainResult Trainer::run() {
   const TrainConfig& tc = cfg_.train;
   const int64_t B = tc.batch_size;
-  const float grad_scale = 1.0f / static_cast<float>(B);
+  // The loss is the mean over samples and, for sequences, over their positions.
+  const float grad_scale = 1.0f / static_cast<float>(B * positions_);
   const CheckpointConfig& cc = cfg_.checkpoint;
   PreemptionWatcher preemption(cc.spot_notice ? cc.spot_url : "", cc.spot_poll_seconds);
   start_step_ = start_.step;
@@ -278,7 +339,7 @@ TrainResult Trainer::run() {
     // The loss sum and the preemption flag travel together: every rank sees both.
     double shared[2] = {loss_sum, preemption.requested() ? 1.0 : 0.0};
     comm_.allreduce_sum(shared, 2);
-    const double loss = shared[0] / static_cast<double>(B);
+    const double loss = shared[0] / static_cast<double>(B * positions_);
     auto t5 = Clock::now();
     t.allreduce_wait = std::chrono::duration<double>(t5 - t4).count();
 

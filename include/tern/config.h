@@ -72,6 +72,7 @@ struct DataConfig {
   std::string normalize = "standard";  // standard | none
   int64_t prefetch = 4;                // batches prepared ahead per rank
   int64_t loader_threads = 0;          // copying one large batch; 0 = auto
+  int64_t block_size = 0;              // token corpora: the context length
 };
 
 struct TrainConfig {

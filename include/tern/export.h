@@ -23,11 +23,12 @@ struct ExportInfo {
   std::string loss;
   Shape input_shape;
   std::string input_name = "input";
-  std::string output_name;             // "logits" for classification, "output" for regression
-  std::vector<std::string> labels;     // class names, when known
-  std::string normalization = "none";  // standard | none
-  FeatureStats norm;                   // mean/std applied before the first layer (standard)
-  FeatureStats feature_stats;          // of the training inputs, for drift monitoring
+  std::string input_datatype = "FP32";  // INT32 for token ids (language models)
+  std::string output_name;              // "logits" for classification, "output" for regression
+  std::vector<std::string> labels;      // class names, when known
+  std::string normalization = "none";   // standard | none
+  FeatureStats norm;                    // mean/std applied before the first layer (standard)
+  FeatureStats feature_stats;           // of the training inputs, for drift monitoring
   nlohmann::json lineage = nlohmann::json::object();
 };
 

@@ -36,7 +36,8 @@ class LayerSpec {
   std::map<std::string, bool> used_;
 };
 
-enum class Init { zeros, ones, uniform_fan_in };
+// normal_002: N(0, 0.02), GPT-2's initialisation of embeddings.
+enum class Init { zeros, ones, uniform_fan_in, normal_002 };
 
 struct ParamSpec {
   std::string name;  // within the layer: "weight", "bias", ...
@@ -89,6 +90,8 @@ class Layer {
                         const StepContext& ctx) = 0;
 
  protected:
+  // After bind(): for layers made of other layers, to hand them their views.
+  virtual void on_bind() {}
   Shape in_shape_, out_shape_;
   std::vector<Tensor> params_, grads_, compute_params_;
   Device device_;

@@ -49,6 +49,8 @@ class Trainer {
   void log_progress(int64_t step, double loss, float lr, double samples_per_sec, bool final);
   TrainResult finish(TrainResult result, int64_t step, double wall);
   void describe_export();
+  void load_rows(DType compute);
+  void load_tokens(DType compute);
   // The batch on the training device (queued through the uploader on a GPU).
   std::pair<Tensor, Tensor> on_device(const Tensor& x, const Tensor& y);
 
@@ -69,6 +71,8 @@ class Trainer {
   RunLog log_;
   Clock::time_point start_time_;
   int64_t start_step_ = 0;
+  int64_t positions_ = 1;           // predictions per sample: T for a language model
+  std::vector<std::string> vocab_;  // token corpora: the characters by id
   bool progress_line_ = false;
 };
 

@@ -14,12 +14,7 @@ acc=$(done_field "$WORK/two" val_accuracy)
 python3 -c "import sys; sys.exit(0 if float('$acc') >= 0.97 else 1)" && pass "val_accuracy $acc >= 0.97" || fail "val_accuracy $acc < 0.97"
 
 # Elastic: the 2-rank checkpoint of step 1250, trained on by 1 rank to the end.
-"$TERN_BIN/tern-train" "${common[@]}" --run.dir="$WORK/one" --checkpoint.uri="$WORK/ckpt-one" \
-  --checkpoint.resume="$WORK/ckpt-two/ckpt/step-00001250" >"$WORK/one.log" 2>&1 ||
-  fail "resume on 1 rank failed: $(tail -5 "$WORK/one.log")"
-grep -q "step 1250, written by 2 rank(s)" "$WORK/one.log" && pass "resumed on 1 rank at step 1250" || fail "no resume from step 1250: $(grep -i resum "$WORK/one.log" | head -3)"
-dist=$("$TERN_BIN/tern-ckpt" compare "$WORK/ckpt-one" "$WORK/ckpt-two" | sed 's/.*relative distance \([^,]*\),.*/\1/')
-python3 -c "import sys; sys.exit(0 if float('$dist') < 1e-5 else 1)" && pass "2 -> 1 ranks: relative distance $dist < 1e-5" || fail "2 -> 1 ranks: relative distance $dist"
+expect_elastic_resume 1250 "${common[@]}"
 
 "$TERN_BIN/tern-predict" --model "$WORK/two/model.h5" --input "$data" --output "$WORK/pred.h5" >"$WORK/pred.log" 2>&1 &&
   grep -q "359 rows" "$WORK/pred.log" && pass "the export predicts the 359 validation rows" || fail "tern-predict: $(cat "$WORK/pred.log")"

@@ -23,5 +23,5 @@ expect_exit 0 "vocabulary of 65" "$TERN_BIN/tern-data" text --input data/tinysha
 expect_exit 0 "First Citizen:" "$TERN_BIN/tern-data" info "$WORK/tokens.h5"
 printf 'ab\xffcd' > "$WORK/bad.txt"
 expect_exit 2 "invalid UTF-8 at byte 2 (byte 0xff)" "$TERN_BIN/tern-data" text --input "$WORK/bad.txt" --output "$WORK/o.h5"
-expect_exit 2 "is a token corpus (tern-data text)" run "$WORK/tokens.h5"
+expect_exit 2 "is a token corpus: set data.block_size" run "$WORK/tokens.h5"
 finish

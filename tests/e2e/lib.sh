@@ -44,6 +44,23 @@ launch() {  # launch NP CMD...: NP ranks under mpirun, or one process when built
   fi
 }
 
+# expect_elastic_resume STEP TRAIN_ARGS...: the checkpoint of STEP in $WORK/ckpt-two (written by
+# 2 ranks), resumed on 1 rank and trained to the end, must end within 1e-5 (relative) of the
+# 2-rank run's last checkpoint.
+expect_elastic_resume() {
+  local step=$1
+  shift
+  "$TERN_BIN/tern-train" "$@" --run.dir="$WORK/one" --checkpoint.uri="$WORK/ckpt-one" \
+    --checkpoint.resume="$WORK/ckpt-two/ckpt/step-$(printf %08d "$step")" >"$WORK/one.log" 2>&1 ||
+    fail "resume on 1 rank failed: $(tail -5 "$WORK/one.log")"
+  grep -q "step $step, written by 2 rank(s)" "$WORK/one.log" && pass "resumed on 1 rank at step $step" ||
+    fail "no resume from step $step: $(grep -i resum "$WORK/one.log" | head -3)"
+  local dist
+  dist=$("$TERN_BIN/tern-ckpt" compare "$WORK/ckpt-one" "$WORK/ckpt-two" | sed 's/.*relative distance \([^,]*\),.*/\1/')
+  python3 -c "import sys; sys.exit(0 if float('$dist') < 1e-5 else 1)" &&
+    pass "2 -> 1 ranks: relative distance $dist < 1e-5" || fail "2 -> 1 ranks: relative distance $dist"
+}
+
 finish() {
   if [ "$failures" -gt 0 ]; then
     echo "$failures check(s) failed" >&2
