@@ -148,6 +148,17 @@ std::unique_ptr<InferenceModel> InferenceModel::clone() const {
   return m;
 }
 
+void InferenceModel::predict_tokens(const int32_t* ids, int64_t rows, float* out) {
+  if (info_.input_datatype != "INT32")
+    throw InputError("this model takes " + info_.input_datatype + " features, not token ids");
+  Shape shape = info_.input_shape;
+  shape.insert(shape.begin(), rows);
+  Tensor x = Tensor::empty(shape, DType::i32);
+  std::copy_n(ids, x.numel(), x.data<int32_t>());
+  const Tensor& y = model_->forward(x, StepContext{false, 0, 0, nullptr});
+  std::copy_n(y.data<float>(), y.numel(), out);
+}
+
 void InferenceModel::predict(const float* x, int64_t rows, float* out) {
   const int64_t f = input_features();
   Shape shape = info_.input_shape;

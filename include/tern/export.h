@@ -54,6 +54,8 @@ class InferenceModel {
   int64_t output_features() const { return shape_numel(model_->output_shape()); }
   // out[rows, outputs] = model(normalize(x[rows, features])); not thread-safe (use clone()).
   void predict(const float* x, int64_t rows, float* out);
+  // Language models (INT32 input): out[rows, positions, vocab] = model(ids[rows, positions]).
+  void predict_tokens(const int32_t* ids, int64_t rows, float* out);
 
  private:
   InferenceModel() = default;

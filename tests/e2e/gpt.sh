@@ -17,4 +17,15 @@ loss=$(done_field "$WORK/two" val_loss)
 python3 -c "import sys; sys.exit(0 if float('$loss') < 3.0 else 1)" && pass "val_loss $loss < 3.0 after 200 steps" || fail "val_loss $loss >= 3.0"
 
 expect_elastic_resume 100 "${common[@]}"
+
+# Sampling from the export: seeded, so the same seed gives the same text.
+gen() { "$TERN_BIN/tern-generate" --model "$WORK/two/model.h5" --prompt "KING:" --length 80 "$@"; }
+a=$(gen --seed 7) && b=$(gen --seed 7) && c=$(gen --seed 8) || fail "tern-generate failed: $(gen --seed 7 2>&1 | tail -2)"
+[ "$a" = "$b" ] && [ "${#a}" -ge 85 ] && pass "tern-generate: 80 characters after the prompt, the same for the same seed" || fail "tern-generate output: '$a' vs '$b'"
+[ "$a" != "$c" ] && pass "another seed, another text" || fail "seeds 7 and 8 gave the same text"
+expect_exit 2 "character '€' is not in the model's vocabulary" "$TERN_BIN/tern-generate" --model "$WORK/two/model.h5" --prompt "KING€"
+"$TERN_BIN/tern-data" convert --input data/digits.csv --output "$WORK/digits.h5" >/dev/null
+"$TERN_BIN/tern-train" --config configs/digits_mlp.ini --data.path="$WORK/digits.h5" --train.steps=5 \
+  --run.dir="$WORK/mlp" --run.progress=off >/dev/null 2>&1 || fail "digits training failed"
+expect_exit 2 "is not a language model" "$TERN_BIN/tern-generate" --model "$WORK/mlp/model.h5"
 finish
