@@ -4,8 +4,10 @@
 #   bash bench/cpu_train.sh            # from the repository root
 #
 # 1. tern vs PyTorch (eager, same model, global batch, optimizer, LR schedule, clipping, threads,
-#    data file and normalisation) for the digits MLP (configs/digits_mlp.ini) and the wide MLP
-#    (bench/configs/wide_mlp.ini) at 1 and 2 threads.
+#    data file and normalisation) for the digits MLP (configs/digits_mlp.ini), the wide MLP
+#    (bench/configs/wide_mlp.ini) and the character GPT (configs/shakespeare_gpt.ini, against
+#    bench/torch_gpt.py: the same model with torch's scaled_dot_product_attention; tokens/s), at
+#    1 and 2 threads.
 # 2. Data-parallel scaling: wide MLP, 2 MPI ranks x 1 BLAS thread vs 1 rank x 1 thread, same
 #    global batch (256).
 #
@@ -24,6 +26,7 @@
 #   BENCH_IDLE_WAIT seconds to wait for an idle machine before each timed run (default 300)
 #   BENCH_RETRIES   tries per measurement while other processes disturb it (default 4)
 #   TERN_BIN        folder with tern-train and tern-data (default build/bin)
+#   BENCH_MODELS    which parts (default "digits_mlp wide_mlp scaling gpt")
 set -euo pipefail
 
 TERN_BIN=${TERN_BIN:-build/bin}
@@ -32,6 +35,7 @@ OUT=${BENCH_OUT:-bench/out}
 TARGET_S=${BENCH_SECONDS:-12}
 BUCKET_MB=${BENCH_BUCKET_MB:-25}
 SWEEP=${BENCH_SWEEP:-0}
+MODELS=" ${BENCH_MODELS:-digits_mlp wide_mlp scaling gpt} "
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 if [[ ! -f CMakeLists.txt || ! -d bench ]]; then
@@ -59,6 +63,9 @@ fi
 mkdir -p bench/data
 if [[ ! -f data/digits.h5 ]]; then
   "$TERN_BIN/tern-data" convert --input data/digits.csv --output data/digits.h5 >&2
+fi
+if [[ ! -f data/shakespeare.h5 ]]; then
+  "$TERN_BIN/tern-data" text --input data/tinyshakespeare.txt --output data/shakespeare.h5 >&2
 fi
 if [[ ! -f bench/data/wide.h5 ]]; then
   "$TERN_BIN/tern-data" synth --output bench/data/wide.h5 --rows 20000 --features 784 --classes 10 >&2
@@ -170,16 +177,16 @@ run_tern() {
   TERN_LOG_EVERY=$log_every
 }
 
-# run_torch NAME CFG THREADS -> sets TORCH_SPS, TORCH_FOREIGN (retried like run_tern). The peer runs
+# run_torch NAME CFG THREADS [PEER] -> sets TORCH_SPS, TORCH_FOREIGN (retried like run_tern). The peer runs
 # the same steps as the tern run just before it (TERN_STEPS, TERN_LOG_EVERY): the same warm-up
 # (the ~20% of steps whose intervals tern's summary skips), the same interval length, the same
 # LR schedule length, so both go through the same phase of training (see the denormal note).
 run_torch() {
-  local name=$1 cfg=$2 threads=$3 attempt
+  local name=$1 cfg=$2 threads=$3 peer=${4:-bench/torch_mlp.py} attempt
   local warm=$(((TERN_STEPS / TERN_LOG_EVERY) / 5 * TERN_LOG_EVERY))
   for ((attempt = 1; attempt <= RETRIES; attempt++)); do
     wait_idle
-    measured "$PY" bench/torch_mlp.py --tern-config "$cfg" --threads "$threads" --warmup "$warm" \
+    measured "$PY" "$peer" --tern-config "$cfg" --threads "$threads" --warmup "$warm" \
       --steps $((TERN_STEPS - warm)) --interval "$TERN_LOG_EVERY" --train-steps "$TERN_STEPS" \
       >"$OUT/$name.torch.json" 2>"$OUT/$name.torch.log" ||
       { cat "$OUT/$name.torch.log" >&2; exit 1; }
@@ -214,16 +221,21 @@ echo "steady state: ~${TARGET_S} s per run, median of per-interval samples/s aft
 echo
 
 # ---- 1. tern vs PyTorch -----------------------------------------------------------------------
-for bench in "digits_mlp configs/digits_mlp.ini" "wide_mlp bench/configs/wide_mlp.ini"; do
-  read -r name cfg <<<"$bench"
+# name config peer goal; the GPT's throughput is in tokens (samples x data.block_size)
+for bench in "digits_mlp configs/digits_mlp.ini bench/torch_mlp.py 3x" \
+             "wide_mlp bench/configs/wide_mlp.ini bench/torch_mlp.py 1.0x" \
+             "gpt configs/shakespeare_gpt.ini bench/torch_gpt.py 1.0x"; do
+  read -r name cfg peer goal <<<"$bench"
+  [[ $MODELS == *" $name "* ]] || continue
+  block=$(sed -n 's/^block_size *= *//p' "$cfg")
   for threads in 1 2; do
     run_tern "$name.t$threads" "$cfg" 1 "$threads"
-    run_torch "$name.t$threads" "$cfg" "$threads"
+    run_torch "$name.t$threads" "$cfg" "$threads" "$peer"
     tern_sps=${TERN_SUM%% *}
     python3 -c "
-t, p = $tern_sps, $TORCH_SPS
-goal = '3x' if '$name' == 'digits_mlp' else '1.0x'
-print(f'$name threads=$threads: tern {t:.0f} samples/s, pytorch {p:.0f} samples/s, ratio {t / p:.2f}x (goal >= {goal})')"
+t, p, T = $tern_sps, $TORCH_SPS, ${block:-0}
+unit, m = ('tokens', T) if T else ('samples', 1)
+print(f'$name threads=$threads: tern {t * m:.0f} {unit}/s, pytorch {p * m:.0f} {unit}/s, ratio {t / p:.2f}x (goal >= $goal)')"
     split_line "tern" "$TERN_SUM"
     [[ -z $TERN_FOREIGN ]] || echo "  note: tern run$TERN_FOREIGN"
     [[ -z $TORCH_FOREIGN ]] || echo "  note: pytorch run$TORCH_FOREIGN"
@@ -232,6 +244,7 @@ done
 echo
 
 # ---- 2. data-parallel scaling -----------------------------------------------------------------
+if [[ $MODELS == *" scaling "* ]]; then
 WIDE=bench/configs/wide_mlp.ini
 run_tern wide_mlp.np1 "$WIDE" 1 1 --dist.bucket_mb="$BUCKET_MB"
 ONE=$TERN_SUM ONE_FOREIGN=$TERN_FOREIGN
@@ -255,5 +268,7 @@ if [[ $SWEEP == 1 ]]; then
     echo "  dist.bucket_mb=$mb: $sps samples/s ($(python3 -c "print(f'{$sps / ${ONE%% *}:.2f}')")x), allreduce_wait $ar ms/step$TERN_FOREIGN"
   done
 fi
+fi
 echo
+
 echo "run folders and logs: $OUT/"

@@ -1,6 +1,10 @@
 // Causal self-attention on the CPU: the reference the fused GPU kernel is checked against.
-// Probabilities are recomputed from each query's log-sum-exp in backward, as the GPU kernel does,
-// so no T x T matrix outlives a query row.
+// Per (sample, head) the scores S = Q K^T / sqrt(d) are one OpenBLAS GEMM over strided views of
+// the [N, T, heads * d] tensors (row stride heads * d), the masked softmax runs row by row in
+// float with the log-sum-exp saved, and P V is another GEMM. Backward recomputes P from the
+// log-sum-exp (as the GPU kernel does) and uses four more GEMMs.
+#include <cblas.h>
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -11,15 +15,26 @@
 namespace tern::cpu {
 namespace {
 
-// Element (n, t, head h, j) of a [N, T, heads * d] tensor.
-inline int64_t at(const AttentionDims& a, int64_t n, int64_t t, int64_t h) {
-  return ((n * a.t + t) * a.heads + h) * a.d;
+// Offset of head h of sample n in a [N, T, heads * d] tensor (row stride heads * d).
+inline int64_t head(const AttentionDims& a, int64_t n, int64_t h) {
+  return n * a.t * a.heads * a.d + h * a.d;
 }
 
-float dot(const float* x, const float* y, int64_t d) {
-  float s = 0.0f;
-  for (int64_t j = 0; j < d; ++j) s += x[j] * y[j];
-  return s;
+// c[m, n] = alpha * op(a) op(b) + beta * c, row-major with explicit leading dimensions.
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
+              static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+}
+
+// p[t, s] = exp(scores[t, s] - lse[t]) for s <= t, 0 above the diagonal.
+void probabilities(float* p, const float* lse, int64_t t_len) {
+  for (int64_t t = 0; t < t_len; ++t) {
+    float* row = p + t * t_len;
+    for (int64_t s = 0; s <= t; ++s) row[s] = std::exp(row[s] - lse[t]);
+    for (int64_t s = t + 1; s < t_len; ++s) row[s] = 0.0f;
+  }
 }
 
 }  // namespace
@@ -27,61 +42,54 @@ float dot(const float* x, const float* y, int64_t d) {
 void attention_forward(const float* q, const float* k, const float* v, float* out, float* lse,
                        const AttentionDims& a) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(a.d));
-  std::vector<float> p(static_cast<size_t>(a.t));
+  const int64_t ld = a.heads * a.d, T = a.t;
+  std::vector<float> p(static_cast<size_t>(T * T));
   for (int64_t n = 0; n < a.n; ++n)
-    for (int64_t h = 0; h < a.heads; ++h)
-      for (int64_t t = 0; t < a.t; ++t) {
-        const float* qt = q + at(a, n, t, h);
+    for (int64_t h = 0; h < a.heads; ++h) {
+      const int64_t o = head(a, n, h);
+      gemm(false, true, T, T, a.d, scale, q + o, ld, k + o, ld, 0.0f, p.data(), T);
+      float* l = lse + (n * a.heads + h) * T;
+      for (int64_t t = 0; t < T; ++t) {
+        const float* row = p.data() + t * T;
         float m = -std::numeric_limits<float>::infinity();
-        for (int64_t s = 0; s <= t; ++s) {
-          p[s] = dot(qt, k + at(a, n, s, h), a.d) * scale;
-          m = std::max(m, p[s]);
-        }
+        for (int64_t s = 0; s <= t; ++s) m = std::max(m, row[s]);
         double sum = 0;
-        for (int64_t s = 0; s <= t; ++s) sum += std::exp(static_cast<double>(p[s] - m));
-        const float l = m + static_cast<float>(std::log(sum));
-        lse[(n * a.heads + h) * a.t + t] = l;
-        float* o = out + at(a, n, t, h);
-        std::memset(o, 0, sizeof(float) * a.d);
-        for (int64_t s = 0; s <= t; ++s) {
-          const float w = std::exp(p[s] - l);
-          const float* vs = v + at(a, n, s, h);
-          for (int64_t j = 0; j < a.d; ++j) o[j] += w * vs[j];
-        }
+        for (int64_t s = 0; s <= t; ++s) sum += std::exp(static_cast<double>(row[s] - m));
+        l[t] = m + static_cast<float>(std::log(sum));
       }
+      probabilities(p.data(), l, T);
+      gemm(false, false, T, a.d, T, 1.0f, p.data(), T, v + o, ld, 0.0f, out + o, ld);
+    }
 }
 
 void attention_backward(const float* q, const float* k, const float* v, const float* out,
                         const float* dout, const float* lse, float* dq, float* dk, float* dv,
                         const AttentionDims& a) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(a.d));
-  const size_t total = static_cast<size_t>(a.n * a.t * a.heads * a.d);
-  std::memset(dq, 0, sizeof(float) * total);
-  std::memset(dk, 0, sizeof(float) * total);
-  std::memset(dv, 0, sizeof(float) * total);
+  const int64_t ld = a.heads * a.d, T = a.t;
+  std::vector<float> p(static_cast<size_t>(T * T)), dp(static_cast<size_t>(T * T));
   for (int64_t n = 0; n < a.n; ++n)
-    for (int64_t h = 0; h < a.heads; ++h)
-      for (int64_t t = 0; t < a.t; ++t) {
-        const float* qt = q + at(a, n, t, h);
-        const float* dot_ = dout + at(a, n, t, h);
-        const float l = lse[(n * a.heads + h) * a.t + t];
-        // D_t = dout_t . out_t = sum_s p_ts (dout_t . v_s)
-        const float delta = dot(dot_, out + at(a, n, t, h), a.d);
-        float* dqt = dq + at(a, n, t, h);
-        for (int64_t s = 0; s <= t; ++s) {
-          const float* ks = k + at(a, n, s, h);
-          const float* vs = v + at(a, n, s, h);
-          const float p = std::exp(dot(qt, ks, a.d) * scale - l);
-          const float ds = p * (dot(dot_, vs, a.d) - delta) * scale;
-          float* dks = dk + at(a, n, s, h);
-          float* dvs = dv + at(a, n, s, h);
-          for (int64_t j = 0; j < a.d; ++j) {
-            dvs[j] += p * dot_[j];
-            dqt[j] += ds * ks[j];
-            dks[j] += ds * qt[j];
-          }
-        }
+    for (int64_t h = 0; h < a.heads; ++h) {
+      const int64_t o = head(a, n, h);
+      gemm(false, true, T, T, a.d, scale, q + o, ld, k + o, ld, 0.0f, p.data(), T);
+      probabilities(p.data(), lse + (n * a.heads + h) * T, T);
+      // dV = P^T dO; dP = dO V^T
+      gemm(true, false, T, a.d, T, 1.0f, p.data(), T, dout + o, ld, 0.0f, dv + o, ld);
+      gemm(false, true, T, T, a.d, 1.0f, dout + o, ld, v + o, ld, 0.0f, dp.data(), T);
+      // dS = P * (dP - D) * scale, D_t = dO_t . O_t
+      for (int64_t t = 0; t < T; ++t) {
+        const float* go = dout + o + t * ld;
+        const float* oo = out + o + t * ld;
+        float delta = 0.0f;
+        for (int64_t j = 0; j < a.d; ++j) delta += go[j] * oo[j];
+        float* row = dp.data() + t * T;
+        const float* pr = p.data() + t * T;
+        for (int64_t s = 0; s < T; ++s) row[s] = pr[s] * (row[s] - delta) * scale;
       }
+      // dQ = dS K; dK = dS^T Q
+      gemm(false, false, T, a.d, T, 1.0f, dp.data(), T, k + o, ld, 0.0f, dq + o, ld);
+      gemm(true, false, T, a.d, T, 1.0f, dp.data(), T, q + o, ld, 0.0f, dk + o, ld);
+    }
 }
 
 }  // namespace tern::cpu
