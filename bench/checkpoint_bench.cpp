@@ -63,8 +63,7 @@ int main(int argc, char** argv) {
     state.push_back({name, t});
   }
   const uint64_t state_bytes = 3 * per_buffer * sizeof(float);
-  std::vector<ParamInfo> layout = {
-      {"0.linear.weight", {per_buffer}, 0, true, true, Init::zeros, 1, 0}};
+  std::vector<ParamInfo> layout = {{"0.linear.weight", {per_buffer}, 0, true, Init::zeros, 1, 0}};
   CheckpointConfig cfg;
   cfg.uri = uri + "/stall";
   cfg.keep = 2;
@@ -112,7 +111,7 @@ int main(int argc, char** argv) {
   std::vector<StateBuffer> resume_state = {{"params", Tensor::empty({resume_elems})}};
   fill(resume_state[0].tensor, 7);
   std::vector<ParamInfo> resume_layout = {
-      {"0.linear.weight", {resume_elems}, 0, true, true, Init::zeros, 1, 0}};
+      {"0.linear.weight", {resume_elems}, 0, true, Init::zeros, 1, 0}};
   cfg.uri = uri + "/resume";
   {
     CheckpointManager writer(cfg, *comm, resume_state, resume_layout, "adamw", "bench");

@@ -183,12 +183,11 @@ std::vector<std::string> utf8_characters(const std::string& text) {
     bool ok = len > 0 && i + len <= text.size();
     for (size_t k = 1; ok && k < len; ++k)
       ok = (static_cast<unsigned char>(text[i + k]) & 0xC0) == 0x80;
-    if (!ok)
-      throw InputError("invalid UTF-8 at byte " + std::to_string(i) + " (byte 0x" + [&] {
-        char hex[3];
-        std::snprintf(hex, sizeof hex, "%02x", b);
-        return std::string(hex);
-      }() + ")");
+    if (!ok) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02x", b);
+      throw InputError("invalid UTF-8 at byte " + std::to_string(i) + " (byte " + hex + ")");
+    }
     out.push_back(text.substr(i, len));
     i += len;
   }

@@ -1,6 +1,7 @@
 #include "tern/layers.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -409,7 +410,7 @@ class Attention final : public Layer {
     ops::gemm(matrix(x, c_), false, params_[0], true, qkv, 1.0f, 0.0f,
               bias_ ? &params_[1] : nullptr);
     Tensor q = q_.rows(0, rows), k = k_.rows(0, rows), v = v_.rows(0, rows);
-    split(qkv, {&q, &k, &v});
+    copy_thirds(qkv, {&q, &k, &v}, true);
     Tensor att = att_.rows(0, rows), lse = lse_.rows(0, rows);
     ops::attention_forward(q, k, v, att, lse, heads_);
     Tensor y2 = matrix(y, c_);
@@ -430,7 +431,7 @@ class Attention final : public Layer {
                             lse_.rows(0, rows), dq, dk, dv, heads_);
     // The projection's input gradient, [q | k | v] side by side, reuses the qkv buffer.
     Tensor dqkv = qkv_.rows(0, rows * t_);
-    join({&dq, &dk, &dv}, dqkv);
+    copy_thirds(dqkv, {&dq, &dk, &dv}, false);
     const Tensor x2 = matrix(x, c_);
     ops::gemm(dqkv, true, x2, false, grads_[0], 1.0f, 1.0f);
     if (bias_) ops::bias_grad(dqkv, grads_[1], true);
@@ -441,24 +442,16 @@ class Attention final : public Layer {
   }
 
  private:
-  // qkv [rows x T, 3C] -> three [rows, T, C] tensors, and back.
-  void split(const Tensor& qkv, std::initializer_list<Tensor*> parts) const {
+  // qkv [rows x T, 3C] into three [rows, T, C] tensors (to_parts), or back.
+  void copy_thirds(const Tensor& qkv, std::initializer_list<Tensor*> parts, bool to_parts) const {
     const int64_t n = qkv.dim(0);
     int64_t part = 0;
     for (Tensor* p : parts) {
-      for (int64_t r = 0; r < n; ++r)
-        std::memcpy(p->data<float>() + r * c_, qkv.data<float>() + r * 3 * c_ + part * c_,
-                    sizeof(float) * c_);
-      ++part;
-    }
-  }
-  void join(std::initializer_list<Tensor*> parts, Tensor& qkv) const {
-    const int64_t n = qkv.dim(0);
-    int64_t part = 0;
-    for (Tensor* p : parts) {
-      for (int64_t r = 0; r < n; ++r)
-        std::memcpy(qkv.data<float>() + r * 3 * c_ + part * c_, p->data<float>() + r * c_,
-                    sizeof(float) * c_);
+      for (int64_t r = 0; r < n; ++r) {
+        float* wide = qkv.data<float>() + r * 3 * c_ + part * c_;
+        float* narrow = p->data<float>() + r * c_;
+        std::memcpy(to_parts ? narrow : wide, to_parts ? wide : narrow, sizeof(float) * c_);
+      }
       ++part;
     }
   }
@@ -522,9 +515,7 @@ class TransformerBlock final : public Layer {
     for (Tensor* b : {&a4_, &a5_, &g4_, &g5_}) *b = Tensor::empty({max_rows, t, 4 * c});
   }
   void forward(const Tensor& x, Tensor& y, const StepContext& ctx) override {
-    const int64_t r = x.dim(0);
-    Tensor a1 = a1_.rows(0, r), a2 = a2_.rows(0, r), h = h_.rows(0, r), a3 = a3_.rows(0, r);
-    Tensor a4 = a4_.rows(0, r), a5 = a5_.rows(0, r), a6 = a6_.rows(0, r);
+    auto [a1, a2, h, a3, a4, a5, a6] = activations(x.dim(0));
     at(0).forward(x, a1, ctx);
     at(1).forward(a1, a2, ctx);
     add(x, a2, h);
@@ -537,8 +528,7 @@ class TransformerBlock final : public Layer {
   void backward(const Tensor& x, const Tensor&, const Tensor& dy, Tensor* dx,
                 const StepContext& ctx) override {
     const int64_t r = x.dim(0);
-    Tensor a1 = a1_.rows(0, r), a2 = a2_.rows(0, r), h = h_.rows(0, r), a3 = a3_.rows(0, r);
-    Tensor a4 = a4_.rows(0, r), a5 = a5_.rows(0, r), a6 = a6_.rows(0, r);
+    auto [a1, a2, h, a3, a4, a5, a6] = activations(r);
     Tensor g1 = g1_.rows(0, r), g2 = g2_.rows(0, r), g3 = g3_.rows(0, r);
     Tensor g4 = g4_.rows(0, r), g5 = g5_.rows(0, r);
     // dh = dy + the MLP branch's input gradient
@@ -568,6 +558,12 @@ class TransformerBlock final : public Layer {
 
  private:
   Layer& at(size_t i) { return *parts_[i].second; }
+  // This batch's views of the saved activations: ln1, attention, h = x + attention, ln2, fc,
+  // gelu, proj.
+  std::array<Tensor, 7> activations(int64_t rows) const {
+    return {a1_.rows(0, rows), a2_.rows(0, rows), h_.rows(0, rows), a3_.rows(0, rows),
+            a4_.rows(0, rows), a5_.rows(0, rows), a6_.rows(0, rows)};
+  }
   static void add(const Tensor& a, const Tensor& b, Tensor& out) {
     const float* pa = a.data<float>();
     const float* pb = b.data<float>();

@@ -42,7 +42,7 @@ Model::Model(const std::vector<std::string>& layer_specs, const std::string& los
     layer_param_begin_.push_back(offset);
     for (const ParamSpec& p : layer.param_specs()) {
       table_.push_back({std::to_string(i) + "." + layer.type() + "." + p.name, p.shape, offset,
-                        p.decay, p.trainable, p.init, p.fan_in, static_cast<int>(i)});
+                        p.decay, p.init, p.fan_in, static_cast<int>(i)});
       // The optimizer's segments are the trained parameters; state like running statistics
       // stays out of them (and its gradient stays zero).
       if (p.trainable) segments_.push_back({offset, shape_numel(p.shape), p.decay});

@@ -527,6 +527,16 @@ static void expect_ids(const char* op, const Tensor& ids) {
                  shape_str(ids.shape()));
 }
 
+// Id i of ids [N, T] must lie in [0, vocab).
+static void check_id(const char* op, const Tensor& ids, int64_t i, int64_t vocab) {
+  const int32_t id = ids.data<int32_t>()[i];
+  const int64_t t = ids.dim(1);
+  if (id < 0 || id >= vocab)
+    throw std::out_of_range(std::string(op) + ": ids[" + std::to_string(i / t) + ", " +
+                            std::to_string(i % t) + "] = " + std::to_string(id) + ", outside [0, " +
+                            std::to_string(vocab) + ")");
+}
+
 void embedding_forward(const Tensor& ids, const Tensor& table, const Tensor* positions,
                        Tensor& out) {
   const char* op = "embedding_forward";
@@ -546,10 +556,7 @@ void embedding_forward(const Tensor& ids, const Tensor& table, const Tensor* pos
   }
   const int32_t* id = ids.data<int32_t>();
   for (int64_t i = 0; i < n * t; ++i) {
-    if (id[i] < 0 || id[i] >= vocab)
-      throw std::out_of_range("embedding_forward: ids[" + std::to_string(i / t) + ", " +
-                              std::to_string(i % t) + "] = " + std::to_string(id[i]) +
-                              ", outside [0, " + std::to_string(vocab) + ")");
+    check_id(op, ids, i, vocab);
     float* o = out.data<float>() + i * c;
     std::memcpy(o, table.data<float>() + id[i] * c, sizeof(float) * c);
     if (positions) {
@@ -575,10 +582,7 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable, T
   }
   const int32_t* id = ids.data<int32_t>();
   for (int64_t i = 0; i < n * t; ++i) {
-    if (id[i] < 0 || id[i] >= vocab)
-      throw std::out_of_range("embedding_backward: ids[" + std::to_string(i / t) + ", " +
-                              std::to_string(i % t) + "] = " + std::to_string(id[i]) +
-                              ", outside [0, " + std::to_string(vocab) + ")");
+    check_id(op, ids, i, vocab);
     const float* g = dout.data<float>() + i * c;
     float* d = dtable.data<float>() + id[i] * c;
     for (int64_t j = 0; j < c; ++j) d[j] += g[j];

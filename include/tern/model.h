@@ -17,7 +17,6 @@ struct ParamInfo {
   Shape shape;
   int64_t offset = 0;  // elements into the flat buffer
   bool decay = true;
-  bool trainable = true;
   Init init = Init::zeros;
   int64_t fan_in = 1;
   int layer = 0;
