@@ -170,6 +170,12 @@ Split token_windows(std::string name, Tensor tokens, int64_t block) {
   return s;
 }
 
+void Split::window(int64_t start, int32_t* x, int32_t* y) const {
+  const int32_t* tok = tokens.data<int32_t>() + start;
+  std::copy(tok, tok + block, x);
+  std::copy(tok + 1, tok + block + 1, y);
+}
+
 std::vector<std::string> utf8_characters(const std::string& text) {
   std::vector<std::string> out;
   out.reserve(text.size());
@@ -301,25 +307,19 @@ Batch Loader::make(int64_t step, int64_t micro) {
   b.first_sample =
       opt_.start_position + (step - opt_.start_step) * opt_.batch_size + mb_begin + r_begin;
   const int64_t rows = r_end - r_begin;
+  auto allocate =
+      opt_.allocate ? opt_.allocate : [](const Shape& s, DType dt) { return Tensor::empty(s, dt); };
   if (split_.block > 0) {
-    // Token windows: x = tokens[s, s + T), y = tokens[s + 1, s + T + 1].
     const int64_t T = split_.block;
-    auto allocate = opt_.allocate ? opt_.allocate
-                                  : [](const Shape& s, DType dt) { return Tensor::empty(s, dt); };
     b.x = allocate({rows, T}, DType::i32);
     b.y = allocate({rows, T}, DType::i32);
-    const int32_t* tok = split_.tokens.data<int32_t>();
-    for (int64_t i = 0; i < rows; ++i) {
-      const int64_t s = sampler_.sample_at(b.first_sample + i);
-      std::memcpy(b.x.data<int32_t>() + i * T, tok + s, sizeof(int32_t) * T);
-      std::memcpy(b.y.data<int32_t>() + i * T, tok + s + 1, sizeof(int32_t) * T);
-    }
+    for (int64_t i = 0; i < rows; ++i)
+      split_.window(sampler_.sample_at(b.first_sample + i), b.x.data<int32_t>() + i * T,
+                    b.y.data<int32_t>() + i * T);
     return b;
   }
   Shape xs = split_.x.shape(), ys = split_.y.shape();
   xs[0] = ys[0] = rows;
-  auto allocate =
-      opt_.allocate ? opt_.allocate : [](const Shape& s, DType dt) { return Tensor::empty(s, dt); };
   b.x = allocate(xs, split_.x.dtype());
   b.y = allocate(ys, split_.y.dtype());
   const size_t x_row = split_.x.nbytes() / split_.rows(), y_row = split_.y.nbytes() / split_.rows();

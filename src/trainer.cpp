@@ -220,11 +220,8 @@ EvalResult Trainer::evaluate() {
       const int64_t T = val.block;
       hx = Tensor::empty({n, T}, DType::i32);
       hy = Tensor::empty({n, T}, DType::i32);
-      for (int64_t i = 0; i < n; ++i) {
-        const int32_t* tok = val.tokens.data<int32_t>() + (r + i) * T;
-        std::copy(tok, tok + T, hx.data<int32_t>() + i * T);
-        std::copy(tok + 1, tok + T + 1, hy.data<int32_t>() + i * T);
-      }
+      for (int64_t i = 0; i < n; ++i)
+        val.window((r + i) * T, hx.data<int32_t>() + i * T, hy.data<int32_t>() + i * T);
     } else {
       hx = val.x.rows(r, n);
       hy = val.y.rows(r, n);

@@ -28,6 +28,8 @@ struct Split {
     if (block > 0) return std::max<int64_t>(tokens.numel() - block, 0);
     return x.numel() ? x.dim(0) : 0;
   }
+  // The window starting at token `start` into x and its next tokens into y (block ids each).
+  void window(int64_t start, int32_t* x, int32_t* y) const;
 };
 
 // Windows of `block` tokens (and their next tokens) over an i32 token stream.
