@@ -14,47 +14,17 @@
 
 #include "check.h"
 #include "cuda_ops.h"
+#include "device_common.cuh"
 #include "runtime.h"
 #include "tern/philox.h"
 
 namespace tern::cuda {
 namespace {
 
-using bf16 = __nv_bfloat16;
 using ops::Activation;
 
-constexpr int kThreads = 256;
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluA = 0.044715f;
-
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ __forceinline__ T from_f(float x);
-template <>
-__device__ __forceinline__ float from_f<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ bf16 from_f<bf16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-
-int grid_for(int64_t work, int threads = kThreads) {
-  const int64_t blocks = (work + threads - 1) / threads;
-  return static_cast<int>(std::clamp<int64_t>(blocks, 1, 8192));
-}
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-[[noreturn]] void bad_dtype(const char* op, DType t) {
-  throw std::invalid_argument(std::string("cuda ") + op + ": unsupported dtype " + dtype_name(t));
-}
-
-template <class T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
 
 // ---- elementwise ------------------------------------------------------------------------------
 
@@ -157,17 +127,6 @@ void launch_binary(const void* a, const void* b, void* out, int64_t n, F f) {
   else
     binary_kernel<T, 1><<<grid_for(n), kThreads, 0, compute_stream()>>>(pa, pb, po, n, f);
   TERN_CUDA_CHECK_LAUNCH("binary_kernel");
-}
-
-// Calls body.template operator()<T>() with T the C++ type of a float dtype.
-template <class Body>
-void dispatch_float(const char* op, DType t, Body&& body) {
-  if (t == DType::f32)
-    body.template operator()<float>();
-  else if (t == DType::bf16)
-    body.template operator()<bf16>();
-  else
-    bad_dtype(op, t);
 }
 
 template <class T>

@@ -75,6 +75,11 @@ float LayerSpec::get_float(const std::string& key, float fallback) {
   return out;
 }
 
+std::string LayerSpec::get_string(const std::string& key, const std::string& fallback) {
+  const std::string* v = find(key);
+  return v ? *v : fallback;
+}
+
 bool LayerSpec::get_bool(const std::string& key, bool fallback) {
   const std::string* v = find(key);
   if (!v) return fallback;
@@ -136,6 +141,11 @@ class Linear final : public Layer {
     out_ = spec.require_int("out");
     if (out_ <= 0) throw InputError(spec.where() + ": out must be positive");
     bias_ = spec.get_bool("bias", true);
+    tie_ = spec.get_string("tie", "");
+    if (!tie_.empty() && tie_ != "embedding")
+      throw InputError(spec.where() + ": tie=" + tie_ +
+                       " is not a layer it can share its weight with (tie=embedding: the token "
+                       "table of the embedding layer, GPT-2's weight tying)");
     in_shape_ = in;
     out_shape_ = in;
     out_shape_.back() = out_;
@@ -143,6 +153,8 @@ class Linear final : public Layer {
   const char* type() const override { return "linear"; }
   std::vector<ParamSpec> param_specs() const override {
     std::vector<ParamSpec> p{{"weight", {out_, in_}, true, Init::uniform_fan_in, in_}};
+    // Tied: the embedding's token table [vocab, dim] is this layer's [out, in] weight.
+    if (!tie_.empty()) p[0].tied_to = "embedding.token";
     if (bias_) p.push_back({"bias", {out_}, false, Init::uniform_fan_in, in_});
     return p;
   }
@@ -167,6 +179,7 @@ class Linear final : public Layer {
  private:
   int64_t in_ = 0, out_ = 0;
   bool bias_ = true;
+  std::string tie_;
 };
 
 class ActivationLayer final : public Layer {
@@ -291,7 +304,6 @@ class BatchNorm final : public Layer {
     in_shape_ = out_shape_ = in;
   }
   const char* type() const override { return "batchnorm"; }
-  bool cuda_ready() const override { return false; }
   std::vector<ParamSpec> param_specs() const override {
     return {{"weight", {channels_}, false, Init::ones},
             {"bias", {channels_}, false, Init::zeros},
@@ -300,22 +312,29 @@ class BatchNorm final : public Layer {
   }
   void reserve(int64_t) override {
     if (mean_.defined()) return;
-    mean_ = Tensor::empty({channels_});
-    rstd_ = Tensor::empty({channels_});
+    mean_ = Tensor::empty({channels_}, DType::f32, device_);
+    rstd_ = Tensor::empty({channels_}, DType::f32, device_);
   }
   void forward(const Tensor& x, Tensor& y, const StepContext& ctx) override {
-    const Tensor xs = as_channels(x), ys = as_channels(y);
-    float* mean = mean_.data<float>();
-    float* rstd = rstd_.data<float>();
-    float* run_mean = params_[2].data<float>();
-    float* run_var = params_[3].data<float>();
+    const Tensor xs = as_channels(x);
+    // The statistics are a few numbers per channel: worked out on the host (in double, from
+    // sums the op reduces on the device when there is one), then copied where the layer runs.
+    Tensor host = Tensor::empty({4, channels_});
+    float* mean = host.data<float>();
+    float* rstd = mean + channels_;
+    float* run_mean = rstd + channels_;
+    float* run_var = run_mean + channels_;
+    Tensor run_mean_h = host.slice(2 * channels_, {channels_});
+    Tensor run_var_h = host.slice(3 * channels_, {channels_});
+    run_mean_h.copy_from(params_[2]);
+    run_var_h.copy_from(params_[3]);
     if (ctx.training) {
       std::vector<double> sums;
       ops::batchnorm_sums(xs, channels_, sums);
       sums.push_back(static_cast<double>(per_channel(xs)));
       if (ctx.comm) ctx.comm->allreduce_sum(sums.data(), static_cast<int>(sums.size()));
       const double m = sums.back();
-      if (m > 0)
+      if (m > 0) {
         for (int64_t c = 0; c < channels_; ++c) {
           const double mu = sums[c] / m;
           const double var = std::max(sums[channels_ + c] / m - mu * mu, 0.0);
@@ -325,6 +344,9 @@ class BatchNorm final : public Layer {
           run_mean[c] = static_cast<float>((1 - momentum_) * run_mean[c] + momentum_ * mu);
           run_var[c] = static_cast<float>((1 - momentum_) * run_var[c] + momentum_ * unbiased);
         }
+        params_[2].copy_from(run_mean_h);
+        params_[3].copy_from(run_var_h);
+      }
       count_ = m;
     } else {
       for (int64_t c = 0; c < channels_; ++c) {
@@ -332,25 +354,22 @@ class BatchNorm final : public Layer {
         rstd[c] = 1.0f / std::sqrt(run_var[c] + eps_);
       }
     }
-    Tensor out = ys;
-    ops::batchnorm_forward(xs, mean_, rstd_, params_[0], params_[1], out);
+    mean_.copy_from(host.slice(0, {channels_}));
+    rstd_.copy_from(host.slice(channels_, {channels_}));
+    Tensor ys = as_channels(y);
+    ops::batchnorm_forward(xs, mean_, rstd_, params_[0], params_[1], ys);
   }
   void backward(const Tensor& x, const Tensor&, const Tensor& dy, Tensor* dx,
                 const StepContext& ctx) override {
     const Tensor xs = as_channels(x), dys = as_channels(dy);
-    std::vector<double> local;
-    ops::batchnorm_backward_sums(dys, xs, mean_, rstd_, local);
     // The parameters' gradients are this rank's sums (the reducer adds the ranks' up).
-    for (int64_t c = 0; c < channels_; ++c) {
-      grads_[1].data<float>()[c] += static_cast<float>(local[c]);
-      grads_[0].data<float>()[c] += static_cast<float>(local[channels_ + c]);
-    }
+    std::vector<double> sums;
+    ops::batchnorm_backward_sums(dys, xs, mean_, rstd_, sums, grads_[0], grads_[1]);
     if (!dx) return;
-    std::vector<double> global = local;
-    if (ctx.comm) ctx.comm->allreduce_sum(global.data(), static_cast<int>(global.size()));
+    if (ctx.comm) ctx.comm->allreduce_sum(sums.data(), static_cast<int>(sums.size()));
     if (count_ > 0) {
       Tensor dxs = as_channels(*dx);
-      ops::batchnorm_backward(dys, xs, mean_, rstd_, params_[0], global, count_, dxs);
+      ops::batchnorm_backward(dys, xs, mean_, rstd_, params_[0], sums, count_, dxs);
     }
   }
 
@@ -388,7 +407,6 @@ class Attention final : public Layer {
     in_shape_ = out_shape_ = in;
   }
   const char* type() const override { return "attention"; }
-  bool cuda_ready() const override { return false; }
   std::vector<ParamSpec> param_specs() const override {
     std::vector<ParamSpec> p{{"qkv.weight", {3 * c_, c_}, true, Init::uniform_fan_in, c_}};
     if (bias_) p.push_back({"qkv.bias", {3 * c_}, false, Init::uniform_fan_in, c_});
@@ -399,68 +417,51 @@ class Attention final : public Layer {
   void reserve(int64_t max_rows) override {
     if (max_rows <= rows_) return;
     rows_ = max_rows;
-    qkv_ = Tensor::empty({max_rows * t_, 3 * c_});
-    for (Tensor* s : {&q_, &k_, &v_, &att_, &datt_, &dq_, &dk_, &dv_})
-      *s = Tensor::empty({max_rows, t_, c_});
-    lse_ = Tensor::empty({max_rows, heads_, t_});
+    const DType t = compute_dtype_;
+    qkv_ = Tensor::empty({max_rows, t_, 3 * c_}, t, device_);
+    dqkv_ = Tensor::empty({max_rows, t_, 3 * c_}, t, device_);
+    att_ = Tensor::empty({max_rows, t_, c_}, t, device_);
+    datt_ = Tensor::empty({max_rows, t_, c_}, t, device_);
+    lse_ = Tensor::empty({max_rows, heads_, t_}, DType::f32, device_);
   }
   void forward(const Tensor& x, Tensor& y, const StepContext&) override {
     const int64_t rows = x.dim(0);
-    Tensor qkv = qkv_.rows(0, rows * t_);
-    ops::gemm(matrix(x, c_), false, params_[0], true, qkv, 1.0f, 0.0f,
-              bias_ ? &params_[1] : nullptr);
-    Tensor q = q_.rows(0, rows), k = k_.rows(0, rows), v = v_.rows(0, rows);
-    copy_thirds(qkv, {&q, &k, &v}, true);
+    // The projection writes q, k and v side by side; the attention op reads them in place.
+    Tensor qkv = qkv_.rows(0, rows), qkv2 = matrix(qkv, 3 * c_);
+    ops::gemm(matrix(x, c_), false, compute_params_[0], true, qkv2, 1.0f, 0.0f,
+              bias_ ? &compute_params_[1] : nullptr);
     Tensor att = att_.rows(0, rows), lse = lse_.rows(0, rows);
-    ops::attention_forward(q, k, v, att, lse, heads_);
+    ops::attention_forward(qkv, att, lse, heads_);
     Tensor y2 = matrix(y, c_);
-    ops::gemm(matrix(att, c_), false, proj_weight(), true, y2, 1.0f, 0.0f,
-              bias_ ? &params_[3] : nullptr);
+    ops::gemm(matrix(att, c_), false, compute_params_[proj()], true, y2, 1.0f, 0.0f,
+              bias_ ? &compute_params_[3] : nullptr);
   }
   void backward(const Tensor& x, const Tensor&, const Tensor& dy, Tensor* dx,
                 const StepContext&) override {
     const int64_t rows = x.dim(0);
     const Tensor dy2 = matrix(dy, c_);
     Tensor att = att_.rows(0, rows), datt = datt_.rows(0, rows);
-    ops::gemm(dy2, true, matrix(att, c_), false, grads_[bias_ ? 2 : 1], 1.0f, 1.0f);
+    ops::gemm(dy2, true, matrix(att, c_), false, grads_[proj()], 1.0f, 1.0f);
     if (bias_) ops::bias_grad(dy2, grads_[3], true);
     Tensor datt2 = matrix(datt, c_);
-    ops::gemm(dy2, false, proj_weight(), false, datt2);
-    Tensor dq = dq_.rows(0, rows), dk = dk_.rows(0, rows), dv = dv_.rows(0, rows);
-    ops::attention_backward(q_.rows(0, rows), k_.rows(0, rows), v_.rows(0, rows), att, datt,
-                            lse_.rows(0, rows), dq, dk, dv, heads_);
-    // The projection's input gradient, [q | k | v] side by side, reuses the qkv buffer.
-    Tensor dqkv = qkv_.rows(0, rows * t_);
-    copy_thirds(dqkv, {&dq, &dk, &dv}, false);
-    const Tensor x2 = matrix(x, c_);
-    ops::gemm(dqkv, true, x2, false, grads_[0], 1.0f, 1.0f);
-    if (bias_) ops::bias_grad(dqkv, grads_[1], true);
+    ops::gemm(dy2, false, compute_params_[proj()], false, datt2);
+    Tensor dqkv = dqkv_.rows(0, rows);
+    ops::attention_backward(qkv_.rows(0, rows), att, datt, lse_.rows(0, rows), dqkv, heads_);
+    const Tensor dqkv2 = matrix(dqkv, 3 * c_), x2 = matrix(x, c_);
+    ops::gemm(dqkv2, true, x2, false, grads_[0], 1.0f, 1.0f);
+    if (bias_) ops::bias_grad(dqkv2, grads_[1], true);
     if (dx) {
       Tensor dx2 = matrix(*dx, c_);
-      ops::gemm(dqkv, false, params_[0], false, dx2);
+      ops::gemm(dqkv2, false, compute_params_[0], false, dx2);
     }
   }
 
  private:
-  // qkv [rows x T, 3C] into three [rows, T, C] tensors (to_parts), or back.
-  void copy_thirds(const Tensor& qkv, std::initializer_list<Tensor*> parts, bool to_parts) const {
-    const int64_t n = qkv.dim(0);
-    int64_t part = 0;
-    for (Tensor* p : parts) {
-      for (int64_t r = 0; r < n; ++r) {
-        float* wide = qkv.data<float>() + r * 3 * c_ + part * c_;
-        float* narrow = p->data<float>() + r * c_;
-        std::memcpy(to_parts ? narrow : wide, to_parts ? wide : narrow, sizeof(float) * c_);
-      }
-      ++part;
-    }
-  }
-
-  const Tensor& proj_weight() const { return params_[bias_ ? 2 : 1]; }
+  size_t proj() const { return bias_ ? 2 : 1; }
 
   int64_t heads_ = 1, t_ = 0, c_ = 0, rows_ = 0;
   bool bias_ = true;
-  Tensor qkv_, q_, k_, v_, att_, lse_, datt_, dq_, dk_, dv_;
+  Tensor qkv_, dqkv_, att_, datt_, lse_;
 };
 
 // A pre-norm transformer block over [T, C] (GPT-2's): h = x + attention(layernorm(x)), then
@@ -495,7 +496,6 @@ class TransformerBlock final : public Layer {
     in_shape_ = out_shape_ = in;
   }
   const char* type() const override { return "transformer_block"; }
-  bool cuda_ready() const override { return false; }
   std::vector<ParamSpec> param_specs() const override {
     std::vector<ParamSpec> out;
     for (const auto& [name, layer] : parts_)
@@ -506,24 +506,28 @@ class TransformerBlock final : public Layer {
     return out;
   }
   void reserve(int64_t max_rows) override {
-    for (auto& [name, layer] : parts_) layer->reserve(max_rows);
+    for (auto& [name, layer] : parts_) {
+      layer->place(device_, compute_dtype_);
+      layer->reserve(max_rows);
+    }
     if (max_rows <= rows_) return;
     rows_ = max_rows;
     const int64_t t = in_shape_[0], c = in_shape_[1];
     for (Tensor* b : {&a1_, &a2_, &h_, &a3_, &a6_, &g1_, &g2_, &g3_})
-      *b = Tensor::empty({max_rows, t, c});
-    for (Tensor* b : {&a4_, &a5_, &g4_, &g5_}) *b = Tensor::empty({max_rows, t, 4 * c});
+      *b = Tensor::empty({max_rows, t, c}, compute_dtype_, device_);
+    for (Tensor* b : {&a4_, &a5_, &g4_, &g5_})
+      *b = Tensor::empty({max_rows, t, 4 * c}, compute_dtype_, device_);
   }
   void forward(const Tensor& x, Tensor& y, const StepContext& ctx) override {
     auto [a1, a2, h, a3, a4, a5, a6] = activations(x.dim(0));
     at(0).forward(x, a1, ctx);
     at(1).forward(a1, a2, ctx);
-    add(x, a2, h);
+    ops::add(x, a2, h);
     at(2).forward(h, a3, ctx);
     at(3).forward(a3, a4, ctx);
     at(4).forward(a4, a5, ctx);
     at(5).forward(a5, a6, ctx);
-    add(h, a6, y);
+    ops::add(h, a6, y);
   }
   void backward(const Tensor& x, const Tensor&, const Tensor& dy, Tensor* dx,
                 const StepContext& ctx) override {
@@ -536,11 +540,11 @@ class TransformerBlock final : public Layer {
     at(4).backward(a4, a5, g5, &g4, ctx);
     at(3).backward(a3, a4, g4, &g1, ctx);
     at(2).backward(h, a3, g1, &g2, ctx);
-    add(dy, g2, g2);  // g2 = dh
+    ops::add(dy, g2, g2);  // g2 = dh
     // dx = dh + the attention branch's input gradient
     at(1).backward(a1, a2, g2, &g1, ctx);
     at(0).backward(x, a1, g1, &g3, ctx);
-    if (dx) add(g2, g3, *dx);
+    if (dx) ops::add(g2, g3, *dx);
   }
 
  protected:
@@ -564,12 +568,6 @@ class TransformerBlock final : public Layer {
     return {a1_.rows(0, rows), a2_.rows(0, rows), h_.rows(0, rows), a3_.rows(0, rows),
             a4_.rows(0, rows), a5_.rows(0, rows), a6_.rows(0, rows)};
   }
-  static void add(const Tensor& a, const Tensor& b, Tensor& out) {
-    const float* pa = a.data<float>();
-    const float* pb = b.data<float>();
-    float* po = out.data<float>();
-    for (int64_t i = 0; i < out.numel(); ++i) po[i] = pa[i] + pb[i];
-  }
 
   std::vector<std::pair<std::string, std::unique_ptr<Layer>>> parts_;
   int64_t rows_ = 0;
@@ -590,7 +588,6 @@ class Embedding final : public Layer {
     out_shape_ = {in[0], dim_};
   }
   const char* type() const override { return "embedding"; }
-  bool cuda_ready() const override { return false; }
   std::vector<ParamSpec> param_specs() const override {
     return {{"token", {vocab_, dim_}, true, Init::normal_002},
             {"position", {in_shape_[0], dim_}, true, Init::normal_002}};
@@ -634,7 +631,6 @@ class Conv2d final : public Layer {
     out_shape_ = {out_, oh, ow};
   }
   const char* type() const override { return "conv2d"; }
-  bool cuda_ready() const override { return false; }
   std::vector<ParamSpec> param_specs() const override {
     const int64_t fan_in = in_shape_[0] * k_ * k_;
     std::vector<ParamSpec> p{
@@ -643,12 +639,12 @@ class Conv2d final : public Layer {
     return p;
   }
   void forward(const Tensor& x, Tensor& y, const StepContext&) override {
-    ops::conv2d_forward(x, params_[0], bias_ ? &params_[1] : nullptr, y, geom_);
+    ops::conv2d_forward(x, compute_params_[0], bias_ ? &compute_params_[1] : nullptr, y, geom_);
   }
   void backward(const Tensor& x, const Tensor&, const Tensor& dy, Tensor* dx,
                 const StepContext&) override {
-    ops::conv2d_backward(x, params_[0], dy, dx, grads_[0], bias_ ? &grads_[1] : nullptr, geom_,
-                         true);
+    ops::conv2d_backward(x, compute_params_[0], dy, dx, grads_[0], bias_ ? &grads_[1] : nullptr,
+                         geom_, true);
   }
 
  private:
@@ -671,7 +667,6 @@ class Pool2d final : public Layer {
     out_shape_ = {in[0], (in[1] - k_) / stride_ + 1, (in[2] - k_) / stride_ + 1};
   }
   const char* type() const override { return pool_ == ops::Pool::max ? "maxpool2d" : "avgpool2d"; }
-  bool cuda_ready() const override { return false; }
   void forward(const Tensor& x, Tensor& y, const StepContext&) override {
     ops::pool2d_forward(pool_, x, y, k_, stride_);
   }
@@ -697,7 +692,9 @@ const std::map<std::string, LayerInfo>& layer_registry() {
   static const std::map<std::string, LayerInfo> registry = {
       {"linear",
        {[](LayerSpec& s, const Shape& in) { return std::make_unique<Linear>(s, in); },
-        "out=N [bias=true]: fully connected, y = x W^T + b"}},
+        "out=N [bias=true] [tie=embedding]: fully connected, y = x W^T + b over the last "
+        "dimension; tie=embedding shares W with the embedding layer's token table (weight "
+        "tying: out = vocab, input width = the embedding's dim)"}},
       {"relu", activation_info<ops::Activation::relu>("max(x, 0)")},
       {"gelu", activation_info<ops::Activation::gelu>("GELU, tanh approximation")},
       {"tanh", activation_info<ops::Activation::tanh>("hyperbolic tangent")},
@@ -710,20 +707,19 @@ const std::map<std::string, LayerInfo>& layer_registry() {
       {"batchnorm",
        {[](LayerSpec& s, const Shape& in) { return std::make_unique<BatchNorm>(s, in); },
         "[eps=1e-5] [momentum=0.1]: batch normalisation over the channels (first dimension), "
-        "statistics of the global batch across ranks, running statistics for inference (CPU "
-        "only for now)"}},
+        "statistics of the global batch across ranks, running statistics for inference"}},
       {"attention",
        {[](LayerSpec& s, const Shape& in) { return std::make_unique<Attention>(s, in); },
         "heads=H [bias=true]: causal multi-head self-attention over a [positions, channels] "
-        "input, with its qkv and output projections (CPU only for now)"}},
+        "input, with its qkv and output projections"}},
       {"transformer_block",
        {[](LayerSpec& s, const Shape& in) { return std::make_unique<TransformerBlock>(s, in); },
         "heads=H [bias=false]: pre-norm transformer block over [positions, channels]: x + "
-        "attention(ln(x)), then h + mlp(ln(h)) with a 4x GELU MLP (CPU only for now)"}},
+        "attention(ln(x)), then h + mlp(ln(h)) with a 4x GELU MLP"}},
       {"embedding",
        {[](LayerSpec& s, const Shape& in) { return std::make_unique<Embedding>(s, in); },
         "vocab=V dim=C: token ids [positions] -> token + position embeddings [positions, C] "
-        "(the first layer of a language model; CPU only for now)"}},
+        "(the first layer of a language model)"}},
       {"reshape",
        {[](LayerSpec& s, const Shape& in) {
           return std::make_unique<View>("reshape", in, s.require_shape("to"), s.where());
@@ -736,18 +732,17 @@ const std::map<std::string, LayerInfo>& layer_registry() {
         "[C, H, W] -> [C*H*W]"}},
       {"conv2d",
        {[](LayerSpec& s, const Shape& in) { return std::make_unique<Conv2d>(s, in); },
-        "out=K k=N [stride=1] [pad=0] [bias=true]: 2-D convolution of a [C, H, W] input "
-        "(CPU only for now)"}},
+        "out=K k=N [stride=1] [pad=0] [bias=true]: 2-D convolution of a [C, H, W] input"}},
       {"maxpool2d",
        {[](LayerSpec& s, const Shape& in) {
           return std::make_unique<Pool2d>(ops::Pool::max, s, in);
         },
-        "k=N [stride=k]: maximum over k x k windows of a [C, H, W] input (CPU only for now)"}},
+        "k=N [stride=k]: maximum over k x k windows of a [C, H, W] input"}},
       {"avgpool2d",
        {[](LayerSpec& s, const Shape& in) {
           return std::make_unique<Pool2d>(ops::Pool::avg, s, in);
         },
-        "k=N [stride=k]: mean over k x k windows of a [C, H, W] input (CPU only for now)"}},
+        "k=N [stride=k]: mean over k x k windows of a [C, H, W] input"}},
   };
   return registry;
 }

@@ -31,16 +31,23 @@ Model::Model(const std::vector<std::string>& layer_specs, const std::string& los
   if (layer_specs.empty()) throw InputError("model.layer: the model has no layers");
   Shape shape = input_shape;
   int64_t offset = 0;
+  // Where each layer's parameters live: their own, or (tied) an earlier layer's.
+  std::vector<std::vector<std::pair<int64_t, Shape>>> views(layer_specs.size());
   for (size_t i = 0; i < layer_specs.size(); ++i) {
     LayerSpec spec = LayerSpec::parse(layer_specs[i], static_cast<int>(i));
     layers_.push_back(make_layer(spec, shape));
     const Layer& layer = *layers_.back();
-    if (dev.on_gpu() && !layer.cuda_ready())
-      throw InputError(spec.where() +
-                       ": has no CUDA implementation yet; train this model with "
-                       "run.device=cpu");
     layer_param_begin_.push_back(offset);
     for (const ParamSpec& p : layer.param_specs()) {
+      if (!p.tied_to.empty()) {
+        const ParamInfo& target = tied_target(p.tied_to, spec.where());
+        if (target.shape != p.shape)
+          throw InputError(spec.where() + ": its " + p.name + " " + shape_str(p.shape) +
+                           " cannot be tied to " + target.name + " " + shape_str(target.shape));
+        views[i].push_back({target.offset, p.shape});
+        continue;
+      }
+      views[i].push_back({offset, p.shape});
       table_.push_back({std::to_string(i) + "." + layer.type() + "." + p.name, p.shape, offset,
                         p.decay, p.init, p.fan_in, static_cast<int>(i)});
       // The optimizer's segments are the trained parameters; state like running statistics
@@ -55,12 +62,11 @@ Model::Model(const std::vector<std::string>& layer_specs, const std::string& los
   compute_params_ = compute == DType::f32 ? params_ : Tensor::zeros({offset}, compute, dev);
   for (size_t i = 0; i < layers_.size(); ++i) {
     std::vector<Tensor> p, g, c;
-    for (const ParamInfo& info : table_)
-      if (info.layer == static_cast<int>(i)) {
-        p.push_back(params_.slice(info.offset, info.shape));
-        g.push_back(grads_.slice(info.offset, info.shape));
-        c.push_back(compute_params_.slice(info.offset, info.shape));
-      }
+    for (const auto& [at, param_shape] : views[i]) {
+      p.push_back(params_.slice(at, param_shape));
+      g.push_back(grads_.slice(at, param_shape));
+      c.push_back(compute_params_.slice(at, param_shape));
+    }
     layers_[i]->bind(std::move(p), std::move(g), std::move(c));
     layers_[i]->place(dev, compute);
   }
@@ -68,6 +74,17 @@ Model::Model(const std::vector<std::string>& layer_specs, const std::string& los
     throw InputError("model.loss: " + std::string(loss_->type()) +
                      " needs a model whose output is [classes] or [positions, classes], got " +
                      shape_str(output_shape()));
+}
+
+const ParamInfo& Model::tied_target(const std::string& tied_to, const std::string& where) const {
+  const size_t dot = tied_to.find('.');
+  const std::string type = tied_to.substr(0, dot), name = tied_to.substr(dot + 1);
+  for (auto it = table_.rbegin(); it != table_.rend(); ++it)
+    if (layers_[it->layer]->type() == type &&
+        it->name == std::to_string(it->layer) + "." + type + "." + name)
+      return *it;
+  throw InputError(where + ": ties its weight to the " + name + " of a " + type +
+                   " layer, and no earlier layer is one");
 }
 
 void Model::params_changed() {

@@ -315,22 +315,18 @@ LossStats mean_squared_error(const Tensor& pred, const Tensor& target, Tensor* d
                                  pred.dim(1));
 }
 
-// Ops the CUDA backend does not have yet: they stop with a clear message rather than a crash.
-static void cpu_only(const char* op, bool gpu) {
-  if (gpu) fail(op, "has no CUDA implementation yet; train this model with run.device=cpu");
-}
-
-// The usual preamble of a CPU-only op: one device, the CPU, and f32 tensors.
-static void cpu_f32(const char* op, std::initializer_list<P> tensors) {
-  cpu_only(op, on_gpu(op, tensors));
-  for (auto [name, t] : tensors) expect_f32(op, name, *t);
-}
-
 static void expect_4d(const char* op, const char* name, const Tensor& t) {
   if (t.ndim() != 4) fail(op, std::string(name) + " must be 4-D, got " + shape_str(t.shape()));
 }
 
-static cpu::ConvDims conv_dims(const char* op, const Tensor& x, const Tensor& w, Conv2dGeometry g) {
+// The activations' dtype (f32, or bf16 on the GPU) shared by every named tensor.
+static DType expect_compute(const char* op, bool gpu, std::initializer_list<P> tensors) {
+  const DType t = expect_float(op, tensors.begin()->first, *tensors.begin()->second, gpu);
+  for (auto [name, x] : tensors) expect_dtype(op, name, *x, t);
+  return t;
+}
+
+static ConvDims conv_dims(const char* op, const Tensor& x, const Tensor& w, Conv2dGeometry g) {
   expect_4d(op, "x", x);
   expect_4d(op, "w", w);
   if (g.stride < 1 || g.pad < 0)
@@ -338,8 +334,8 @@ static cpu::ConvDims conv_dims(const char* op, const Tensor& x, const Tensor& w,
   if (w.dim(1) != x.dim(1))
     fail(op,
          "x has " + std::to_string(x.dim(1)) + " channels, w expects " + std::to_string(w.dim(1)));
-  cpu::ConvDims d{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(2),
-                  w.dim(3), g.stride, g.pad,    0,        0};
+  ConvDims d{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(2),
+             w.dim(3), g.stride, g.pad,    0,        0};
   d.oh = (d.h + 2 * d.pad - d.kh) / d.stride + 1;
   d.ow = (d.w + 2 * d.pad - d.kw) / d.stride + 1;
   if (d.h + 2 * d.pad < d.kh || d.w + 2 * d.pad < d.kw)
@@ -351,13 +347,19 @@ static cpu::ConvDims conv_dims(const char* op, const Tensor& x, const Tensor& w,
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                     Conv2dGeometry g) {
   const char* op = "conv2d_forward";
-  cpu_f32(op, {{"x", &x}, {"w", &w}, {"y", &y}});
-  const cpu::ConvDims d = conv_dims(op, x, w, g);
+  const bool gpu = on_gpu(op, {{"x", &x}, {"w", &w}, {"y", &y}});
+  const DType t = expect_compute(op, gpu, {{"x", &x}, {"w", &w}, {"y", &y}});
+  const ConvDims d = conv_dims(op, x, w, g);
   expect_shape(op, "y", y, {d.n, d.k, d.oh, d.ow});
   if (bias) {
-    cpu_f32(op, {{"x", &x}, {"bias", bias}});
+    on_gpu(op, {{"x", &x}, {"bias", bias}});
+    expect_dtype(op, "bias", *bias, t);
     expect_shape(op, "bias", *bias, {d.k});
   }
+#ifdef TERN_HAVE_CUDA
+  if (gpu)
+    return cuda::conv2d_forward(x.raw(), w.raw(), bias ? bias->raw() : nullptr, y.raw(), t, d);
+#endif
   cpu::conv2d_forward(x.data<float>(), w.data<float>(), bias ? bias->data<float>() : nullptr,
                       y.data<float>(), d);
 }
@@ -365,24 +367,34 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor& dw,
                      Tensor* dbias, Conv2dGeometry g, bool accumulate) {
   const char* op = "conv2d_backward";
-  cpu_f32(op, {{"x", &x}, {"w", &w}, {"dy", &dy}, {"dw", &dw}});
-  const cpu::ConvDims d = conv_dims(op, x, w, g);
+  const bool gpu = on_gpu(op, {{"x", &x}, {"w", &w}, {"dy", &dy}, {"dw", &dw}});
+  const DType t = expect_compute(op, gpu, {{"x", &x}, {"w", &w}, {"dy", &dy}});
+  expect_f32(op, "dw", dw);
+  const ConvDims d = conv_dims(op, x, w, g);
   expect_shape(op, "dy", dy, {d.n, d.k, d.oh, d.ow});
   expect_shape(op, "dw", dw, w.shape());
   if (dx) {
-    cpu_f32(op, {{"x", &x}, {"dx", dx}});
+    on_gpu(op, {{"x", &x}, {"dx", dx}});
+    expect_dtype(op, "dx", *dx, t);
     expect_shape(op, "dx", *dx, x.shape());
   }
   if (dbias) {
-    cpu_f32(op, {{"x", &x}, {"dbias", dbias}});
+    on_gpu(op, {{"x", &x}, {"dbias", dbias}});
+    expect_f32(op, "dbias", *dbias);
     expect_shape(op, "dbias", *dbias, {d.k});
   }
+#ifdef TERN_HAVE_CUDA
+  if (gpu)
+    return cuda::conv2d_backward(x.raw(), w.raw(), dy.raw(), dx ? dx->raw() : nullptr,
+                                 dw.data<float>(), dbias ? dbias->data<float>() : nullptr, t, d,
+                                 accumulate);
+#endif
   cpu::conv2d_backward(x.data<float>(), w.data<float>(), dy.data<float>(),
                        dx ? dx->data<float>() : nullptr, dw.data<float>(),
                        dbias ? dbias->data<float>() : nullptr, d, accumulate);
 }
 
-static cpu::PoolDims pool_dims(const char* op, const Tensor& x, int64_t k, int64_t stride) {
+static PoolDims pool_dims(const char* op, const Tensor& x, int64_t k, int64_t stride) {
   expect_4d(op, "x", x);
   if (k < 1 || stride < 1)
     fail(op, "window " + std::to_string(k) + " / stride " + std::to_string(stride));
@@ -401,19 +413,29 @@ static cpu::PoolDims pool_dims(const char* op, const Tensor& x, int64_t k, int64
 
 void pool2d_forward(Pool pool, const Tensor& x, Tensor& y, int64_t k, int64_t stride) {
   const char* op = "pool2d_forward";
-  cpu_f32(op, {{"x", &x}, {"y", &y}});
-  const cpu::PoolDims d = pool_dims(op, x, k, stride);
+  const bool gpu = on_gpu(op, {{"x", &x}, {"y", &y}});
+  const DType t = expect_compute(op, gpu, {{"x", &x}, {"y", &y}});
+  const PoolDims d = pool_dims(op, x, k, stride);
   expect_shape(op, "y", y, {d.n, d.c, d.oh, d.ow});
+#ifdef TERN_HAVE_CUDA
+  if (gpu) return cuda::pool2d_forward(pool, x.raw(), y.raw(), t, d);
+#endif
+  (void)t;
   cpu::pool2d_forward(pool, x.data<float>(), y.data<float>(), d);
 }
 
 void pool2d_backward(Pool pool, const Tensor& x, const Tensor& dy, Tensor& dx, int64_t k,
                      int64_t stride) {
   const char* op = "pool2d_backward";
-  cpu_f32(op, {{"x", &x}, {"dy", &dy}, {"dx", &dx}});
-  const cpu::PoolDims d = pool_dims(op, x, k, stride);
+  const bool gpu = on_gpu(op, {{"x", &x}, {"dy", &dy}, {"dx", &dx}});
+  const DType t = expect_compute(op, gpu, {{"x", &x}, {"dy", &dy}, {"dx", &dx}});
+  const PoolDims d = pool_dims(op, x, k, stride);
   expect_shape(op, "dy", dy, {d.n, d.c, d.oh, d.ow});
   expect_shape(op, "dx", dx, x.shape());
+#ifdef TERN_HAVE_CUDA
+  if (gpu) return cuda::pool2d_backward(pool, x.raw(), dy.raw(), dx.raw(), t, d);
+#endif
+  (void)t;
   cpu::pool2d_backward(pool, x.data<float>(), dy.data<float>(), dx.data<float>(), d);
 }
 
@@ -429,12 +451,27 @@ static void bn_dims(const char* op, const Tensor& x, int64_t channels, int64_t* 
   *s = *n ? per_row / channels : 0;
 }
 
+// The per-channel f32 vectors of a batch-norm call: on x's device, [channels] each.
+static void bn_vectors(const char* op, const Tensor& x, int64_t channels,
+                       std::initializer_list<P> vectors) {
+  for (auto [name, v] : vectors) {
+    on_gpu(op, {{"x", &x}, {name, v}});
+    expect_f32(op, name, *v);
+    expect_shape(op, name, *v, {channels});
+  }
+}
+
 void batchnorm_sums(const Tensor& x, int64_t channels, std::vector<double>& sums) {
   const char* op = "batchnorm_sums";
-  cpu_f32(op, {{"x", &x}});
+  const bool gpu = on_gpu(op, {{"x", &x}});
+  const DType t = expect_float(op, "x", x, gpu);
   int64_t n = 0, s = 0;
   bn_dims(op, x, channels, &n, &s);
   sums.assign(2 * channels, 0.0);
+#ifdef TERN_HAVE_CUDA
+  if (gpu) return cuda::batchnorm_sums(x.raw(), t, n, channels, s, sums.data());
+#endif
+  (void)t;
   const float* p = x.data<float>();
   for (int64_t i = 0; i < n; ++i)
     for (int64_t c = 0; c < channels; ++c) {
@@ -449,15 +486,21 @@ void batchnorm_sums(const Tensor& x, int64_t channels, std::vector<double>& sums
 void batchnorm_forward(const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& gamma,
                        const Tensor& beta, Tensor& y) {
   const char* op = "batchnorm_forward";
-  cpu_f32(
-      op,
-      {{"x", &x}, {"mean", &mean}, {"rstd", &rstd}, {"gamma", &gamma}, {"beta", &beta}, {"y", &y}});
+  const bool gpu = on_gpu(op, {{"x", &x}, {"y", &y}});
+  const DType t = expect_compute(op, gpu, {{"x", &x}, {"y", &y}});
   const int64_t channels = mean.numel();
   int64_t n = 0, s = 0;
   bn_dims(op, x, channels, &n, &s);
-  for (auto [nm, t] : {P{"rstd", &rstd}, {"gamma", &gamma}, {"beta", &beta}})
-    expect_shape(op, nm, *t, {channels});
+  bn_vectors(op, x, channels,
+             {{"mean", &mean}, {"rstd", &rstd}, {"gamma", &gamma}, {"beta", &beta}});
   expect_shape(op, "y", y, x.shape());
+#ifdef TERN_HAVE_CUDA
+  if (gpu)
+    return cuda::batchnorm_forward(x.raw(), t, mean.data<float>(), rstd.data<float>(),
+                                   gamma.data<float>(), beta.data<float>(), y.raw(), n, channels,
+                                   s);
+#endif
+  (void)t;
   const float *p = x.data<float>(), *mu = mean.data<float>(), *rs = rstd.data<float>();
   const float *g = gamma.data<float>(), *b = beta.data<float>();
   float* out = y.data<float>();
@@ -470,15 +513,25 @@ void batchnorm_forward(const Tensor& x, const Tensor& mean, const Tensor& rstd, 
 }
 
 void batchnorm_backward_sums(const Tensor& dy, const Tensor& x, const Tensor& mean,
-                             const Tensor& rstd, std::vector<double>& sums) {
+                             const Tensor& rstd, std::vector<double>& sums, Tensor& dgamma,
+                             Tensor& dbeta) {
   const char* op = "batchnorm_backward_sums";
-  cpu_f32(op, {{"dy", &dy}, {"x", &x}, {"mean", &mean}, {"rstd", &rstd}});
+  const bool gpu = on_gpu(op, {{"dy", &dy}, {"x", &x}});
+  const DType t = expect_compute(op, gpu, {{"dy", &dy}, {"x", &x}});
   const int64_t channels = mean.numel();
   int64_t n = 0, s = 0;
   bn_dims(op, x, channels, &n, &s);
   expect_shape(op, "dy", dy, x.shape());
-  expect_shape(op, "rstd", rstd, {channels});
+  bn_vectors(op, x, channels,
+             {{"mean", &mean}, {"rstd", &rstd}, {"dgamma", &dgamma}, {"dbeta", &dbeta}});
   sums.assign(2 * channels, 0.0);
+#ifdef TERN_HAVE_CUDA
+  if (gpu)
+    return cuda::batchnorm_backward_sums(dy.raw(), x.raw(), t, mean.data<float>(),
+                                         rstd.data<float>(), dgamma.data<float>(),
+                                         dbeta.data<float>(), n, channels, s, sums.data());
+#endif
+  (void)t;
   const float *p = x.data<float>(), *g = dy.data<float>();
   for (int64_t i = 0; i < n; ++i)
     for (int64_t c = 0; c < channels; ++c) {
@@ -490,23 +543,34 @@ void batchnorm_backward_sums(const Tensor& dy, const Tensor& x, const Tensor& me
       sums[c] += a;
       sums[channels + c] += b;
     }
+  for (int64_t c = 0; c < channels; ++c) {
+    dbeta.data<float>()[c] += static_cast<float>(sums[c]);
+    dgamma.data<float>()[c] += static_cast<float>(sums[channels + c]);
+  }
 }
 
 void batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
                         const Tensor& gamma, const std::vector<double>& sums, double count,
                         Tensor& dx) {
   const char* op = "batchnorm_backward";
-  cpu_f32(
-      op,
-      {{"dy", &dy}, {"x", &x}, {"mean", &mean}, {"rstd", &rstd}, {"gamma", &gamma}, {"dx", &dx}});
+  const bool gpu = on_gpu(op, {{"dy", &dy}, {"x", &x}, {"dx", &dx}});
+  const DType t = expect_compute(op, gpu, {{"dy", &dy}, {"x", &x}, {"dx", &dx}});
   const int64_t channels = mean.numel();
   int64_t n = 0, s = 0;
   bn_dims(op, x, channels, &n, &s);
   expect_shape(op, "dy", dy, x.shape());
   expect_shape(op, "dx", dx, x.shape());
+  bn_vectors(op, x, channels, {{"mean", &mean}, {"rstd", &rstd}, {"gamma", &gamma}});
   if (static_cast<int64_t>(sums.size()) != 2 * channels)
     fail(op, "expected " + std::to_string(2 * channels) + " sums");
   if (!(count > 0)) fail(op, "count must be positive");
+#ifdef TERN_HAVE_CUDA
+  if (gpu)
+    return cuda::batchnorm_backward(dy.raw(), x.raw(), t, mean.data<float>(), rstd.data<float>(),
+                                    gamma.data<float>(), sums.data(), count, dx.raw(), n, channels,
+                                    s);
+#endif
+  (void)t;
   const float *p = x.data<float>(), *g = dy.data<float>();
   float* out = dx.data<float>();
   for (int64_t i = 0; i < n; ++i)
@@ -527,36 +591,55 @@ static void expect_ids(const char* op, const Tensor& ids) {
                  shape_str(ids.shape()));
 }
 
-// Id i of ids [N, T] must lie in [0, vocab).
-static void check_id(const char* op, const Tensor& ids, int64_t i, int64_t vocab) {
-  const int32_t id = ids.data<int32_t>()[i];
+// Id `id` at flat position i of ids [N, T] is outside [0, vocab).
+[[noreturn]] static void bad_id(const char* op, const Tensor& ids, int64_t i, int32_t id,
+                                int64_t vocab) {
   const int64_t t = ids.dim(1);
-  if (id < 0 || id >= vocab)
-    throw std::out_of_range(std::string(op) + ": ids[" + std::to_string(i / t) + ", " +
-                            std::to_string(i % t) + "] = " + std::to_string(id) + ", outside [0, " +
-                            std::to_string(vocab) + ")");
+  throw std::out_of_range(std::string(op) + ": ids[" + std::to_string(i / t) + ", " +
+                          std::to_string(i % t) + "] = " + std::to_string(id) + ", outside [0, " +
+                          std::to_string(vocab) + ")");
+}
+
+// The table, positions (optional) and activation tensors of an embedding call.
+static void embedding_args(const char* op, bool gpu, const Tensor& ids, const Tensor& table,
+                           const Tensor* positions, const Tensor& act, const char* act_name) {
+  expect_ids(op, ids);
+  expect_f32(op, "table", table);
+  expect_float(op, act_name, act, gpu);
+  expect_2d(op, "table", table);
+  const int64_t n = ids.dim(0), t = ids.dim(1), c = table.dim(1);
+  expect_shape(op, act_name, act, {n, t, c});
+  if (positions) {
+    on_gpu(op, {{"table", &table}, {"positions", positions}});
+    expect_f32(op, "positions", *positions);
+    if (positions->ndim() != 2 || positions->dim(0) < t || positions->dim(1) != c)
+      fail(op, "positions " + shape_str(positions->shape()) + " cannot cover " + std::to_string(t) +
+                   " positions of width " + std::to_string(c));
+  }
 }
 
 void embedding_forward(const Tensor& ids, const Tensor& table, const Tensor* positions,
                        Tensor& out) {
   const char* op = "embedding_forward";
-  cpu_only(op, on_gpu(op, {{"ids", &ids}, {"table", &table}, {"out", &out}}));
-  expect_ids(op, ids);
-  expect_f32(op, "table", table);
-  expect_f32(op, "out", out);
-  expect_2d(op, "table", table);
+  const bool gpu = on_gpu(op, {{"ids", &ids}, {"table", &table}, {"out", &out}});
+  embedding_args(op, gpu, ids, table, positions, out, "out");
   const int64_t n = ids.dim(0), t = ids.dim(1), vocab = table.dim(0), c = table.dim(1);
-  expect_shape(op, "out", out, {n, t, c});
-  if (positions) {
-    cpu_f32(op, {{"table", &table}, {"positions", positions}});
-    expect_2d(op, "positions", *positions);
-    if (positions->dim(0) < t || positions->dim(1) != c)
-      fail(op, "positions " + shape_str(positions->shape()) + " cannot cover " + std::to_string(t) +
-                   " positions of width " + std::to_string(c));
+#ifdef TERN_HAVE_CUDA
+  if (gpu) {
+    const int64_t bad = cuda::embedding_forward(ids.data<int32_t>(), table.data<float>(),
+                                                positions ? positions->data<float>() : nullptr,
+                                                out.raw(), out.dtype(), n, t, vocab, c);
+    if (bad >= 0) {
+      Tensor one = Tensor::empty({1}, DType::i32);
+      one.copy_from(ids.reshape({n * t}).slice(bad, {1}));
+      bad_id(op, ids, bad, one.data<int32_t>()[0], vocab);
+    }
+    return;
   }
+#endif
   const int32_t* id = ids.data<int32_t>();
   for (int64_t i = 0; i < n * t; ++i) {
-    check_id(op, ids, i, vocab);
+    if (id[i] < 0 || id[i] >= vocab) bad_id(op, ids, i, id[i], vocab);
     float* o = out.data<float>() + i * c;
     std::memcpy(o, table.data<float>() + id[i] * c, sizeof(float) * c);
     if (positions) {
@@ -568,21 +651,19 @@ void embedding_forward(const Tensor& ids, const Tensor& table, const Tensor* pos
 
 void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable, Tensor* dpositions) {
   const char* op = "embedding_backward";
-  cpu_only(op, on_gpu(op, {{"ids", &ids}, {"dout", &dout}, {"dtable", &dtable}}));
-  expect_ids(op, ids);
-  cpu_f32(op, {{"dout", &dout}, {"dtable", &dtable}});
-  expect_2d(op, "dtable", dtable);
+  const bool gpu = on_gpu(op, {{"ids", &ids}, {"dout", &dout}, {"dtable", &dtable}});
+  embedding_args(op, gpu, ids, dtable, dpositions, dout, "dout");
   const int64_t n = ids.dim(0), t = ids.dim(1), vocab = dtable.dim(0), c = dtable.dim(1);
-  expect_shape(op, "dout", dout, {n, t, c});
-  if (dpositions) {
-    cpu_f32(op, {{"dout", &dout}, {"dpositions", dpositions}});
-    if (dpositions->ndim() != 2 || dpositions->dim(0) < t || dpositions->dim(1) != c)
-      fail(op, "dpositions " + shape_str(dpositions->shape()) + " cannot cover " +
-                   std::to_string(t) + " positions of width " + std::to_string(c));
-  }
+#ifdef TERN_HAVE_CUDA
+  // Ids were checked by the forward pass; the kernels skip any outside the table.
+  if (gpu)
+    return cuda::embedding_backward(
+        ids.data<int32_t>(), dout.raw(), dout.dtype(), dtable.data<float>(),
+        dpositions ? dpositions->data<float>() : nullptr, n, t, vocab, c);
+#endif
   const int32_t* id = ids.data<int32_t>();
   for (int64_t i = 0; i < n * t; ++i) {
-    check_id(op, ids, i, vocab);
+    if (id[i] < 0 || id[i] >= vocab) bad_id(op, ids, i, id[i], vocab);
     const float* g = dout.data<float>() + i * c;
     float* d = dtable.data<float>() + id[i] * c;
     for (int64_t j = 0; j < c; ++j) d[j] += g[j];
@@ -593,51 +674,69 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable, T
   }
 }
 
-static cpu::AttentionDims attention_dims(const char* op, const Tensor& q, int64_t heads) {
-  if (q.ndim() != 3) fail(op, "q must be [N, T, C], got " + shape_str(q.shape()));
-  if (heads < 1 || q.dim(2) % heads)
-    fail(op, std::to_string(q.dim(2)) + " channels do not split into " + std::to_string(heads) +
-                 " heads");
-  return {q.dim(0), q.dim(1), heads, q.dim(2) / heads};
+// qkv [N, T, 3C] with C = heads x D.
+static AttentionDims attention_dims(const char* op, const Tensor& qkv, int64_t heads) {
+  if (qkv.ndim() != 3 || qkv.dim(2) % 3)
+    fail(op, "qkv must be [N, T, 3C], got " + shape_str(qkv.shape()));
+  const int64_t c = qkv.dim(2) / 3;
+  if (heads < 1 || c % heads)
+    fail(op, std::to_string(c) + " channels do not split into " + std::to_string(heads) + " heads");
+  return {qkv.dim(0), qkv.dim(1), heads, c / heads};
 }
 
-void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse,
-                       int64_t heads) {
+void attention_forward(const Tensor& qkv, Tensor& out, Tensor& lse, int64_t heads) {
   const char* op = "attention_forward";
-  cpu_f32(op, {{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}, {"lse", &lse}});
-  const cpu::AttentionDims a = attention_dims(op, q, heads);
-  for (auto [nm, t] : {P{"k", &k}, {"v", &v}, {"out", &out}}) expect_shape(op, nm, *t, q.shape());
+  const bool gpu = on_gpu(op, {{"qkv", &qkv}, {"out", &out}, {"lse", &lse}});
+  const DType t = expect_compute(op, gpu, {{"qkv", &qkv}, {"out", &out}});
+  expect_f32(op, "lse", lse);
+  const AttentionDims a = attention_dims(op, qkv, heads);
+  expect_shape(op, "out", out, {a.n, a.t, a.heads * a.d});
   expect_shape(op, "lse", lse, {a.n, a.heads, a.t});
-  cpu::attention_forward(q.data<float>(), k.data<float>(), v.data<float>(), out.data<float>(),
-                         lse.data<float>(), a);
+#ifdef TERN_HAVE_CUDA
+  if (gpu)
+    return cuda::attention_forward(qkv.raw(), t, out.raw(), lse.data<float>(), a.n, a.t, a.heads,
+                                   a.d);
+#endif
+  (void)t;
+  cpu::attention_forward(qkv.data<float>(), out.data<float>(), lse.data<float>(), a);
 }
 
-void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                        const Tensor& dout, const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv,
-                        int64_t heads) {
+void attention_backward(const Tensor& qkv, const Tensor& out, const Tensor& dout, const Tensor& lse,
+                        Tensor& dqkv, int64_t heads) {
   const char* op = "attention_backward";
-  cpu_f32(op, {{"q", &q},
-               {"k", &k},
-               {"v", &v},
-               {"out", &out},
-               {"dout", &dout},
-               {"lse", &lse},
-               {"dq", &dq},
-               {"dk", &dk},
-               {"dv", &dv}});
-  const cpu::AttentionDims a = attention_dims(op, q, heads);
-  for (auto [nm, t] : {P{"k", &k},
-                       {"v", &v},
-                       {"out", &out},
-                       {"dout", &dout},
-                       {"dq", &dq},
-                       {"dk", &dk},
-                       {"dv", &dv}})
-    expect_shape(op, nm, *t, q.shape());
+  const bool gpu =
+      on_gpu(op, {{"qkv", &qkv}, {"out", &out}, {"dout", &dout}, {"lse", &lse}, {"dqkv", &dqkv}});
+  const DType t =
+      expect_compute(op, gpu, {{"qkv", &qkv}, {"out", &out}, {"dout", &dout}, {"dqkv", &dqkv}});
+  expect_f32(op, "lse", lse);
+  const AttentionDims a = attention_dims(op, qkv, heads);
+  expect_shape(op, "out", out, {a.n, a.t, a.heads * a.d});
+  expect_shape(op, "dout", dout, out.shape());
+  expect_shape(op, "dqkv", dqkv, qkv.shape());
   expect_shape(op, "lse", lse, {a.n, a.heads, a.t});
-  cpu::attention_backward(q.data<float>(), k.data<float>(), v.data<float>(), out.data<float>(),
-                          dout.data<float>(), lse.data<float>(), dq.data<float>(), dk.data<float>(),
-                          dv.data<float>(), a);
+#ifdef TERN_HAVE_CUDA
+  if (gpu)
+    return cuda::attention_backward(qkv.raw(), out.raw(), dout.raw(), lse.data<float>(), t,
+                                    dqkv.raw(), a.n, a.t, a.heads, a.d);
+#endif
+  (void)t;
+  cpu::attention_backward(qkv.data<float>(), out.data<float>(), dout.data<float>(),
+                          lse.data<float>(), dqkv.data<float>(), a);
+}
+
+void add(const Tensor& a, const Tensor& b, Tensor& out) {
+  const char* op = "add";
+  const bool gpu = on_gpu(op, {{"a", &a}, {"b", &b}, {"out", &out}});
+  const DType t = expect_compute(op, gpu, {{"a", &a}, {"b", &b}, {"out", &out}});
+  expect_same(op, a, b);
+  expect_same(op, a, out);
+#ifdef TERN_HAVE_CUDA
+  if (gpu) return cuda::add(a.raw(), b.raw(), out.raw(), t, out.numel());
+#endif
+  (void)t;
+  const float *pa = a.data<float>(), *pb = b.data<float>();
+  float* po = out.data<float>();
+  for (int64_t i = 0; i < out.numel(); ++i) po[i] = pa[i] + pb[i];
 }
 
 double sum_squares(const Tensor& x) {

@@ -10,6 +10,7 @@
 #include <thread>
 #include <tuple>
 
+#include "cpu/parallel.h"
 #include "tern/error.h"
 #include "tern/log.h"
 #include "tern/preemption.h"
@@ -23,6 +24,7 @@ int configure_blas_threads(int64_t requested, int local_world) {
     threads = std::max(
         1, static_cast<int>(std::thread::hardware_concurrency()) / std::max(local_world, 1));
   openblas_set_num_threads(threads);
+  cpu::set_op_threads(threads);
   return threads;
 }
 

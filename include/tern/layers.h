@@ -24,6 +24,7 @@ class LayerSpec {
   int64_t require_int(const std::string& key);
   float get_float(const std::string& key, float fallback);
   bool get_bool(const std::string& key, bool fallback);
+  std::string get_string(const std::string& key, const std::string& fallback);
   // A shape written with x between the dimensions: "1x8x8".
   Shape require_shape(const std::string& key);
   void check_all_used() const;
@@ -48,6 +49,10 @@ struct ParamSpec {
   // False for state that lives with the parameters (checkpointed, exported) but is not trained:
   // batch norm's running statistics. The optimizer skips it; its gradient stays zero.
   bool trainable = true;
+  // Weight tying: "<layer type>.<param>" names a parameter of an earlier layer (the nearest one of
+  // that type) that this one shares instead of having its own: the same values, and both layers
+  // add their gradients into the same place. Empty for a parameter of the layer's own.
+  std::string tied_to = "";
 };
 
 class Communicator;
@@ -69,8 +74,6 @@ class Layer {
  public:
   virtual ~Layer() = default;
   virtual const char* type() const = 0;
-  // False for layers whose ops have no CUDA implementation yet.
-  virtual bool cuda_ready() const { return true; }
   const Shape& in_shape() const { return in_shape_; }
   const Shape& out_shape() const { return out_shape_; }
   virtual std::vector<ParamSpec> param_specs() const { return {}; }

@@ -65,6 +65,8 @@ class Model {
   void backward(const StepContext& ctx, const std::function<void(int64_t)>& grads_ready_from);
 
  private:
+  // The parameter a `tied_to` name ("embedding.token") refers to: the nearest earlier one.
+  const ParamInfo& tied_target(const std::string& tied_to, const std::string& where) const;
   void ensure_capacity(int64_t rows);
 
   Shape input_shape_;

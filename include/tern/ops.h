@@ -77,6 +77,18 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor& dw,
                      Tensor* dbias, Conv2dGeometry g, bool accumulate);
 
+// The whole geometry of one convolution, pooling or attention call: ops.cpp derives it from the
+// tensors and hands it to either backend.
+struct ConvDims {
+  int64_t n, c, h, w, k, kh, kw, stride, pad, oh, ow;
+};
+struct PoolDims {
+  int64_t n, c, h, w, k, stride, oh, ow;
+};
+struct AttentionDims {
+  int64_t n, t, heads, d;  // batch, sequence, heads, head size
+};
+
 // Max or average pooling over k x k windows of x [N, C, H, W] with a stride, no padding
 // (windows that do not fit are dropped, as PyTorch's floor mode). Max pooling's backward sends the
 // gradient to the first maximum of each window.
@@ -89,15 +101,18 @@ void pool2d_backward(Pool pool, const Tensor& x, const Tensor& dy, Tensor& dx, i
 // of C features). Split in two halves around sums over the batch, so that a caller can all-reduce
 // the sums over the ranks in between (synchronised batch norm: the statistics are those of the
 // global batch, whatever the number of ranks). Sums are per channel, in double, on the host:
-// sums[c] and sums[C + c].
-// Forward: sums of x and x^2; then y = (x - mean) * rstd * gamma + beta (mean, rstd: [C]).
+// sums[c] and sums[C + c] (the GPU reduces in a fixed order, then reads them back). On the GPU x,
+// y, dy and dx may be bf16; mean, rstd, gamma and beta are f32. Forward: sums of x and x^2; then y
+// = (x - mean) * rstd * gamma + beta (mean, rstd: [C]).
 void batchnorm_sums(const Tensor& x, int64_t channels, std::vector<double>& sums);
 void batchnorm_forward(const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& gamma,
                        const Tensor& beta, Tensor& y);
-// Backward: sums of dy and dy * xhat (also the gradients of beta and gamma); then dx from the
-// global sums over `count` values per channel.
+// Backward: this rank's sums of dy and dy * xhat, which are also the gradients of beta and gamma
+// (added into dbeta and dgamma, f32 [C]); then dx from the global sums over `count` values per
+// channel.
 void batchnorm_backward_sums(const Tensor& dy, const Tensor& x, const Tensor& mean,
-                             const Tensor& rstd, std::vector<double>& sums);
+                             const Tensor& rstd, std::vector<double>& sums, Tensor& dgamma,
+                             Tensor& dbeta);
 void batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
                         const Tensor& gamma, const std::vector<double>& sums, double count,
                         Tensor& dx);
@@ -105,21 +120,25 @@ void batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, c
 // Token and position embedding: out[n, t, :] = table[ids[n, t], :] (+ positions[t, :]), ids i32
 // [N, T], table [V, C], positions [>= T, C], out [N, T, C]. Backward adds dout's rows into the
 // rows of dtable the ids name (and its sums over n into dpositions). An id outside [0, V) is
-// std::out_of_range naming the position.
+// std::out_of_range naming the position. On the GPU out and dout may be bf16 (table, positions and
+// their gradients f32), and backward reduces each table row in a fixed order (no atomics).
 void embedding_forward(const Tensor& ids, const Tensor& table, const Tensor* positions,
                        Tensor& out);
 void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable, Tensor* dpositions);
 
-// Causal multi-head self-attention, the core between the projections: q, k, v, out [N, T, C] with
-// C = heads x D (head h is columns [h D, (h + 1) D)); out_t = sum over s <= t of
-// softmax_s(q_t . k_s / sqrt(D)) v_s per head. lse [N, heads, T] receives each query's
-// log-sum-exp, which backward uses to recompute the probabilities without a T x T matrix kept
-// (as flash attention does). dq, dk, dv are overwritten.
-void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse,
-                       int64_t heads);
-void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                        const Tensor& dout, const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv,
-                        int64_t heads);
+// Causal multi-head self-attention, the core between the projections. qkv [N, T, 3C] holds q, k
+// and v side by side (columns [0, C), [C, 2C), [2C, 3C)) as the qkv projection writes them, so no
+// copy splits them; C = heads x D, head h uses columns [h D, (h + 1) D) of each part. out [N, T,
+// C]: out_t = sum over s <= t of softmax_s(q_t . k_s / sqrt(D)) v_s per head. lse [N, heads, T]
+// (f32) receives each query's log-sum-exp, which backward uses to recompute the probabilities
+// without a T x T matrix kept (flash attention's scheme; the GPU kernel is tiled and never forms
+// it). dqkv [N, T, 3C] is overwritten.
+void attention_forward(const Tensor& qkv, Tensor& out, Tensor& lse, int64_t heads);
+void attention_backward(const Tensor& qkv, const Tensor& out, const Tensor& dout, const Tensor& lse,
+                        Tensor& dqkv, int64_t heads);
+
+// out = a + b elementwise (residual connections); out may alias a or b.
+void add(const Tensor& a, const Tensor& b, Tensor& out);
 
 // sum(x^2) in double, for the global gradient norm.
 double sum_squares(const Tensor& x);

@@ -1,6 +1,6 @@
 // Causal self-attention on the CPU: the reference the fused GPU kernel is checked against.
 // Per (sample, head) the scores S = Q K^T / sqrt(d) are one OpenBLAS GEMM over strided views of
-// the [N, T, heads * d] tensors (row stride heads * d), the masked softmax runs row by row in
+// the packed qkv tensor, the masked softmax runs row by row in
 // float with the log-sum-exp saved, and P V is another GEMM. Backward recomputes P from the
 // log-sum-exp (as the GPU kernel does) and uses four more GEMMs.
 #include <cblas.h>
@@ -11,12 +11,18 @@
 #include <vector>
 
 #include "cpu/cpu_ops.h"
+#include "cpu/fast_math.h"
+#include "cpu/parallel.h"
 
 namespace tern::cpu {
 namespace {
 
-// Offset of head h of sample n in a [N, T, heads * d] tensor (row stride heads * d).
-inline int64_t head(const AttentionDims& a, int64_t n, int64_t h) {
+// Offsets of head h of sample n: in qkv [N, T, 3C] (q at +0, k at +C, v at +2C, row stride 3C)
+// and in out [N, T, C] (row stride C).
+inline int64_t head_in(const AttentionDims& a, int64_t n, int64_t h) {
+  return n * a.t * 3 * a.heads * a.d + h * a.d;
+}
+inline int64_t head_out(const AttentionDims& a, int64_t n, int64_t h) {
   return n * a.t * a.heads * a.d + h * a.d;
 }
 
@@ -32,64 +38,80 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const 
 void probabilities(float* p, const float* lse, int64_t t_len) {
   for (int64_t t = 0; t < t_len; ++t) {
     float* row = p + t * t_len;
-    for (int64_t s = 0; s <= t; ++s) row[s] = std::exp(row[s] - lse[t]);
+    for (int64_t s = 0; s <= t; ++s) row[s] = exp_approx(row[s] - lse[t]);
     for (int64_t s = t + 1; s < t_len; ++s) row[s] = 0.0f;
   }
 }
 
+// T x T scratch for one (sample, head) at a time, per thread.
+float* scores(std::vector<float>& v, int64_t t) {
+  if (v.size() < static_cast<size_t>(t * t)) v.resize(static_cast<size_t>(t * t));
+  return v.data();
+}
+
 }  // namespace
 
-void attention_forward(const float* q, const float* k, const float* v, float* out, float* lse,
-                       const AttentionDims& a) {
+// Every (sample, head) is independent: they are spread over the op threads.
+void attention_forward(const float* qkv, float* out, float* lse, const AttentionDims& a) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(a.d));
-  const int64_t ld = a.heads * a.d, T = a.t;
-  std::vector<float> p(static_cast<size_t>(T * T));
-  for (int64_t n = 0; n < a.n; ++n)
-    for (int64_t h = 0; h < a.heads; ++h) {
-      const int64_t o = head(a, n, h);
-      gemm(false, true, T, T, a.d, scale, q + o, ld, k + o, ld, 0.0f, p.data(), T);
+  const int64_t c = a.heads * a.d, ld = 3 * c, T = a.t;
+  parallel_for(a.n * a.heads, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> buffer;
+    float* p = scores(buffer, T);
+    for (int64_t nh = begin; nh < end; ++nh) {
+      const int64_t n = nh / a.heads, h = nh % a.heads;
+      const float* q = qkv + head_in(a, n, h);
+      const float *k = q + c, *v = q + 2 * c;
+      gemm(false, true, T, T, a.d, scale, q, ld, k, ld, 0.0f, p, T);
       float* l = lse + (n * a.heads + h) * T;
       for (int64_t t = 0; t < T; ++t) {
-        const float* row = p.data() + t * T;
+        const float* row = p + t * T;
         float m = -std::numeric_limits<float>::infinity();
         for (int64_t s = 0; s <= t; ++s) m = std::max(m, row[s]);
         double sum = 0;
-        for (int64_t s = 0; s <= t; ++s) sum += std::exp(static_cast<double>(row[s] - m));
+        for (int64_t s = 0; s <= t; ++s) sum += exp_approx(row[s] - m);
         l[t] = m + static_cast<float>(std::log(sum));
       }
-      probabilities(p.data(), l, T);
-      gemm(false, false, T, a.d, T, 1.0f, p.data(), T, v + o, ld, 0.0f, out + o, ld);
+      probabilities(p, l, T);
+      gemm(false, false, T, a.d, T, 1.0f, p, T, v, ld, 0.0f, out + head_out(a, n, h), c);
     }
+  });
 }
 
-void attention_backward(const float* q, const float* k, const float* v, const float* out,
-                        const float* dout, const float* lse, float* dq, float* dk, float* dv,
-                        const AttentionDims& a) {
+void attention_backward(const float* qkv, const float* out, const float* dout, const float* lse,
+                        float* dqkv, const AttentionDims& a) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(a.d));
-  const int64_t ld = a.heads * a.d, T = a.t;
-  std::vector<float> p(static_cast<size_t>(T * T)), dp(static_cast<size_t>(T * T));
-  for (int64_t n = 0; n < a.n; ++n)
-    for (int64_t h = 0; h < a.heads; ++h) {
-      const int64_t o = head(a, n, h);
-      gemm(false, true, T, T, a.d, scale, q + o, ld, k + o, ld, 0.0f, p.data(), T);
-      probabilities(p.data(), lse + (n * a.heads + h) * T, T);
+  const int64_t c = a.heads * a.d, ld = 3 * c, T = a.t;
+  parallel_for(a.n * a.heads, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> buffer, dbuffer;
+    float* p = scores(buffer, T);
+    float* dp = scores(dbuffer, T);
+    for (int64_t nh = begin; nh < end; ++nh) {
+      const int64_t n = nh / a.heads, h = nh % a.heads;
+      const float* q = qkv + head_in(a, n, h);
+      const float *k = q + c, *v = q + 2 * c;
+      float* dq = dqkv + head_in(a, n, h);
+      float *dk = dq + c, *dv = dq + 2 * c;
+      const float* go = dout + head_out(a, n, h);
+      const float* o = out + head_out(a, n, h);
+      gemm(false, true, T, T, a.d, scale, q, ld, k, ld, 0.0f, p, T);
+      probabilities(p, lse + (n * a.heads + h) * T, T);
       // dV = P^T dO; dP = dO V^T
-      gemm(true, false, T, a.d, T, 1.0f, p.data(), T, dout + o, ld, 0.0f, dv + o, ld);
-      gemm(false, true, T, T, a.d, 1.0f, dout + o, ld, v + o, ld, 0.0f, dp.data(), T);
+      gemm(true, false, T, a.d, T, 1.0f, p, T, go, c, 0.0f, dv, ld);
+      gemm(false, true, T, T, a.d, 1.0f, go, c, v, ld, 0.0f, dp, T);
       // dS = P * (dP - D) * scale, D_t = dO_t . O_t
       for (int64_t t = 0; t < T; ++t) {
-        const float* go = dout + o + t * ld;
-        const float* oo = out + o + t * ld;
         float delta = 0.0f;
-        for (int64_t j = 0; j < a.d; ++j) delta += go[j] * oo[j];
-        float* row = dp.data() + t * T;
-        const float* pr = p.data() + t * T;
+        for (int64_t j = 0; j < a.d; ++j) delta += go[t * c + j] * o[t * c + j];
+        float* row = dp + t * T;
+        const float* pr = p + t * T;
         for (int64_t s = 0; s < T; ++s) row[s] = pr[s] * (row[s] - delta) * scale;
       }
       // dQ = dS K; dK = dS^T Q
-      gemm(false, false, T, a.d, T, 1.0f, dp.data(), T, k + o, ld, 0.0f, dq + o, ld);
-      gemm(true, false, T, a.d, T, 1.0f, dp.data(), T, q + o, ld, 0.0f, dk + o, ld);
+      gemm(false, false, T, a.d, T, 1.0f, dp, T, k, ld, 0.0f, dq, ld);
+      gemm(true, false, T, a.d, T, 1.0f, dp, T, q, ld, 0.0f, dk, ld);
     }
+  });
 }
 
 }  // namespace tern::cpu

@@ -8,6 +8,10 @@
 // arguments and calls these.
 namespace tern::cpu {
 
+using ops::AttentionDims;
+using ops::ConvDims;
+using ops::PoolDims;
+
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
           const float* b, float beta, float* c);
 void add_bias(float* y, const float* bias, int64_t rows, int64_t cols);
@@ -34,23 +38,13 @@ void sgd_update(float* p, const float* g, float* vel,
 
 void convert(const void* src, DType from, void* dst, DType to, int64_t n);
 
-struct ConvDims {
-  int64_t n, c, h, w, k, kh, kw, stride, pad, oh, ow;
-};
 void conv2d_forward(const float* x, const float* w, const float* bias, float* y, const ConvDims& d);
 void conv2d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
                      float* dbias, const ConvDims& d, bool accumulate);
-struct AttentionDims {
-  int64_t n, t, heads, d;  // batch, sequence, heads, head size
-};
-void attention_forward(const float* q, const float* k, const float* v, float* out, float* lse,
-                       const AttentionDims& a);
-void attention_backward(const float* q, const float* k, const float* v, const float* out,
-                        const float* dout, const float* lse, float* dq, float* dk, float* dv,
-                        const AttentionDims& a);
-struct PoolDims {
-  int64_t n, c, h, w, k, stride, oh, ow;
-};
+// qkv [n, t, 3 heads d], out [n, t, heads d], lse [n, heads, t]; dqkv like qkv.
+void attention_forward(const float* qkv, float* out, float* lse, const AttentionDims& a);
+void attention_backward(const float* qkv, const float* out, const float* dout, const float* lse,
+                        float* dqkv, const AttentionDims& a);
 void pool2d_forward(ops::Pool pool, const float* x, float* y, const PoolDims& d);
 void pool2d_backward(ops::Pool pool, const float* x, const float* dy, float* dx, const PoolDims& d);
 

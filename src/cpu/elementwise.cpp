@@ -6,6 +6,8 @@
 #include <string>
 
 #include "cpu/cpu_ops.h"
+#include "cpu/fast_math.h"
+#include "cpu/parallel.h"
 #include "tern/philox.h"
 
 namespace tern::cpu {
@@ -14,37 +16,6 @@ namespace {
 // GELU with the tanh approximation (GPT-2's, PyTorch's approximate="tanh").
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluA = 0.044715f;
-
-// exp(y) for y in [-88, 88]: y = k ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor series to
-// r^7 (relative error under 2e-7), 2^k put straight into the exponent bits. No calls and no
-// branches, so the loops around it vectorise (libm's expf/tanhf are scalar calls: GELU in a
-// transformer spent half its time in them).
-inline float exp_approx(float y) {
-  y = y < -87.0f ? -87.0f : (y > 87.0f ? 87.0f : y);
-  // Round y / ln 2 to the nearest integer by adding and removing 1.5 * 2^23.
-  const float k = (y * 1.4426950408889634f + 12582912.0f) - 12582912.0f;
-  const float r = y - k * 0.693145751953125f - k * 1.428606765330187e-06f;  // ln 2, split
-  float p = 1.0f / 5040;
-  p = p * r + 1.0f / 720;
-  p = p * r + 1.0f / 120;
-  p = p * r + 1.0f / 24;
-  p = p * r + 1.0f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
-  return p * std::bit_cast<float>(bits);
-}
-
-// tanh(x): its odd Taylor series to x^9 below |x| = 0.25 (where 1 - 2 / (e^2x + 1) would lose
-// digits to cancellation), that expression above it; relative error under 5e-7.
-inline float tanh_approx(float x) {
-  const float a = std::fabs(x), x2 = x * x;
-  const float small =
-      x * (1.0f + x2 * (-1.0f / 3 + x2 * (2.0f / 15 + x2 * (-17.0f / 315 + x2 * (62.0f / 2835)))));
-  const float large = std::copysign(1.0f - 2.0f / (exp_approx(2.0f * a) + 1.0f), x);
-  return a < 0.25f ? small : large;
-}
 
 }  // namespace
 
@@ -63,49 +34,63 @@ void bias_grad(const float* dy, float* dbias, int64_t rows, int64_t cols, bool a
   }
 }
 
-void activation_forward(ops::Activation act, const float* x, float* y, int64_t n) {
-  switch (act) {
-    case ops::Activation::relu:
-      for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-      break;
-    case ops::Activation::tanh:
-      for (int64_t i = 0; i < n; ++i) y[i] = tanh_approx(x[i]);
-      break;
-    case ops::Activation::gelu:
-      for (int64_t i = 0; i < n; ++i) {
-        float v = x[i];
-        y[i] = 0.5f * v * (1.0f + tanh_approx(kGeluC * (v + kGeluA * v * v * v)));
-      }
-      break;
-  }
+// Elementwise loops run over ranges of this many elements on the op threads.
+constexpr int64_t kElementGrain = 16384;
+
+void activation_forward(ops::Activation act, const float* x_all, float* y_all, int64_t count) {
+  parallel_for(count, kElementGrain, [&](int64_t begin, int64_t end) {
+    const float* x = x_all + begin;
+    float* y = y_all + begin;
+    const int64_t n = end - begin;
+    switch (act) {
+      case ops::Activation::relu:
+        for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        break;
+      case ops::Activation::tanh:
+        for (int64_t i = 0; i < n; ++i) y[i] = tanh_approx(x[i]);
+        break;
+      case ops::Activation::gelu:
+        for (int64_t i = 0; i < n; ++i) {
+          float v = x[i];
+          y[i] = 0.5f * v * (1.0f + tanh_approx(kGeluC * (v + kGeluA * v * v * v)));
+        }
+        break;
+    }
+  });
 }
 
-void activation_backward(ops::Activation act, const float* x, const float* dy, float* dx,
-                         int64_t n) {
-  switch (act) {
-    case ops::Activation::relu:
-      // Both operands loaded before the select, so the loop vectorises instead of branching.
-      for (int64_t i = 0; i < n; ++i) {
-        const float g = dy[i];
-        dx[i] = x[i] > 0.0f ? g : 0.0f;
-      }
-      break;
-    case ops::Activation::tanh:
-      for (int64_t i = 0; i < n; ++i) {
-        float t = tanh_approx(x[i]);
-        dx[i] = dy[i] * (1.0f - t * t);
-      }
-      break;
-    case ops::Activation::gelu:
-      for (int64_t i = 0; i < n; ++i) {
-        float v = x[i];
-        float u = kGeluC * (v + kGeluA * v * v * v);
-        float t = tanh_approx(u);
-        float du = kGeluC * (1.0f + 3.0f * kGeluA * v * v);
-        dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
-      }
-      break;
-  }
+void activation_backward(ops::Activation act, const float* x_all, const float* dy_all,
+                         float* dx_all, int64_t count) {
+  parallel_for(count, kElementGrain, [&](int64_t begin, int64_t end) {
+    const float* x = x_all + begin;
+    const float* dy = dy_all + begin;
+    float* dx = dx_all + begin;
+    const int64_t n = end - begin;
+    switch (act) {
+      case ops::Activation::relu:
+        // Both operands loaded before the select, so the loop vectorises instead of branching.
+        for (int64_t i = 0; i < n; ++i) {
+          const float g = dy[i];
+          dx[i] = x[i] > 0.0f ? g : 0.0f;
+        }
+        break;
+      case ops::Activation::tanh:
+        for (int64_t i = 0; i < n; ++i) {
+          float t = tanh_approx(x[i]);
+          dx[i] = dy[i] * (1.0f - t * t);
+        }
+        break;
+      case ops::Activation::gelu:
+        for (int64_t i = 0; i < n; ++i) {
+          float v = x[i];
+          float u = kGeluC * (v + kGeluA * v * v * v);
+          float t = tanh_approx(u);
+          float du = kGeluC * (1.0f + 3.0f * kGeluA * v * v);
+          dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+        }
+        break;
+    }
+  });
 }
 
 void dropout(const float* x, float* y, int64_t rows, int64_t cols, float p, ops::DropoutKey key) {

@@ -562,6 +562,226 @@ TEST_F(CudaBackend, SgdUpdate) {
       }
 }
 
+// ---- convolution, pooling, batch norm -----------------------------------------------------------
+
+struct ConvCase {
+  int64_t n, c, h, w, k, kernel, stride, pad;
+};
+const ConvCase kConvCases[] = {{2, 3, 9, 7, 4, 3, 1, 1},  {5, 1, 8, 8, 8, 3, 2, 0},
+                               {1, 16, 5, 5, 3, 5, 1, 2}, {3, 6, 11, 13, 5, 2, 3, 1},
+                               {1, 1, 1, 1, 1, 1, 1, 0},  {0, 3, 8, 8, 4, 3, 1, 1}};
+
+TEST_F(CudaBackend, Conv2dForwardBackward) {
+  for (const ConvCase& p : kConvCases)
+    for (DType dt : kFloatTypes)
+      for (bool with_bias : {false, true})
+        for (bool accumulate : {false, true}) {
+          Case cs("conv2d n=" + std::to_string(p.n) + " c=" + std::to_string(p.c) + " " +
+                      std::to_string(p.h) + "x" + std::to_string(p.w) +
+                      " k=" + std::to_string(p.k) + " " + std::to_string(p.kernel) + "x" +
+                      std::to_string(p.kernel) + " stride " + std::to_string(p.stride) + " pad " +
+                      std::to_string(p.pad) + (with_bias ? " +bias" : "") +
+                      (accumulate ? " accumulate" : ""),
+                  dt);
+          const ops::Conv2dGeometry g{p.stride, p.pad};
+          const int64_t oh = (p.h + 2 * p.pad - p.kernel) / p.stride + 1;
+          const int64_t ow = (p.w + 2 * p.pad - p.kernel) / p.stride + 1;
+          const Shape xs{p.n, p.c, p.h, p.w}, ws{p.k, p.c, p.kernel, p.kernel},
+              ys{p.n, p.k, oh, ow};
+          Tensor x = cs.input(xs), w = cs.input(ws), bias = cs.input({p.k});
+          Tensor y = Tensor::empty(ys), yg = cs.poison(ys);
+          Tensor xg = cs.gpu(x), wg = cs.gpu(w), biasg = cs.gpu(bias);
+          ops::conv2d_forward(x, w, with_bias ? &bias : nullptr, y, g);
+          try {
+            ops::conv2d_forward(xg, wg, with_bias ? &biasg : nullptr, yg, g);
+            device_synchronize(kGpu);
+          } catch (const std::exception& e) {
+            ADD_FAILURE() << cs.name << ": " << e.what();
+            continue;
+          }
+          cs.check("y", y, yg);
+          Tensor dy = cs.input(ys), dx = Tensor::empty(xs), dxg = cs.poison(xs);
+          Tensor dw = accumulate ? cs.f32_input(ws) : Tensor::zeros(ws);
+          Tensor db = accumulate ? cs.f32_input({p.k}) : Tensor::zeros({p.k});
+          Tensor dwg = accumulate ? cs.gpu(dw, DType::f32) : cs.poison(ws, DType::f32);
+          Tensor dbg = accumulate ? cs.gpu(db, DType::f32) : cs.poison({p.k}, DType::f32);
+          ops::conv2d_backward(x, w, dy, &dx, dw, with_bias ? &db : nullptr, g, accumulate);
+          ops::conv2d_backward(xg, wg, cs.gpu(dy), &dxg, dwg, with_bias ? &dbg : nullptr, g,
+                               accumulate);
+          if (p.n > 0) cs.check("dx", dx, dxg);
+          cs.check("dw", dw, dwg);
+          if (with_bias) cs.check("dbias", db, dbg);
+        }
+}
+
+TEST_F(CudaBackend, Pool2dForwardBackward) {
+  struct P {
+    int64_t n, c, h, w, k, stride;
+  };
+  const P cases[] = {{2, 3, 8, 8, 2, 2}, {3, 5, 9, 7, 3, 2}, {1, 2, 13, 11, 3, 1},
+                     {4, 1, 5, 6, 5, 5}, {1, 1, 1, 1, 1, 1}, {2, 33, 28, 28, 2, 2}};
+  for (const P& p : cases)
+    for (ops::Pool pool : {ops::Pool::max, ops::Pool::avg})
+      for (DType dt : kFloatTypes) {
+        Case cs(std::string(pool == ops::Pool::max ? "maxpool" : "avgpool") + " " +
+                    std::to_string(p.h) + "x" + std::to_string(p.w) + " k=" + std::to_string(p.k) +
+                    " stride " + std::to_string(p.stride),
+                dt);
+        const int64_t oh = (p.h - p.k) / p.stride + 1, ow = (p.w - p.k) / p.stride + 1;
+        const Shape xs{p.n, p.c, p.h, p.w}, ys{p.n, p.c, oh, ow};
+        Tensor x = cs.input(xs), y = Tensor::empty(ys), yg = cs.poison(ys), xg = cs.gpu(x);
+        ops::pool2d_forward(pool, x, y, p.k, p.stride);
+        ops::pool2d_forward(pool, xg, yg, p.k, p.stride);
+        cs.check("y", y, yg);
+        Tensor dy = cs.input(ys), dx = Tensor::empty(xs), dxg = cs.poison(xs);
+        ops::pool2d_backward(pool, x, dy, dx, p.k, p.stride);
+        ops::pool2d_backward(pool, xg, cs.gpu(dy), dxg, p.k, p.stride);
+        cs.check("dx", dx, dxg);
+      }
+}
+
+void compare_sums(const std::string& what, const std::vector<double>& cpu,
+                  const std::vector<double>& gpu, double tol) {
+  ASSERT_EQ(cpu.size(), gpu.size()) << what;
+  for (size_t i = 0; i < cpu.size(); ++i)
+    EXPECT_LE(std::abs(gpu[i] - cpu[i]), tol * std::max(1.0, std::abs(cpu[i])))
+        << what << " sum " << i << ": " << gpu[i] << " on the GPU, " << cpu[i] << " on the CPU";
+}
+
+TEST_F(CudaBackend, BatchNormForwardBackward) {
+  const Shape shapes[] = {{7, 3, 25}, {64, 16, 1}, {3, 5, 1000}, {1, 1, 1}, {300, 4, 49}};
+  for (const Shape& s : shapes)
+    for (DType dt : kFloatTypes) {
+      const int64_t c = s[1];
+      Case cs("batchnorm " + shape_str(s), dt);
+      Tensor x = cs.input(s, -2, 3), xg = cs.gpu(x);
+      // The sums are in double on both sides: only the order of the additions differs.
+      std::vector<double> sums, sums_g;
+      ops::batchnorm_sums(x, c, sums);
+      ops::batchnorm_sums(xg, c, sums_g);
+      compare_sums(cs.name + ": forward sums", sums, sums_g, 1e-9);
+      // Statistics as the layer forms them; gamma, beta f32 parameters.
+      const double count = static_cast<double>(s[0] * s[2]);
+      Tensor mean = Tensor::empty({c}), rstd = Tensor::empty({c});
+      for (int64_t i = 0; i < c; ++i) {
+        const double mu = sums[i] / count, var = std::max(sums[c + i] / count - mu * mu, 0.0);
+        mean.data<float>()[i] = static_cast<float>(mu);
+        rstd.data<float>()[i] = static_cast<float>(1.0 / std::sqrt(var + 1e-5));
+      }
+      Tensor gamma = cs.f32_input({c}, 0.5f, 1.5f), beta = cs.f32_input({c});
+      Tensor meang = cs.gpu(mean, DType::f32), rstdg = cs.gpu(rstd, DType::f32),
+             gammag = cs.gpu(gamma, DType::f32);
+      Tensor y = Tensor::empty(s), yg = cs.poison(s);
+      ops::batchnorm_forward(x, mean, rstd, gamma, beta, y);
+      ops::batchnorm_forward(xg, meang, rstdg, gammag, cs.gpu(beta, DType::f32), yg);
+      cs.check("y", y, yg);
+      Tensor dy = cs.input(s), dyg = cs.gpu(dy);
+      Tensor dgamma = cs.f32_input({c}), dbeta = cs.f32_input({c});
+      Tensor dgammag = cs.gpu(dgamma, DType::f32), dbetag = cs.gpu(dbeta, DType::f32);
+      std::vector<double> bsums, bsums_g;
+      ops::batchnorm_backward_sums(dy, x, mean, rstd, bsums, dgamma, dbeta);
+      ops::batchnorm_backward_sums(dyg, xg, meang, rstdg, bsums_g, dgammag, dbetag);
+      compare_sums(cs.name + ": backward sums", bsums, bsums_g, 1e-6);
+      cs.check("dgamma (accumulated)", dgamma, dgammag);
+      cs.check("dbeta (accumulated)", dbeta, dbetag);
+      // The same global sums on both sides, so dx is compared on its own.
+      Tensor dx = Tensor::empty(s), dxg = cs.poison(s);
+      ops::batchnorm_backward(dy, x, mean, rstd, gamma, bsums, count, dx);
+      ops::batchnorm_backward(dyg, xg, meang, rstdg, gammag, bsums, count, dxg);
+      cs.check("dx", dx, dxg);
+    }
+}
+
+// ---- embedding, attention, residual add ---------------------------------------------------------
+
+TEST_F(CudaBackend, EmbeddingForwardBackward) {
+  struct E {
+    int64_t n, seq, vocab, dim;
+  };
+  const E cases[] = {{3, 17, 65, 13}, {8, 256, 65, 384}, {1, 1, 2, 1}, {5, 33, 1000, 64}};
+  for (const E& p : cases)
+    for (DType dt : kFloatTypes) {
+      Case cs("embedding n=" + std::to_string(p.n) + " seq=" + std::to_string(p.seq) +
+                  " vocab=" + std::to_string(p.vocab) + " dim=" + std::to_string(p.dim),
+              dt);
+      Tensor ids = Tensor::empty({p.n, p.seq}, DType::i32);
+      // A skewed draw, so some ids repeat many times and some never appear.
+      std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(p.vocab - 1));
+      for (int64_t i = 0; i < ids.numel(); ++i)
+        ids.data<int32_t>()[i] = i % 3 ? pick(cs.rng) / 2 : pick(cs.rng);
+      Tensor table = cs.f32_input({p.vocab, p.dim}), pos = cs.f32_input({p.seq + 3, p.dim});
+      const Shape os{p.n, p.seq, p.dim};
+      Tensor out = Tensor::empty(os), outg = cs.poison(os), idsg = ids.to(kGpu);
+      Tensor tableg = cs.gpu(table, DType::f32), posg = cs.gpu(pos, DType::f32);
+      ops::embedding_forward(ids, table, &pos, out);
+      ops::embedding_forward(idsg, tableg, &posg, outg);
+      cs.check("out", dt == DType::bf16 ? round_bf16(out) : out, outg);
+      Tensor dout = cs.input(os), dtable = cs.f32_input({p.vocab, p.dim}),
+             dpos = cs.f32_input({p.seq + 3, p.dim});
+      Tensor dtableg = cs.gpu(dtable, DType::f32), dposg = cs.gpu(dpos, DType::f32);
+      ops::embedding_backward(ids, dout, dtable, &dpos);
+      ops::embedding_backward(idsg, cs.gpu(dout), dtableg, &dposg);
+      cs.check("dtable", dtable, dtableg);
+      cs.check("dpositions", dpos, dposg);
+      // An id outside the table: out_of_range naming the position, as on the CPU.
+      ids.data<int32_t>()[ids.numel() - 1] = static_cast<int32_t>(p.vocab);
+      Tensor bad = ids.to(kGpu);
+      EXPECT_THROW(ops::embedding_forward(bad, tableg, &posg, outg), std::out_of_range) << cs.name;
+    }
+}
+
+TEST_F(CudaBackend, AttentionForwardBackward) {
+  struct A {
+    int64_t n, seq, heads, d;
+  };
+  // Sequence lengths that are and are not multiples of the kernels' tiles; head sizes up to 128,
+  // and one that is not a multiple of 16.
+  const A cases[] = {{2, 1, 1, 8},    {2, 17, 2, 16},   {1, 64, 4, 32}, {2, 100, 6, 64},
+                     {1, 257, 2, 64}, {1, 130, 1, 128}, {1, 33, 3, 20}, {4, 256, 6, 64}};
+  for (const A& p : cases)
+    for (DType dt : kFloatTypes) {
+      Case cs("attention n=" + std::to_string(p.n) + " seq=" + std::to_string(p.seq) +
+                  " heads=" + std::to_string(p.heads) + " d=" + std::to_string(p.d),
+              dt);
+      const int64_t c = p.heads * p.d;
+      const Shape qs{p.n, p.seq, 3 * c}, os{p.n, p.seq, c}, ls{p.n, p.heads, p.seq};
+      Tensor qkv = cs.input(qs, -2, 2), qkvg = cs.gpu(qkv);
+      Tensor out = Tensor::empty(os), lse = Tensor::empty(ls);
+      Tensor outg = cs.poison(os), lseg = cs.poison(ls, DType::f32);
+      ops::attention_forward(qkv, out, lse, p.heads);
+      try {
+        ops::attention_forward(qkvg, outg, lseg, p.heads);
+        device_synchronize(kGpu);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << cs.name << ": " << e.what();
+        continue;
+      }
+      cs.check("out", out, outg);
+      cs.check("lse", lse, lseg);
+      // Backward from the CPU's forward results on both sides (out rounded as the GPU stores it).
+      if (dt == DType::bf16) out = round_bf16(out);
+      Tensor dout = cs.input(os), dqkv = Tensor::empty(qs), dqkvg = cs.poison(qs);
+      ops::attention_backward(qkv, out, dout, lse, dqkv, p.heads);
+      ops::attention_backward(qkvg, cs.gpu(out), cs.gpu(dout), cs.gpu(lse, DType::f32), dqkvg,
+                              p.heads);
+      cs.check("dqkv", dqkv, dqkvg);
+    }
+}
+
+TEST_F(CudaBackend, AddMayWriteInPlace) {
+  for (int64_t n : kFlatSizes)
+    for (DType dt : kFloatTypes) {
+      Case cs("add n=" + std::to_string(n), dt);
+      Tensor a = cs.input({n}), b = cs.input({n}), out = Tensor::empty({n});
+      ops::add(a, b, out);
+      Tensor ag = cs.gpu(a), bg = cs.gpu(b), outg = cs.poison({n});
+      ops::add(ag, bg, outg);
+      cs.check("out", dt == DType::bf16 ? round_bf16(out) : out, outg);
+      ops::add(ag, bg, bg);
+      cs.check("out in place", dt == DType::bf16 ? round_bf16(out) : out, bg);
+    }
+}
+
 // ---- argument checks ----------------------------------------------------------------------------
 
 TEST_F(CudaBackend, OpsRejectMixedDevices) {

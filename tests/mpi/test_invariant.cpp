@@ -110,7 +110,6 @@ TEST(WRankInvariant, SgdWithAccumulation) {
 // Batch norm's statistics are reduced over the ranks: W ranks still train as one.
 TEST(WRankInvariant, SynchronisedBatchNorm) {
   TrainerConfig c = base_config();
-  if (c.run.device == "cuda") GTEST_SKIP() << "batchnorm has no CUDA implementation yet";
   // No bias before a batch norm: its gradient is zero up to rounding, which AdamW would turn into
   // full-size steps in different directions on W ranks and on 1.
   c.model.layers = {

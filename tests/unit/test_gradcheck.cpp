@@ -6,6 +6,7 @@
 #include <random>
 #include <set>
 
+#include "tern/error.h"
 #include "tern/layers.h"
 #include "tern/model.h"
 #include "test_util.h"
@@ -209,6 +210,46 @@ TEST(GradCheck, WholeModelMatchesFiniteDifferences) {
                 kTol)
           << info.name << " [" << i - info.offset << "]";
     }
+}
+
+// Weight tying: the output layer reads the embedding's token table, the table is stored once, and
+// its gradient is the sum of both layers' contributions (checked against finite differences).
+TEST(GradCheck, TiedEmbeddingAndOutputLayer) {
+  const std::vector<std::string> layers = {"embedding vocab=6 dim=4", "layernorm",
+                                           "linear out=6 bias=false tie=embedding"};
+  Model tied(layers, "softmax_cross_entropy", {3});
+  Model untied({"embedding vocab=6 dim=4", "layernorm", "linear out=6 bias=false"},
+               "softmax_cross_entropy", {3});
+  ASSERT_EQ(tied.param_table().size(), untied.param_table().size() - 1);
+  EXPECT_LT(tied.num_params(), untied.num_params());
+  // Values well above the difference step (the default init draws the table from N(0, 0.02)).
+  const Tensor values = random_tensor({tied.num_params()}, 3, -0.8f, 0.8f);
+  tied.params().copy_from(values);
+  Tensor x = Tensor::empty({2, 3}, DType::i32), y = Tensor::empty({2, 3}, DType::i32);
+  for (int i = 0; i < 6; ++i) x.data<int32_t>()[i] = (i * 5) % 6, y.data<int32_t>()[i] = i % 6;
+  StepContext ctx{true, 1, 0, nullptr};
+  auto loss = [&] {
+    tied.forward(x, ctx);
+    return tied.loss(y.reshape({6}), 1.0f / 6, false).loss_sum / 6;
+  };
+  tied.zero_grads();
+  tied.forward(x, ctx);
+  tied.loss(y.reshape({6}), 1.0f / 6, true);
+  tied.backward(ctx, nullptr);
+  Tensor& p = tied.params();
+  const ParamInfo& table = tied.param_table()[0];
+  ASSERT_EQ(table.name, "0.embedding.token");
+  for (int64_t i = table.offset; i < table.offset + shape_numel(table.shape); ++i)
+    EXPECT_LT(rel_err(tied.grads().data<float>()[i], numeric_grad(p.data<float>()[i], loss)), kTol)
+        << "token table [" << i - table.offset << "]";
+  // A tie with nothing to tie to, or to a table of the wrong shape, names the layer.
+  EXPECT_THROW(Model({"linear out=6 tie=embedding"}, "mse", {4}), InputError);
+  EXPECT_THROW(Model({"embedding vocab=6 dim=4", "linear out=5 tie=embedding"},
+                     "softmax_cross_entropy", {3}),
+               InputError);
+  EXPECT_THROW(
+      Model({"embedding vocab=6 dim=4", "linear out=6 tie=token"}, "softmax_cross_entropy", {3}),
+      InputError);
 }
 
 TEST(Model, FlatBufferLayout) {

@@ -1,0 +1,137 @@
+#include "cpu/parallel.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__SSE3__)
+#include <xmmintrin.h>
+#endif
+
+namespace tern::cpu {
+namespace {
+
+// Workers wait for a job; a job is a function over chunks handed out by an atomic counter. The
+// caller takes chunks too, then waits until every worker has finished this job.
+class Pool {
+ public:
+  explicit Pool(int workers) {
+    for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { work(); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  int size() const { return static_cast<int>(threads_.size()) + 1; }
+
+  void run(int64_t chunks, const std::function<void(int64_t)>& chunk) {
+#if defined(__SSE3__)
+    csr_ = _mm_getcsr();  // workers compute with the caller's denormal flushing
+#endif
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &chunk;
+      chunks_ = chunks;
+      next_.store(0);
+      busy_ = static_cast<int>(threads_.size());
+      error_ = nullptr;
+      ++generation_;
+    }
+    wake_.notify_all();
+    take(chunk);
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return busy_ == 0; });
+    job_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void take(const std::function<void(int64_t)>& chunk) {
+    for (int64_t i = next_.fetch_add(1); i < chunks_; i = next_.fetch_add(1)) chunk(i);
+  }
+  void work() {
+    uint64_t seen = 0;
+    for (;;) {
+      const std::function<void(int64_t)>* job = nullptr;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+        if (stop_) return;
+        seen = generation_;
+        job = job_;
+      }
+#if defined(__SSE3__)
+      _mm_setcsr(csr_);
+#endif
+      try {
+        take(*job);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!error_) error_ = std::current_exception();
+      }
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (--busy_ == 0) done_.notify_one();
+      }
+    }
+  }
+
+  std::vector<std::thread> threads_;
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int64_t)>* job_ = nullptr;
+  int64_t chunks_ = 0;
+  std::atomic<int64_t> next_{0};
+  int busy_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+  unsigned csr_ = 0;
+};
+
+std::mutex pool_mutex;
+Pool* pool = nullptr;  // replaced by set_op_threads; jobs run from one thread at a time
+int threads = 1;
+
+}  // namespace
+
+void set_op_threads(int n) {
+  std::lock_guard<std::mutex> lock(pool_mutex);
+  n = std::max(n, 1);
+  if (n == threads) return;
+  delete pool;
+  pool = n > 1 ? new Pool(n - 1) : nullptr;
+  threads = n;
+}
+
+int op_threads() { return threads; }
+
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  // A thread other than the pool's owner (a serving worker, the checkpoint writer) runs inline:
+  // the pool takes one job at a time.
+  std::unique_lock<std::mutex> lock(pool_mutex, std::try_to_lock);
+  if (!lock.owns_lock() || !pool || n < 2 * grain) {
+    fn(0, n);
+    return;
+  }
+  // A few chunks per thread even out uneven pieces (causal attention's heads are equal; rows of
+  // a layer norm are too, but threads start at different times).
+  const int64_t chunks = std::min<int64_t>(n / grain, 4 * static_cast<int64_t>(threads));
+  const int64_t per = (n + chunks - 1) / chunks;
+  pool->run(chunks, [&](int64_t c) {
+    const int64_t begin = c * per, end = std::min(n, begin + per);
+    if (begin < end) fn(begin, end);
+  });
+}
+
+}  // namespace tern::cpu
