@@ -148,15 +148,43 @@ std::unique_ptr<InferenceModel> InferenceModel::clone() const {
   return m;
 }
 
-void InferenceModel::predict_tokens(const int32_t* ids, int64_t rows, float* out) {
+int64_t InferenceModel::vocab_size() const {
+  const auto& table = model_->param_table();
+  if (model_->num_layers() < 1 || std::string(model_->layer(0).type()) != "embedding" ||
+      table.empty() || table.front().layer != 0 || table.front().shape.size() != 2)
+    return 0;
+  return table.front().shape[0];  // "0.embedding.token": [vocab, dim]
+}
+
+const Tensor& InferenceModel::forward_tokens(const int32_t* ids, int64_t rows) {
   if (info_.input_datatype != "INT32")
     throw InputError("this model takes " + info_.input_datatype + " features, not token ids");
   Shape shape = info_.input_shape;
   shape.insert(shape.begin(), rows);
   Tensor x = Tensor::empty(shape, DType::i32);
   std::copy_n(ids, x.numel(), x.data<int32_t>());
-  const Tensor& y = model_->forward(x, StepContext{false, 0, 0, nullptr});
+  return model_->forward(x, StepContext{false, 0, 0, nullptr});
+}
+
+void InferenceModel::predict_tokens(const int32_t* ids, int64_t rows, float* out) {
+  const Tensor& y = forward_tokens(ids, rows);
   std::copy_n(y.data<float>(), y.numel(), out);
+}
+
+void InferenceModel::predict_last(const int32_t* ids, const int64_t* lengths, int64_t rows,
+                                  float* out) {
+  const Shape& os = model_->output_shape();
+  if (info_.input_shape.size() != 1 || os.size() != 2 || os[0] != info_.input_shape[0])
+    throw InputError("output " + shape_str(os) + " is not one row of logits per position of " +
+                     shape_str(info_.input_shape));
+  const int64_t positions = os[0], vocab = os[1];
+  for (int64_t r = 0; r < rows; ++r)
+    if (lengths[r] < 1 || lengths[r] > positions)
+      throw InputError("row " + std::to_string(r) + ": length " + std::to_string(lengths[r]) +
+                       " is outside [1, " + std::to_string(positions) + "]");
+  const float* y = forward_tokens(ids, rows).data<float>();
+  for (int64_t r = 0; r < rows; ++r)
+    std::copy_n(y + (r * positions + lengths[r] - 1) * vocab, vocab, out + r * vocab);
 }
 
 void InferenceModel::predict(const float* x, int64_t rows, float* out) {

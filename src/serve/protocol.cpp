@@ -38,41 +38,45 @@ std::string shape_text(const std::vector<int64_t>& shape) {
   return out + "]";
 }
 
-// Reads one JSON element of the declared datatype; false if it is not one.
-using JsonReader = bool (*)(const json&, float&);
-// Converts n little-endian elements to float.
-using BinaryReader = void (*)(const char*, size_t, float*);
+// Reads one JSON element of the declared datatype into Out (float for features, double for
+// token ids, which are checked for whole numbers and their range after); false if it is not one.
+template <class Out>
+using JsonReader = bool (*)(const json&, Out&);
+// Converts n little-endian elements to Out.
+template <class Out>
+using BinaryReader = void (*)(const char*, size_t, Out*);
 
-template <class T>
-bool read_json(const json& e, float& out) {
+template <class T, class Out>
+bool read_json(const json& e, Out& out) {
   if constexpr (std::is_floating_point_v<T>) {
     if (!e.is_number()) return false;
-    out = static_cast<float>(e.get<double>());
+    // Through the declared type: an FP32 value is what a float holds.
+    out = static_cast<Out>(static_cast<T>(e.get<double>()));
     return true;
   } else {
     if (e.is_number_unsigned()) {
       const uint64_t v = e.get<uint64_t>();
       if (v > static_cast<uint64_t>(std::numeric_limits<T>::max())) return false;
-      out = static_cast<float>(v);
+      out = static_cast<Out>(v);
       return true;
     }
     if (!e.is_number_integer() || std::is_unsigned_v<T>) return false;
     const int64_t v = e.get<int64_t>();
     if (v < static_cast<int64_t>(std::numeric_limits<T>::min())) return false;
-    out = static_cast<float>(v);
+    out = static_cast<Out>(v);
     return true;
   }
 }
 
-template <class T>
-void read_binary(const char* src, size_t n, float* dst) {
-  if constexpr (std::is_same_v<T, float>) {
-    std::memcpy(dst, src, n * sizeof(float));
+template <class T, class Out>
+void read_binary(const char* src, size_t n, Out* dst) {
+  if constexpr (std::is_same_v<T, Out>) {
+    std::memcpy(dst, src, n * sizeof(Out));
   } else {
     for (size_t i = 0; i < n; ++i) {
       T v;
       std::memcpy(&v, src + i * sizeof(T), sizeof(T));
-      dst[i] = static_cast<float>(v);
+      dst[i] = static_cast<Out>(v);
     }
   }
 }
@@ -80,13 +84,20 @@ void read_binary(const char* src, size_t n, float* dst) {
 struct DataType {
   std::string_view name;
   size_t size;
-  JsonReader from_json;
-  BinaryReader from_binary;
+  JsonReader<float> from_json;
+  BinaryReader<float> from_binary;
+  JsonReader<double> ids_from_json;
+  BinaryReader<double> ids_from_binary;
 };
 
 template <class T>
 constexpr DataType type_of(std::string_view name) {
-  return {name, sizeof(T), &read_json<T>, &read_binary<T>};
+  return {name,
+          sizeof(T),
+          &read_json<T, float>,
+          &read_binary<T, float>,
+          &read_json<T, double>,
+          &read_binary<T, double>};
 }
 
 // The model computes in FP32; other numeric types are converted on the way in (a tern
@@ -106,8 +117,10 @@ const DataType* find_type(std::string_view name) {
 }
 
 // Appends the numbers of `node` (flat, or nested to match `shape`) to `out`.
+template <class Out>
 void flatten(const json& node, size_t depth, const std::vector<int64_t>& shape,
-             const DataType& type, const std::string& input, std::vector<float>& out) {
+             const DataType& type, JsonReader<Out> read, const std::string& input,
+             std::vector<Out>& out) {
   const bool nested = !node.empty() && node.front().is_array();
   if (nested) {
     if (depth + 1 >= shape.size())
@@ -121,7 +134,7 @@ void flatten(const json& node, size_t depth, const std::vector<int64_t>& shape,
       if (!e.is_array())
         bad("input " + quote(input) + ": 'data' mixes numbers and arrays at depth " +
             std::to_string(depth + 1));
-      flatten(e, depth + 1, shape, type, input, out);
+      flatten(e, depth + 1, shape, type, read, input, out);
     }
     return;
   }
@@ -130,8 +143,8 @@ void flatten(const json& node, size_t depth, const std::vector<int64_t>& shape,
         " numbers at depth " + std::to_string(depth) + ", its shape " + shape_text(shape) +
         " does not nest that way");
   for (const auto& e : node) {
-    float v;
-    if (!type.from_json(e, v))
+    Out v;
+    if (!read(e, v))
       bad("input " + quote(input) + ": 'data' element " + std::to_string(out.size()) + " (" +
           e.dump(-1, ' ', false, json::error_handler_t::replace) + ") is not a valid " +
           std::string(type.name) + " value");
@@ -139,17 +152,35 @@ void flatten(const json& node, size_t depth, const std::vector<int64_t>& shape,
   }
 }
 
-// The request's shape, checked against the schema; returns the number of rows.
-int64_t check_shape(const json& shape_json, const ModelSchema& schema, const std::string& input,
-                    std::vector<int64_t>& shape) {
+// The request's 'shape', as numbers.
+std::vector<int64_t> read_shape(const json& shape_json, const std::string& input) {
   if (!shape_json.is_array() || shape_json.empty())
     bad("input " + quote(input) + ": 'shape' must be a non-empty array of integers");
+  std::vector<int64_t> shape;
   for (const auto& d : shape_json) {
     if (!d.is_number_unsigned() || d.get<uint64_t>() > (1ull << 40))
       bad("input " + quote(input) + ": 'shape' " + shape_json.dump() +
           " must hold non-negative integers");
     shape.push_back(d.get<int64_t>());
   }
+  return shape;
+}
+
+// The number of rows, shape[0], checked against max_batch_size.
+int64_t check_rows(const std::vector<int64_t>& shape, const ModelSchema& schema,
+                   const std::string& input) {
+  const int64_t rows = shape[0];
+  if (rows < 1) bad("input " + quote(input) + ": shape " + shape_text(shape) + " has no rows");
+  if (schema.max_batch_size > 0 && rows > schema.max_batch_size)
+    bad("input " + quote(input) + ": " + std::to_string(rows) +
+        " rows exceed the model's max_batch_size " + std::to_string(schema.max_batch_size));
+  return rows;
+}
+
+// The request's shape, checked against the schema; returns the number of rows.
+int64_t check_shape(const json& shape_json, const ModelSchema& schema, const std::string& input,
+                    std::vector<int64_t>& shape) {
+  shape = read_shape(shape_json, input);
   const int64_t features = schema.input_features();
   std::vector<int64_t> expected = {-1};
   expected.insert(expected.end(), schema.input_shape.begin(), schema.input_shape.end());
@@ -160,12 +191,63 @@ int64_t check_shape(const json& shape_json, const ModelSchema& schema, const std
   if (!match)
     bad("input " + quote(input) + ": shape " + shape_text(shape) + " does not match the model's " +
         shape_text(expected));
-  const int64_t rows = shape[0];
-  if (rows < 1) bad("input " + quote(input) + ": shape " + shape_text(shape) + " has no rows");
-  if (schema.max_batch_size > 0 && rows > schema.max_batch_size)
-    bad("input " + quote(input) + ": " + std::to_string(rows) +
-        " rows exceed the model's max_batch_size " + std::to_string(schema.max_batch_size));
+  return check_rows(shape, schema, input);
+}
+
+// Token models: the shape must be [rows, L] with min_tokens <= L <= the context.
+int64_t check_token_shape(const json& shape_json, const ModelSchema& schema,
+                          const std::string& input, std::vector<int64_t>& shape) {
+  shape = read_shape(shape_json, input);
+  const int64_t context = schema.input_features();
+  const bool fixed = schema.min_tokens >= context;
+  const std::string per_row =
+      fixed ? "exactly " + std::to_string(context) : "1 to " + std::to_string(context);
+  if (shape.size() != 2)
+    bad("input " + quote(input) + ": shape " + shape_text(shape) +
+        " must be [rows, tokens]: token ids, " + per_row + " per row");
+  const int64_t rows = check_rows(shape, schema, input);
+  const int64_t length = shape[1];
+  if (length == 0)
+    bad("input " + quote(input) + ": shape " + shape_text(shape) +
+        " has no tokens; each row needs " + per_row + " token ids");
+  if (length > context)
+    bad("input " + quote(input) + ": shape " + shape_text(shape) + " has " +
+        std::to_string(length) + " tokens per row, more than the model's context of " +
+        std::to_string(context) + " (its block size)");
+  if (length < schema.min_tokens)
+    bad("input " + quote(input) + ": shape " + shape_text(shape) + " has " +
+        std::to_string(length) + " tokens per row; this model is not causal and takes " + per_row);
   return rows;
+}
+
+// A number as a user wrote it: integers without a fraction, others in their shortest form.
+std::string number_text(double v) {
+  if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9e18)
+    return std::to_string(static_cast<int64_t>(v));
+  char buf[32];
+  return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+}
+
+// Token ids [rows, length] -> rows right-padded to the context with kTokenPad; 400 naming the
+// row and position of a value that is no whole number or outside [0, vocab).
+std::vector<float> pad_tokens(const std::vector<double>& ids, int64_t rows, int64_t length,
+                              const ModelSchema& schema, const std::string& input) {
+  const int64_t context = schema.input_features();
+  std::vector<float> out(static_cast<size_t>(rows * context), kTokenPad);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t p = 0; p < length; ++p) {
+      const double v = ids[static_cast<size_t>(r * length + p)];
+      const std::string where = " at row " + std::to_string(r) + ", position " + std::to_string(p);
+      if (!(std::isfinite(v) && v == std::floor(v)))
+        bad("input " + quote(input) + ": value " + number_text(v) + where +
+            " is not a whole number; token ids are integers");
+      if (v < 0 || v >= static_cast<double>(schema.vocab))
+        bad("input " + quote(input) + ": token id " + number_text(v) + where +
+            " is outside the vocabulary [0, " + std::to_string(schema.vocab) + ") of " +
+            std::to_string(schema.vocab) + " tokens");
+      out[static_cast<size_t>(r * context + p)] = static_cast<float>(v);
+    }
+  return out;
 }
 
 const json* member(const json& obj, const char* key) {
@@ -276,12 +358,18 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> he
     const DataType* type = find_type(dt->get<std::string>());
     if (!type)
       bad("input " + quote(n) + ": datatype " + quote(dt->get<std::string>()) +
-          " is not supported; the model takes FP32 (FP64 and integer types are converted)");
+          (schema.tokens() ? " is not supported; the model takes token ids as INT32 (other "
+                             "integer types, and FP32/FP64 holding whole numbers, are converted)"
+                           : " is not supported; the model takes FP32 (FP64 and integer types "
+                             "are converted)"));
     const json* shape_json = member(in, "shape");
     if (!shape_json) bad("input " + quote(n) + ": needs 'shape'");
     std::vector<int64_t> shape;
-    req.rows = check_shape(*shape_json, schema, n, shape);
-    const size_t numel = static_cast<size_t>(req.rows * schema.input_features());
+    req.rows = schema.tokens() ? check_token_shape(*shape_json, schema, n, shape)
+                               : check_shape(*shape_json, schema, n, shape);
+    // Values per row in the request: a token row's length, before padding.
+    const int64_t row_values = schema.tokens() ? shape[1] : schema.input_features();
+    const size_t numel = static_cast<size_t>(req.rows * row_values);
 
     std::optional<size_t> binary_size;
     if (const json* params = member(in, "parameters")) {
@@ -295,6 +383,7 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> he
       }
     }
     const json* data = member(in, "data");
+    std::vector<double> ids;  // token models: the values before their checks
     if (binary_size) {
       if (data) bad("input " + quote(n) + ": has both 'data' and 'binary_data_size'");
       if (!header_length)
@@ -308,20 +397,34 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> he
         bad("input " + quote(n) + ": binary_data_size " + std::to_string(*binary_size) +
             " exceeds the " + std::to_string(binary.size() - binary_used) +
             " bytes of binary data after the JSON");
-      req.input.resize(numel);
-      type->from_binary(binary.data() + binary_used, numel, req.input.data());
+      if (schema.tokens()) {
+        ids.resize(numel);
+        type->ids_from_binary(binary.data() + binary_used, numel, ids.data());
+      } else {
+        req.input.resize(numel);
+        type->from_binary(binary.data() + binary_used, numel, req.input.data());
+      }
       binary_used += *binary_size;
     } else {
       if (!data || !data->is_array())
         bad("input " + quote(n) + ": needs 'data' (an array) or parameters.binary_data_size");
       // Every JSON number takes a byte at least: a shape that claims more is caught below,
       // without reserving its memory first.
-      req.input.reserve(std::min(numel, json_text.size()));
-      flatten(*data, 0, shape, *type, n, req.input);
-      if (req.input.size() != numel)
-        bad("input " + quote(n) + ": 'data' has " + std::to_string(req.input.size()) +
-            " values, shape " + shape_text(shape) + " needs " + std::to_string(numel));
+      size_t got = 0;
+      if (schema.tokens()) {
+        ids.reserve(std::min(numel, json_text.size()));
+        flatten(*data, 0, shape, *type, type->ids_from_json, n, ids);
+        got = ids.size();
+      } else {
+        req.input.reserve(std::min(numel, json_text.size()));
+        flatten(*data, 0, shape, *type, type->from_json, n, req.input);
+        got = req.input.size();
+      }
+      if (got != numel)
+        bad("input " + quote(n) + ": 'data' has " + std::to_string(got) + " values, shape " +
+            shape_text(shape) + " needs " + std::to_string(numel));
     }
+    if (schema.tokens()) req.input = pad_tokens(ids, req.rows, row_values, schema, n);
   }
   if (!seen) bad("missing input " + quote(schema.input_name));
   if (binary_used != binary.size())

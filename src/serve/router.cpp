@@ -90,6 +90,14 @@ json shape_json(const Shape& row_shape, bool batch_dim) {
   return shape;
 }
 
+// The input's shape in metadata and config. A language model takes 1 to T token ids per row,
+// which Triton writes as a variable dimension, -1: a fixed T would tell clients (and Triton's
+// own checks) that exactly T are required. The limit T is the config's max_sequence_length.
+json input_shape_json(const ModelSchema& s, bool batch_dim) {
+  if (s.tokens() && s.min_tokens < s.input_features()) return shape_json({-1}, batch_dim);
+  return shape_json(s.input_shape, batch_dim);
+}
+
 }  // namespace
 
 struct Router::InferCall {
@@ -278,8 +286,9 @@ HttpResponse Router::model_metadata(const ModelState& model, const LoadedVersion
   json body = {{"name", model.name}, {"versions", versions}, {"platform", "tern"}};
   if (shown) {
     const ModelSchema& s = shown->schema;
-    body["inputs"] = {
-        {{"name", s.input_name}, {"datatype", "FP32"}, {"shape", shape_json(s.input_shape, true)}}};
+    body["inputs"] = {{{"name", s.input_name},
+                       {"datatype", s.input_datatype},
+                       {"shape", input_shape_json(s, true)}}};
     body["outputs"] = {{{"name", s.output_name},
                         {"datatype", "FP32"},
                         {"shape", shape_json({s.output_features}, true)}}};
@@ -305,8 +314,8 @@ HttpResponse Router::model_config(const ModelState& model, const LoadedVersion& 
       {"max_batch_size", o.max_batch_size},
       {"input",
        {{{"name", s.input_name},
-         {"data_type", "TYPE_FP32"},
-         {"dims", shape_json(s.input_shape, false)}}}},
+         {"data_type", "TYPE_" + s.input_datatype},
+         {"dims", input_shape_json(s, false)}}}},
       {"output", {output}},
       {"dynamic_batching",
        {{"max_queue_delay_microseconds", o.max_queue_delay_us},
@@ -322,7 +331,14 @@ HttpResponse Router::model_config(const ModelState& model, const LoadedVersion& 
       traffic += std::to_string(v) + ":" +
                  std::string(weight, std::to_chars(weight, weight + sizeof weight, w).ptr);
     }
-    config["parameters"] = {{"traffic", {{"string_value", traffic}}}};
+    config["parameters"]["traffic"] = {{"string_value", traffic}};
+  }
+  if (s.tokens()) {
+    // Token ids per row at most (the block size), and the number of ids (Triton's parameters are
+    // strings).
+    config["parameters"]["max_sequence_length"] = {
+        {"string_value", std::to_string(s.input_features())}};
+    config["parameters"]["vocab_size"] = {{"string_value", std::to_string(s.vocab)}};
   }
   return json_response(config);
 }

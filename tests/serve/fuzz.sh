@@ -64,11 +64,11 @@ mkdir -p "$CORPUS" "$OUT/artifacts"
 python3 - "$CORPUS" <<'PY'
 import json, struct, sys
 corpus = sys.argv[1]
-def seed(name, body, head_len=None):
+def seed(name, body, head_len=None, tokens=False):  # tokens: the language model's schema
     if head_len is None:
-        data = b"\x00" + body
+        data = bytes([4 if tokens else 0]) + body
     else:
-        data = b"\x03" + struct.pack("<H", head_len) + body
+        data = bytes([7 if tokens else 3]) + struct.pack("<H", head_len) + body
     open(f"{corpus}/{name}", "wb").write(data)
 j = lambda o: json.dumps(o, separators=(",", ":")).encode()
 seed("json_flat", j({"id": "r1", "inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 4],
@@ -86,6 +86,11 @@ seed("binary_fp32", head + struct.pack("<8f", 1, 2, 3, 4, 0.5, 0.25, 0, -1), len
 head = j({"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 4],
                       "parameters": {"binary_data_size": 4}}]})
 seed("binary_u8", head + bytes([1, 2, 3, 255]), len(head))
+seed("tokens_json", j({"inputs": [{"name": "input", "datatype": "INT32", "shape": [2, 3],
+                                   "data": [[0, 1, 4], [2, 3, 3]]}]}), tokens=True)
+head = j({"inputs": [{"name": "input", "datatype": "INT64", "shape": [1, 2],
+                      "parameters": {"binary_data_size": 16}}]})
+seed("tokens_binary", head + struct.pack("<2q", 4, 0), len(head), tokens=True)
 PY
 cat >"$OUT/protocol.dict" <<'EOF'
 "\"inputs\""

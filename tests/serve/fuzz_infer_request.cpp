@@ -4,9 +4,11 @@
 //   bit 0 set:   the next two bytes (little endian) are the header length, then the body;
 //                bit 1 set keeps that length within the body (a JSON head plus binary data),
 //                bit 1 clear passes it as is (it may exceed the body).
+//   bit 2 set:   the model is a language model (INT32 token ids, rows of 1 to 4 of 5 ids).
 // The parser must either return a request consistent with the schema or throw HttpError (400);
 // any other exception, a crash or a sanitizer report is a finding. A parsed request is encoded
 // back into a response, JSON and binary, so the classification path runs too.
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -32,6 +34,19 @@ const tern::serve::ModelSchema& schema() {
   return s;
 }
 
+const tern::serve::ModelSchema& token_schema() {
+  static const tern::serve::ModelSchema s = [] {
+    tern::serve::ModelSchema m = schema();
+    m.input_datatype = "INT32";
+    m.vocab = 5;
+    m.min_tokens = 1;
+    m.output_features = 5;
+    m.labels = {"a", "b", "c", "d", "e"};
+    return m;
+  }();
+  return s;
+}
+
 void check(bool ok) {
   if (!ok) std::abort();
 }
@@ -51,7 +66,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (mode & 2) n %= rest.size() + 1;
     header_length = n;
   }
-  const auto& s = schema();
+  const auto& s = mode & 4 ? token_schema() : schema();
   tern::serve::InferRequest req;
   try {
     req = tern::serve::parse_infer_request(rest, header_length, s);
@@ -63,9 +78,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   check(req.rows >= 1 && req.rows <= s.max_batch_size);
   check(req.input.size() == static_cast<size_t>(req.rows * s.input_features()));
   check(!req.outputs.empty());
-  for (const auto& out : req.outputs)
-    check(out.name == s.output_name && out.classification >= 0 &&
-          out.classification <= s.output_features);
+  if (s.tokens())  // each row: 1 to T ids in [0, vocab), then padding only
+    for (int64_t r = 0; r < req.rows; ++r) {
+      const float* row = req.input.data() + r * s.input_features();
+      int64_t len = 0;
+      for (; len < s.input_features() && row[len] != tern::serve::kTokenPad; ++len)
+        check(row[len] >= 0 && row[len] < static_cast<float>(s.vocab) &&
+              row[len] == std::floor(row[len]));
+      check(len >= 1);
+      for (int64_t p = len; p < s.input_features(); ++p) check(row[p] == tern::serve::kTokenPad);
+    }
 
   std::vector<float> output(static_cast<size_t>(req.rows * s.output_features));
   for (size_t i = 0; i < output.size(); ++i)

@@ -326,6 +326,134 @@ TEST(Protocol, ErrorBody) {
   EXPECT_NO_THROW(json::parse(error_body(std::string("\xff\xfe", 2))));  // invalid UTF-8
 }
 
+// ---- token models (language models): INT32 ids, rows of 1 to T, right-padded to T ----------
+
+ModelSchema token_schema(int64_t context = 4, int64_t vocab = 5) {
+  ModelSchema s;
+  s.input_name = "input";
+  s.input_shape = {context};
+  s.input_datatype = "INT32";
+  s.vocab = vocab;
+  s.min_tokens = 1;
+  s.output_name = "logits";
+  s.output_features = vocab;
+  s.max_batch_size = 8;
+  return s;
+}
+
+constexpr float P = kTokenPad;
+
+TEST(ProtocolTokens, RowsArePaddedToTheContext) {
+  const auto s = token_schema();
+  auto full =
+      parse(one_input(R"("datatype":"INT32","shape":[2,4],"data":[[0,1,2,3],[4,4,4,4]])"), s);
+  EXPECT_EQ(full.rows, 2);
+  EXPECT_EQ(full.input, (std::vector<float>{0, 1, 2, 3, 4, 4, 4, 4}));
+  auto shorter = parse(one_input(R"("datatype":"INT32","shape":[2,2],"data":[1,2,3,4])"), s);
+  EXPECT_EQ(shorter.input, (std::vector<float>{1, 2, P, P, 3, 4, P, P}));
+  auto one = parse(one_input(R"("datatype":"INT32","shape":[1,1],"data":[[4]])"), s);
+  EXPECT_EQ(one.input, (std::vector<float>{4, P, P, P}));
+}
+
+TEST(ProtocolTokens, OtherIntegerTypesAndWholeFloatsAreConverted) {
+  const auto s = token_schema();
+  for (const char* dt :
+       {"INT64", "INT8", "INT16", "UINT8", "UINT16", "UINT32", "UINT64", "FP32", "FP64"})
+    EXPECT_EQ(
+        parse(one_input(R"("datatype":")" + std::string(dt) + R"(","shape":[1,3],"data":[0,4,2])"),
+              s)
+            .input,
+        (std::vector<float>{0, 4, 2, P}))
+        << dt;
+  EXPECT_EQ(parse(one_input(R"("datatype":"FP64","shape":[1,2],"data":[3.0,1e0])"), s).input,
+            (std::vector<float>{3, 1, P, P}));
+  // Binary: INT64 as numpy's default integer array sends it, and INT32.
+  const std::string head64 =
+      R"({"inputs":[{"name":"input","datatype":"INT64","shape":[1,3],"parameters":{"binary_data_size":24}}]})";
+  const int64_t ids64[3] = {4, 0, 3};
+  std::string body = head64;
+  body.append(reinterpret_cast<const char*>(ids64), sizeof ids64);
+  EXPECT_EQ(parse_infer_request(body, head64.size(), s).input, (std::vector<float>{4, 0, 3, P}));
+  const std::string head32 =
+      R"({"inputs":[{"name":"input","datatype":"INT32","shape":[2,2],"parameters":{"binary_data_size":16}}]})";
+  const int32_t ids32[4] = {1, 2, 3, 4};
+  body = head32;
+  body.append(reinterpret_cast<const char*>(ids32), sizeof ids32);
+  EXPECT_EQ(parse_infer_request(body, head32.size(), s).input,
+            (std::vector<float>{1, 2, P, P, 3, 4, P, P}));
+}
+
+TEST(ProtocolTokens, IdsOutsideTheVocabularyNameRowAndPosition) {
+  const auto s = token_schema();
+  expect_400(one_input(R"("datatype":"INT32","shape":[2,3],"data":[[0,1,2],[3,5,4]])"),
+             {"'input'", "token id 5", "row 1, position 1", "vocabulary [0, 5)", "5 tokens"},
+             std::nullopt, s);
+  expect_400(one_input(R"("datatype":"INT64","shape":[1,2],"data":[-1,0])"),
+             {"'input'", "token id -1", "row 0, position 0"}, std::nullopt, s);
+  expect_400(one_input(R"("datatype":"INT64","shape":[1,1],"data":[70000])"),
+             {"'input'", "token id 70000", "row 0, position 0"}, std::nullopt, s);
+  const std::string head =
+      R"({"inputs":[{"name":"input","datatype":"UINT64","shape":[1,2],"parameters":{"binary_data_size":16}}]})";
+  const uint64_t ids[2] = {1, ~uint64_t{0}};
+  std::string body = head;
+  body.append(reinterpret_cast<const char*>(ids), sizeof ids);
+  expect_400(body, {"'input'", "row 0, position 1", "outside the vocabulary"}, head.size(), s);
+}
+
+TEST(ProtocolTokens, ValuesMustBeWholeNumbers) {
+  const auto s = token_schema();
+  expect_400(one_input(R"("datatype":"FP32","shape":[1,3],"data":[1,2.5,3])"),
+             {"'input'", "value 2.5", "row 0, position 1", "not a whole number"}, std::nullopt, s);
+  expect_400(one_input(R"("datatype":"FP64","shape":[2,1],"data":[1,1e400])"), {"not valid JSON"},
+             std::nullopt, s);
+  expect_400(one_input(R"("datatype":"FP32","shape":[2,1],"data":[1,1e300])"),
+             {"'input'", "value inf", "row 1, position 0"}, std::nullopt, s);
+  // An integer datatype refuses a fraction as it does for feature models.
+  expect_400(one_input(R"("datatype":"INT32","shape":[1,2],"data":[1,0.5])"),
+             {"'input'", "element 1", "INT32"}, std::nullopt, s);
+  const std::string head =
+      R"({"inputs":[{"name":"input","datatype":"FP32","shape":[1,2],"parameters":{"binary_data_size":8}}]})";
+  const float v[2] = {1, NAN};
+  std::string body = head;
+  body.append(reinterpret_cast<const char*>(v), sizeof v);
+  expect_400(body, {"'input'", "row 0, position 1", "not a whole number"}, head.size(), s);
+}
+
+TEST(ProtocolTokens, LengthAndShapeErrors) {
+  const auto s = token_schema();
+  expect_400(one_input(R"("datatype":"INT32","shape":[1,5],"data":[0,1,2,3,4])"),
+             {"'input'", "shape [1,5]", "5 tokens per row", "context of 4", "block size"},
+             std::nullopt, s);
+  expect_400(one_input(R"("datatype":"INT32","shape":[1,0],"data":[[]])"),
+             {"'input'", "shape [1,0]", "no tokens", "1 to 4"}, std::nullopt, s);
+  expect_400(one_input(R"("datatype":"INT32","shape":[3],"data":[0,1,2])"),
+             {"'input'", "shape [3]", "[rows, tokens]"}, std::nullopt, s);
+  expect_400(one_input(R"("datatype":"INT32","shape":[1,2,2],"data":[0,1,2,3])"),
+             {"'input'", "shape [1,2,2]", "[rows, tokens]"}, std::nullopt, s);
+  expect_400(one_input(R"("datatype":"INT32","shape":[0,2],"data":[])"), {"'input'", "no rows"},
+             std::nullopt, s);
+  expect_400(one_input(R"("datatype":"INT32","shape":[9,1],"data":[0,0,0,0,0,0,0,0,0])"),
+             {"'input'", "9 rows", "max_batch_size 8"}, std::nullopt, s);
+  expect_400(one_input(R"("datatype":"INT32","shape":[2,2],"data":[0,1,2])"),
+             {"'input'", "3 values", "needs 4"}, std::nullopt, s);
+  // A model that is not causal takes exactly T ids.
+  auto fixed = s;
+  fixed.min_tokens = 4;
+  expect_400(one_input(R"("datatype":"INT32","shape":[1,3],"data":[0,1,2])"),
+             {"'input'", "3 tokens per row", "not causal", "exactly 4"}, std::nullopt, fixed);
+  EXPECT_EQ(parse(one_input(R"("datatype":"INT32","shape":[1,4],"data":[0,1,2,3])"), fixed).input,
+            (std::vector<float>{0, 1, 2, 3}));
+}
+
+TEST(ProtocolTokens, WrongDatatype) {
+  const auto s = token_schema();
+  for (const char* dt : {"BYTES", "BOOL", "FP16", "BF16", "int32"})
+    expect_400(
+        one_input(R"("datatype":")" + std::string(dt) + R"(","shape":[1,2],"data":[0,1])"),
+        {"'input'", "datatype '" + std::string(dt) + "' is not supported", "token ids as INT32"},
+        std::nullopt, s);
+}
+
 // Any byte string gets a parse or a 400, never a crash or another exception: the property a
 // fuzzer checks, here on random mutations of valid requests.
 TEST(Protocol, MutatedRequestsNeverCrash) {

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tern/error.h"
+#include "tern/export.h"
 #include "tern/serve/server.h"
 
 namespace tern::serve {
@@ -423,8 +424,8 @@ TEST_F(RepositoryTest, MissingFolderIsAnInputError) {
 
 class RouterTest : public RepositoryTest {
  protected:
-  void start(bool with_cache = false) {
-    repo_ = std::make_unique<ModelRepository>(RepositoryOptions{root_, 2, 1}, stats_, fake_loader);
+  void start(bool with_cache = false, ModelLoader loader = fake_loader) {
+    repo_ = std::make_unique<ModelRepository>(RepositoryOptions{root_, 2, 1}, stats_, loader);
     repo_->poll(true);
     if (with_cache) cache_ = std::make_unique<ResponseCache>(1 << 20);
     router_ = std::make_unique<Router>(
@@ -572,6 +573,251 @@ TEST_F(RouterTest, ModelThatFailedToLoadIsNotReady) {
   auto r = call("POST", "/v2/models/m/infer", "{}");
   EXPECT_EQ(r.status, 503);
   EXPECT_NE(r.body.find("not a model"), std::string::npos);
+}
+
+// ---- language models: tiny exported GPTs through the real loader ------------------------------
+
+constexpr int64_t kContext = 8, kVocab = 11;
+const std::vector<std::string> kGpt = {"embedding vocab=11 dim=8", "transformer_block heads=2",
+                                       "layernorm", "linear out=11"};
+
+// A model over [positions] token ids, its parameters from the seed, scaled up from GPT-2's small
+// initialisation so that logits differ clearly between tokens and positions.
+Model token_model(const std::vector<std::string>& layers, int64_t positions, uint64_t seed = 5) {
+  Model model(layers, "softmax_cross_entropy", {positions});
+  model.init_params(seed);
+  float* p = model.params().data<float>();
+  for (int64_t i = 0; i < model.num_params(); ++i) p[i] *= 8.0f;
+  return model;
+}
+
+// Exports it as tern-train exports a language model: INT32 input [T], the vocabulary as labels.
+void export_token_model(const std::string& path, const std::vector<std::string>& layers,
+                        int64_t labels = kVocab) {
+  ExportInfo info;
+  info.layers = layers;
+  info.loss = "softmax_cross_entropy";
+  info.input_shape = {kContext};
+  info.input_datatype = "INT32";
+  info.output_name = "logits";
+  for (int64_t i = 0; i < labels; ++i) info.labels.push_back(std::string(1, char('a' + i)));
+  Model model = token_model(layers, kContext);
+  fs::create_directories(fs::path(path).parent_path());
+  write_export(path, info, model.param_table(), model.params());
+}
+
+// The logits after the first `length` ids of each row, computed by the same GPT built for
+// exactly `length` positions (the position table cut to its first rows): no padding at all.
+std::vector<float> logits_at_own_length(const std::vector<std::vector<int32_t>>& rows) {
+  Model full = token_model(kGpt, kContext);
+  const int64_t length = static_cast<int64_t>(rows.front().size());
+  Model own(kGpt, "softmax_cross_entropy", {length});
+  for (const ParamInfo& p : own.param_table())
+    for (const ParamInfo& f : full.param_table())
+      if (f.name == p.name)  // the [T, dim] position table's first rows are [length, dim]
+        std::copy_n(full.params().data<float>() + f.offset, shape_numel(p.shape),
+                    own.params().data<float>() + p.offset);
+  const int64_t n = static_cast<int64_t>(rows.size());
+  Tensor x = Tensor::empty({n, length}, DType::i32);
+  for (int64_t r = 0; r < n; ++r)
+    std::copy(rows[r].begin(), rows[r].end(), x.data<int32_t>() + r * length);
+  const Tensor& y = own.forward(x, StepContext{false, 0, 0, nullptr});
+  std::vector<float> out;
+  for (int64_t r = 0; r < n; ++r) {
+    const float* last = y.data<float>() + ((r + 1) * length - 1) * kVocab;
+    out.insert(out.end(), last, last + kVocab);
+  }
+  return out;
+}
+
+std::string token_request(const std::vector<std::vector<int32_t>>& rows,
+                          const char* datatype = "INT32") {
+  json data = rows;
+  return json{{"inputs",
+               {{{"name", "input"},
+                 {"datatype", datatype},
+                 {"shape", {rows.size(), rows.front().size()}},
+                 {"data", data}}}}}
+      .dump();
+}
+
+std::vector<float> logits_of(const HttpResponse& r, size_t rows) {
+  EXPECT_EQ(r.status, 200) << r.body;
+  if (r.status != 200) return {};
+  const auto out = json::parse(r.body)["outputs"][0];
+  EXPECT_EQ(out["datatype"], "FP32");
+  EXPECT_EQ(out["shape"], json({rows, static_cast<size_t>(kVocab)}));
+  return out["data"].get<std::vector<float>>();
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<float>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-4f) << "element " << i;
+}
+
+TEST_F(RouterTest, LanguageModelMetadataAndConfig) {
+  export_token_model(root_ + "/lm/1/model.h5", kGpt);
+  start(false, load_export);
+  const auto& schema = repo_->snapshot()->at("lm")->versions.at(1)->schema;
+  EXPECT_TRUE(schema.tokens());
+  EXPECT_EQ(schema.vocab, kVocab);
+  EXPECT_EQ(schema.min_tokens, 1);  // causal: any length up to the context
+  EXPECT_EQ(schema.output_features, kVocab);
+
+  auto meta = json::parse(call("GET", "/v2/models/lm").body);
+  EXPECT_EQ(meta["inputs"][0]["datatype"], "INT32");
+  EXPECT_EQ(meta["inputs"][0]["shape"], json({-1, -1}));
+  EXPECT_EQ(meta["outputs"][0]["name"], "logits");
+  EXPECT_EQ(meta["outputs"][0]["datatype"], "FP32");
+  EXPECT_EQ(meta["outputs"][0]["shape"], json({-1, kVocab}));
+  auto config = json::parse(call("GET", "/v2/models/lm/config").body);
+  EXPECT_EQ(config["input"][0]["data_type"], "TYPE_INT32");
+  EXPECT_EQ(config["input"][0]["dims"], json({-1}));
+  EXPECT_EQ(config["output"][0]["data_type"], "TYPE_FP32");
+  EXPECT_EQ(config["output"][0]["dims"], json({kVocab}));
+  EXPECT_EQ(config["output"][0]["labels"].size(), static_cast<size_t>(kVocab));
+  EXPECT_EQ(config["parameters"]["max_sequence_length"]["string_value"], "8");
+  EXPECT_EQ(config["parameters"]["vocab_size"]["string_value"], "11");
+}
+
+TEST_F(RouterTest, LanguageModelAnswersNextTokenLogits) {
+  const std::string path = root_ + "/lm/1/model.h5";
+  export_token_model(path, kGpt);
+  start(false, load_export);
+  auto reference = InferenceModel::load(path);
+
+  // Full rows: the logits at the last position, as predict_tokens computes them.
+  const std::vector<std::vector<int32_t>> full = {
+      {0, 1, 2, 3, 4, 5, 6, 7}, {10, 9, 8, 7, 6, 5, 4, 3}, {3, 3, 3, 3, 3, 3, 3, 3}};
+  std::vector<int32_t> flat;
+  for (const auto& row : full) flat.insert(flat.end(), row.begin(), row.end());
+  std::vector<float> all(full.size() * kContext * kVocab), want;
+  reference->predict_tokens(flat.data(), static_cast<int64_t>(full.size()), all.data());
+  for (size_t r = 0; r < full.size(); ++r)
+    want.insert(want.end(), all.begin() + ((r + 1) * kContext - 1) * kVocab,
+                all.begin() + (r + 1) * kContext * kVocab);
+  const auto got = logits_of(call("POST", "/v2/models/lm/infer", token_request(full)), 3);
+  expect_close(got, want);
+  expect_close(got, logits_at_own_length(full));
+  // Rows differ, so the check compares something.
+  EXPECT_NE(std::vector<float>(got.begin(), got.begin() + kVocab),
+            std::vector<float>(got.begin() + kVocab, got.begin() + 2 * kVocab));
+
+  // Short prompts: the logits of the same prefix run at its own length, and as predict_tokens
+  // gives them at position L - 1 whatever follows.
+  const std::vector<std::vector<int32_t>> prompts = {{4, 2, 7}, {1, 0, 10}};
+  const auto short_got = logits_of(call("POST", "/v2/models/lm/infer", token_request(prompts)), 2);
+  expect_close(short_got, logits_at_own_length(prompts));
+  std::vector<int32_t> padded = {4, 2, 7, 9, 9, 9, 9, 9};
+  reference->predict_tokens(padded.data(), 1, all.data());
+  expect_close(std::vector<float>(short_got.begin(), short_got.begin() + kVocab),
+               std::vector<float>(all.begin() + 2 * kVocab, all.begin() + 3 * kVocab));
+  EXPECT_NE(std::vector<float>(short_got.begin(), short_got.begin() + kVocab),
+            std::vector<float>(all.begin() + 7 * kVocab, all.begin() + 8 * kVocab));
+  const auto one = logits_of(call("POST", "/v2/models/lm/infer", token_request({{5}})), 1);
+  expect_close(one, logits_at_own_length({{5}}));
+
+  // The same ids as INT64 (binary) and as whole FP32 numbers answer the same.
+  const std::string head =
+      R"({"inputs":[{"name":"input","datatype":"INT64","shape":[2,3],"parameters":{"binary_data_size":48}}]})";
+  const int64_t ids64[6] = {4, 2, 7, 1, 0, 10};
+  std::string body = head;
+  body.append(reinterpret_cast<const char*>(ids64), sizeof ids64);
+  expect_close(logits_of(call("POST", "/v2/models/lm/infer", body,
+                              {{"Inference-Header-Content-Length", std::to_string(head.size())}}),
+                         2),
+               short_got);
+  expect_close(logits_of(call("POST", "/v2/models/lm/infer", token_request(prompts, "FP32")), 2),
+               short_got);
+
+  // Classification: the likeliest next token with its label from the vocabulary.
+  auto cls = call("POST", "/v2/models/lm/infer",
+                  R"({"inputs":[{"name":"input","datatype":"INT32","shape":[1,1],"data":[5]}],
+                      "outputs":[{"name":"logits","parameters":{"classification":1}}]})");
+  ASSERT_EQ(cls.status, 200) << cls.body;
+  const int64_t best = std::max_element(one.begin(), one.end()) - one.begin();
+  EXPECT_EQ(json::parse(cls.body)["outputs"][0]["data"][0].get<std::string>().substr(
+                json::parse(cls.body)["outputs"][0]["data"][0].get<std::string>().rfind(':') + 1),
+            std::string(1, char('a' + best)));
+}
+
+TEST_F(RouterTest, LanguageModelBatchesRowsOfDifferentLengthsAndCaches) {
+  export_token_model(root_ + "/lm/1/model.h5", kGpt);
+  write("lm/config.ini",
+        "instances = 1\nmax_batch_size = 8\nmax_queue_delay_microseconds = 300000\ncache = true\n");
+  start(true, load_export);
+  const std::vector<std::vector<int32_t>> prompts = {
+      {6}, {6, 1, 2}, {0, 1, 2, 3, 4}, {10, 9, 8, 7, 6, 5, 4, 3}, {6, 1}};
+  std::vector<std::promise<HttpResponse>> answers(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i)
+    router_->handle(
+        HttpRequest{"POST", "/v2/models/lm/infer", {}, token_request({prompts[i]}), Clock::now()},
+        [&answers, i](HttpResponse&& r) { answers[i].set_value(std::move(r)); });
+  for (size_t i = 0; i < prompts.size(); ++i)
+    expect_close(logits_of(answers[i].get_future().get(), 1), logits_at_own_length({prompts[i]}));
+  auto s = json::parse(call("GET", "/v2/models/lm/stats").body)["model_stats"][0];
+  EXPECT_LT(s["execution_count"].get<int>(), 5);  // rows of lengths 1 to 8 ran together
+  EXPECT_EQ(s["inference_count"], 5);
+
+  // The cache keys on the ids and the length: a repeat hits, a longer prompt does not.
+  const auto again = logits_of(call("POST", "/v2/models/lm/infer", token_request({{6, 1, 2}})), 1);
+  expect_close(again, logits_at_own_length({{6, 1, 2}}));
+  s = json::parse(call("GET", "/v2/models/lm/stats").body)["model_stats"][0];
+  EXPECT_EQ(s["inference_stats"]["cache_hit"]["count"], 1);
+  EXPECT_EQ(s["inference_stats"]["cache_miss"]["count"], 5);
+}
+
+TEST_F(RouterTest, LanguageModelBadRequests) {
+  export_token_model(root_ + "/lm/1/model.h5", kGpt);
+  start(false, load_export);
+  auto expect_400 = [&](const std::string& body, std::vector<std::string> words) {
+    auto r = call("POST", "/v2/models/lm/infer", body);
+    EXPECT_EQ(r.status, 400) << r.body;
+    const std::string message = json::parse(r.body).value("error", "");
+    for (const auto& w : words)
+      EXPECT_NE(message.find(w), std::string::npos) << "'" << message << "' lacks '" << w << "'";
+  };
+  expect_400(token_request({{1, 2, 11}, {0, 0, 0}}),
+             {"'input'", "token id 11", "row 0, position 2", "vocabulary [0, 11)"});
+  expect_400(token_request({{0, 0}, {0, -3}}), {"'input'", "token id -3", "row 1, position 1"});
+  expect_400(token_request({{0, 1, 2, 3, 4, 5, 6, 7, 8}}),
+             {"'input'", "9 tokens per row", "context of 8"});
+  expect_400(R"({"inputs":[{"name":"input","datatype":"INT32","shape":[1,0],"data":[]}]})",
+             {"'input'", "no tokens"});
+  expect_400(R"({"inputs":[{"name":"input","datatype":"BYTES","shape":[1,1],"data":["a"]}]})",
+             {"'input'", "datatype 'BYTES'", "INT32"});
+  expect_400(R"({"inputs":[{"name":"input","datatype":"FP32","shape":[1,2],"data":[1,2.5]}]})",
+             {"'input'", "value 2.5", "row 0, position 1", "whole number"});
+  auto s = json::parse(call("GET", "/v2/models/lm/stats").body)["model_stats"][0];
+  EXPECT_EQ(s["inference_stats"]["fail"]["count"], 6);
+  EXPECT_EQ(s["execution_count"], 0);
+}
+
+TEST_F(RouterTest, TokenModelsThatAreNotCausalTakeFullRows) {
+  // The logits at every position depend on every token: right-padding would change them.
+  export_token_model(root_ + "/mix/1/model.h5",
+                     {"embedding vocab=11 dim=2", "flatten", "linear out=88", "reshape to=8x11"});
+  // A sequence classifier: one answer per row of T ids.
+  export_token_model(root_ + "/cls/1/model.h5",
+                     {"embedding vocab=11 dim=2", "flatten", "linear out=3"}, 3);
+  start(false, load_export);
+  const auto& mix = repo_->snapshot()->at("mix")->versions.at(1)->schema;
+  EXPECT_EQ(mix.min_tokens, kContext);
+  EXPECT_EQ(mix.output_features, kVocab);
+  EXPECT_EQ(json::parse(call("GET", "/v2/models/mix").body)["inputs"][0]["shape"],
+            json({-1, kContext}));
+  auto r = call("POST", "/v2/models/mix/infer", token_request({{1, 2, 3}}));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body.find("not causal"), std::string::npos) << r.body;
+  EXPECT_EQ(call("POST", "/v2/models/mix/infer", token_request({{1, 2, 3, 4, 5, 6, 7, 8}})).status,
+            200);
+
+  const auto& cls = repo_->snapshot()->at("cls")->versions.at(1)->schema;
+  EXPECT_EQ(cls.min_tokens, kContext);
+  EXPECT_EQ(cls.output_features, 3);
+  auto c = call("POST", "/v2/models/cls/infer", token_request({{1, 2, 3, 4, 5, 6, 7, 8}}));
+  ASSERT_EQ(c.status, 200) << c.body;
+  EXPECT_EQ(json::parse(c.body)["outputs"][0]["shape"], json({1, 3}));
 }
 
 TEST(ServeFlags, TritonFlagsBecomeServerKeys) {

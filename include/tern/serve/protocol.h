@@ -10,8 +10,9 @@
 #include "tern/tensor.h"
 
 // The Open Inference Protocol (KServe v2, Triton's HTTP/REST protocol) for one-input,
-// one-output FP32 models: the infer request, with JSON tensors and the binary tensor data
-// extension, and the infer response. Pure functions of bytes, so a fuzzer can call them.
+// one-output models (FP32 features, or INT32 token ids for language models): the infer
+// request, with JSON tensors and the binary tensor data extension, and the infer response.
+// Pure functions of bytes, so a fuzzer can call them.
 namespace tern::serve {
 
 // An error with the HTTP status it becomes; the message goes out as {"error": message}.
@@ -25,6 +26,10 @@ class HttpError : public std::runtime_error {
   int status_;
 };
 
+// Token models: a row shorter than the context is right-padded with this value (no token id is
+// negative), so the model's runner can tell each row's own length.
+constexpr float kTokenPad = -1.0f;
+
 // What a model version accepts and produces, as the protocol sees it.
 struct ModelSchema {
   std::string input_name = "input";
@@ -33,6 +38,13 @@ struct ModelSchema {
   int64_t output_features = 0;
   std::vector<std::string> labels;  // class names for the classification extension; may be empty
   int64_t max_batch_size = 0;       // rows per request at most
+  // Token models (language models): input_datatype "INT32", input_shape [T] (the context, i.e.
+  // the block size). A request is [B, L] token ids in [0, vocab) with min_tokens <= L <= T; each
+  // row reaches the model right-padded to T with kTokenPad.
+  std::string input_datatype = "FP32";
+  int64_t vocab = 0;
+  int64_t min_tokens = 0;
+  bool tokens() const { return input_datatype == "INT32"; }
   int64_t input_features() const { return shape_numel(input_shape); }
 };
 
@@ -48,7 +60,8 @@ struct RequestedOutput {
 struct InferRequest {
   std::optional<std::string> id;  // echoed in the response
   int64_t rows = 0;
-  std::vector<float> input;  // rows x input_features, row-major, converted to FP32
+  // rows x input_features, row-major, converted to FP32; token ids padded with kTokenPad.
+  std::vector<float> input;
   // Never empty after parsing: without "outputs" every output is returned.
   std::vector<RequestedOutput> outputs;
 };
@@ -56,6 +69,9 @@ struct InferRequest {
 // Parses an infer request for `schema`. header_length is the Inference-Header-Content-Length
 // header: the JSON is the first header_length bytes and the binary tensor data follows it.
 // Throws HttpError (400) naming the input or field and what was wrong; never anything else.
+// Token models take every numeric datatype whose values are whole numbers: INT32 as declared,
+// the other integer types, and FP32/FP64 holding integers (as tern converts any numeric type
+// for feature models; a value that is no whole number is refused, never rounded).
 InferRequest parse_infer_request(std::string_view body, std::optional<size_t> header_length,
                                  const ModelSchema& schema);
 
