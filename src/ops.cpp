@@ -736,7 +736,8 @@ void add(const Tensor& a, const Tensor& b, Tensor& out) {
   (void)t;
   const float *pa = a.data<float>(), *pb = b.data<float>();
   float* po = out.data<float>();
-  for (int64_t i = 0; i < out.numel(); ++i) po[i] = pa[i] + pb[i];
+  const int64_t n = out.numel();
+  for (int64_t i = 0; i < n; ++i) po[i] = pa[i] + pb[i];
 }
 
 double sum_squares(const Tensor& x) {
