@@ -23,7 +23,9 @@ int configure_blas_threads(int64_t requested, int local_world) {
   if (threads == 0)
     threads = std::max(
         1, static_cast<int>(std::thread::hardware_concurrency()) / std::max(local_world, 1));
-  openblas_set_num_threads(threads);
+  // tern's pool runs the threads (GEMMs split into blocks, attention's heads, ...); OpenBLAS
+  // itself stays single-threaded, so its idle workers do not spin beside the pool's.
+  openblas_set_num_threads(1);
   cpu::set_op_threads(threads);
   return threads;
 }

@@ -76,7 +76,8 @@ class Trainer {
   bool progress_line_ = false;
 };
 
-// Sets the BLAS threads of this rank: `requested`, or the node's cores shared by its ranks.
+// Sets the CPU threads of this rank (the op pool; BLAS calls run inside it): `requested`, or the
+// node's cores shared by its ranks.
 int configure_blas_threads(int64_t requested, int local_world);
 
 }  // namespace tern

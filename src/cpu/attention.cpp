@@ -35,11 +35,32 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const 
 }
 
 // p[t, s] = exp(scores[t, s] - lse[t]) for s <= t, 0 above the diagonal.
-void probabilities(float* p, const float* lse, int64_t t_len) {
+TERN_SIMD_CLONES void probabilities(float* p, const float* lse, int64_t t_len) {
   for (int64_t t = 0; t < t_len; ++t) {
     float* row = p + t * t_len;
     for (int64_t s = 0; s <= t; ++s) row[s] = exp_approx(row[s] - lse[t]);
     for (int64_t s = t + 1; s < t_len; ++s) row[s] = 0.0f;
+  }
+}
+
+// lse[t] = log sum over s <= t of exp(scores[t, s]), each row from its maximum.
+TERN_SIMD_CLONES void log_sum_exp(const float* p, float* lse, int64_t t_len) {
+  for (int64_t t = 0; t < t_len; ++t) {
+    const float* row = p + t * t_len;
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t s = 0; s <= t; ++s) m = std::max(m, row[s]);
+    lse[t] = m + std::log(lane_sum(t + 1, [&](int64_t s) { return exp_approx(row[s] - m); }));
+  }
+}
+
+// dS = P * (dP - D) * scale in place of dP, D_t = dO_t . O_t.
+TERN_SIMD_CLONES void score_grads(float* dp, const float* p, const float* go, const float* o,
+                                  int64_t t_len, int64_t d, int64_t c, float scale) {
+  for (int64_t t = 0; t < t_len; ++t) {
+    const float delta = lane_sum(d, [&](int64_t j) { return go[t * c + j] * o[t * c + j]; });
+    float* row = dp + t * t_len;
+    const float* pr = p + t * t_len;
+    for (int64_t s = 0; s < t_len; ++s) row[s] = pr[s] * (row[s] - delta) * scale;
   }
 }
 
@@ -64,14 +85,7 @@ void attention_forward(const float* qkv, float* out, float* lse, const Attention
       const float *k = q + c, *v = q + 2 * c;
       gemm(false, true, T, T, a.d, scale, q, ld, k, ld, 0.0f, p, T);
       float* l = lse + (n * a.heads + h) * T;
-      for (int64_t t = 0; t < T; ++t) {
-        const float* row = p + t * T;
-        float m = -std::numeric_limits<float>::infinity();
-        for (int64_t s = 0; s <= t; ++s) m = std::max(m, row[s]);
-        double sum = 0;
-        for (int64_t s = 0; s <= t; ++s) sum += exp_approx(row[s] - m);
-        l[t] = m + static_cast<float>(std::log(sum));
-      }
+      log_sum_exp(p, l, T);
       probabilities(p, l, T);
       gemm(false, false, T, a.d, T, 1.0f, p, T, v, ld, 0.0f, out + head_out(a, n, h), c);
     }
@@ -99,14 +113,7 @@ void attention_backward(const float* qkv, const float* out, const float* dout, c
       // dV = P^T dO; dP = dO V^T
       gemm(true, false, T, a.d, T, 1.0f, p, T, go, c, 0.0f, dv, ld);
       gemm(false, true, T, T, a.d, 1.0f, go, c, v, ld, 0.0f, dp, T);
-      // dS = P * (dP - D) * scale, D_t = dO_t . O_t
-      for (int64_t t = 0; t < T; ++t) {
-        float delta = 0.0f;
-        for (int64_t j = 0; j < a.d; ++j) delta += go[t * c + j] * o[t * c + j];
-        float* row = dp + t * T;
-        const float* pr = p + t * T;
-        for (int64_t s = 0; s < T; ++s) row[s] = pr[s] * (row[s] - delta) * scale;
-      }
+      score_grads(dp, p, go, o, T, a.d, c, scale);
       // dQ = dS K; dK = dS^T Q
       gemm(false, false, T, a.d, T, 1.0f, dp, T, k, ld, 0.0f, dq, ld);
       gemm(true, false, T, a.d, T, 1.0f, dp, T, q, ld, 0.0f, dk, ld);

@@ -19,6 +19,8 @@ void bias_grad(const float* dy, float* dbias, int64_t rows, int64_t cols, bool a
 void activation_forward(ops::Activation act, const float* x, float* y, int64_t n);
 void activation_backward(ops::Activation act, const float* x, const float* dy, float* dx,
                          int64_t n);
+// out = a + b; out may alias a or b.
+void add(const float* a, const float* b, float* out, int64_t n);
 void dropout(const float* x, float* y, int64_t rows, int64_t cols, float p, ops::DropoutKey key);
 void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean,
                        float* rstd, int64_t rows, int64_t cols, float eps);

@@ -37,59 +37,76 @@ void bias_grad(const float* dy, float* dbias, int64_t rows, int64_t cols, bool a
 // Elementwise loops run over ranges of this many elements on the op threads.
 constexpr int64_t kElementGrain = 16384;
 
-void activation_forward(ops::Activation act, const float* x_all, float* y_all, int64_t count) {
+namespace {
+
+TERN_SIMD_CLONES void activation_forward_range(ops::Activation act, const float* x, float* y,
+                                               int64_t n) {
+  switch (act) {
+    case ops::Activation::relu:
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+      break;
+    case ops::Activation::tanh:
+      for (int64_t i = 0; i < n; ++i) y[i] = tanh_approx(x[i]);
+      break;
+    case ops::Activation::gelu:
+      for (int64_t i = 0; i < n; ++i) {
+        float v = x[i];
+        y[i] = 0.5f * v * (1.0f + tanh_approx(kGeluC * (v + kGeluA * v * v * v)));
+      }
+      break;
+  }
+}
+
+TERN_SIMD_CLONES void activation_backward_range(ops::Activation act, const float* x,
+                                                const float* dy, float* dx, int64_t n) {
+  switch (act) {
+    case ops::Activation::relu:
+      // Both operands loaded before the select, so the loop vectorises instead of branching.
+      for (int64_t i = 0; i < n; ++i) {
+        const float g = dy[i];
+        dx[i] = x[i] > 0.0f ? g : 0.0f;
+      }
+      break;
+    case ops::Activation::tanh:
+      for (int64_t i = 0; i < n; ++i) {
+        float t = tanh_approx(x[i]);
+        dx[i] = dy[i] * (1.0f - t * t);
+      }
+      break;
+    case ops::Activation::gelu:
+      for (int64_t i = 0; i < n; ++i) {
+        float v = x[i];
+        float u = kGeluC * (v + kGeluA * v * v * v);
+        float t = tanh_approx(u);
+        float du = kGeluC * (1.0f + 3.0f * kGeluA * v * v);
+        dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+      }
+      break;
+  }
+}
+
+TERN_SIMD_CLONES void add_range(const float* a, const float* b, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+}  // namespace
+
+void activation_forward(ops::Activation act, const float* x, float* y, int64_t count) {
   parallel_for(count, kElementGrain, [&](int64_t begin, int64_t end) {
-    const float* x = x_all + begin;
-    float* y = y_all + begin;
-    const int64_t n = end - begin;
-    switch (act) {
-      case ops::Activation::relu:
-        for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-        break;
-      case ops::Activation::tanh:
-        for (int64_t i = 0; i < n; ++i) y[i] = tanh_approx(x[i]);
-        break;
-      case ops::Activation::gelu:
-        for (int64_t i = 0; i < n; ++i) {
-          float v = x[i];
-          y[i] = 0.5f * v * (1.0f + tanh_approx(kGeluC * (v + kGeluA * v * v * v)));
-        }
-        break;
-    }
+    activation_forward_range(act, x + begin, y + begin, end - begin);
   });
 }
 
-void activation_backward(ops::Activation act, const float* x_all, const float* dy_all,
-                         float* dx_all, int64_t count) {
+void activation_backward(ops::Activation act, const float* x, const float* dy, float* dx,
+                         int64_t count) {
   parallel_for(count, kElementGrain, [&](int64_t begin, int64_t end) {
-    const float* x = x_all + begin;
-    const float* dy = dy_all + begin;
-    float* dx = dx_all + begin;
-    const int64_t n = end - begin;
-    switch (act) {
-      case ops::Activation::relu:
-        // Both operands loaded before the select, so the loop vectorises instead of branching.
-        for (int64_t i = 0; i < n; ++i) {
-          const float g = dy[i];
-          dx[i] = x[i] > 0.0f ? g : 0.0f;
-        }
-        break;
-      case ops::Activation::tanh:
-        for (int64_t i = 0; i < n; ++i) {
-          float t = tanh_approx(x[i]);
-          dx[i] = dy[i] * (1.0f - t * t);
-        }
-        break;
-      case ops::Activation::gelu:
-        for (int64_t i = 0; i < n; ++i) {
-          float v = x[i];
-          float u = kGeluC * (v + kGeluA * v * v * v);
-          float t = tanh_approx(u);
-          float du = kGeluC * (1.0f + 3.0f * kGeluA * v * v);
-          dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
-        }
-        break;
-    }
+    activation_backward_range(act, x + begin, dy + begin, dx + begin, end - begin);
+  });
+}
+
+void add(const float* a, const float* b, float* out, int64_t count) {
+  parallel_for(count, kElementGrain, [&](int64_t begin, int64_t end) {
+    add_range(a + begin, b + begin, out + begin, end - begin);
   });
 }
 

@@ -4,6 +4,17 @@
 #include <cmath>
 #include <cstdint>
 
+// Hot loops are also compiled for AVX-512 and AVX2 (x86-64-v4, -v3) besides the x86-64-v2
+// baseline, and the loader picks the widest the CPU has (GCC's target_clones): one binary runs on
+// any x86-64 machine and uses its vectors. A clone may contract a * b + c into an FMA, so results
+// can differ in the last bit between machines, never between runs on one machine.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TERN_SIMD_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define TERN_SIMD_CLONES
+#endif
+
 namespace tern::cpu {
 
 // exp(y) for y in [-88, 88]: y = k ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor series to
@@ -35,6 +46,22 @@ inline float tanh_approx(float x) {
       x * (1.0f + x2 * (-1.0f / 3 + x2 * (2.0f / 15 + x2 * (-17.0f / 315 + x2 * (62.0f / 2835)))));
   const float large = std::copysign(1.0f - 2.0f / (exp_approx(2.0f * a) + 1.0f), x);
   return a < 0.25f ? small : large;
+}
+
+// sum of f(i) for i in [0, n), in 16 interleaved float lanes combined in a fixed order: unlike a
+// running sum, the compiler may keep the lanes in one vector register; the result depends only
+// on n and the values (not on threads or the machine's vector width).
+template <class F>
+inline float lane_sum(int64_t n, F f) {
+  float acc[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] += f(i + j);
+  float tail = 0.0f;
+  for (; i < n; ++i) tail += f(i);
+  for (int width = 8; width > 0; width /= 2)
+    for (int j = 0; j < width; ++j) acc[j] += acc[j + width];
+  return acc[0] + tail;
 }
 
 }  // namespace tern::cpu

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "cpu/cpu_ops.h"
+#include "cpu/fast_math.h"
 #include "cpu/parallel.h"
 
 namespace tern::cpu {
@@ -17,6 +18,17 @@ std::vector<ops::ParamSegment> split(const std::vector<ops::ParamSegment>& segme
   return out;
 }
 
+TERN_SIMD_CLONES void adamw_range(float* p, const float* g, float* m, float* v, int64_t n,
+                                  const ops::AdamWHyper& h, float decay, float step_size,
+                                  float inv_sqrt_bc2) {
+  for (int64_t i = 0; i < n; ++i) {
+    m[i] = h.beta1 * m[i] + (1.0f - h.beta1) * g[i];
+    v[i] = h.beta2 * v[i] + (1.0f - h.beta2) * g[i] * g[i];
+    const float denom = std::sqrt(v[i]) * inv_sqrt_bc2 + h.eps;
+    p[i] = p[i] * decay - step_size * m[i] / denom;
+  }
+}
+
 }  // namespace
 
 void adamw_update(float* p, const float* g, float* m, float* v,
@@ -30,12 +42,8 @@ void adamw_update(float* p, const float* g, float* m, float* v,
     for (int64_t k = first; k < last; ++k) {
       const ops::ParamSegment& seg = pieces[k];
       const float decay = seg.decay ? 1.0f - h.lr * h.weight_decay : 1.0f;
-      for (int64_t i = seg.offset, end = seg.offset + seg.count; i < end; ++i) {
-        m[i] = h.beta1 * m[i] + (1.0f - h.beta1) * g[i];
-        v[i] = h.beta2 * v[i] + (1.0f - h.beta2) * g[i] * g[i];
-        const float denom = std::sqrt(v[i]) * inv_sqrt_bc2 + h.eps;
-        p[i] = p[i] * decay - step_size * m[i] / denom;
-      }
+      adamw_range(p + seg.offset, g + seg.offset, m + seg.offset, v + seg.offset, seg.count, h,
+                  decay, step_size, inv_sqrt_bc2);
     }
   });
 }

@@ -11,6 +11,9 @@
 #if defined(__SSE3__)
 #include <xmmintrin.h>
 #endif
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace tern::cpu {
 namespace {
@@ -19,6 +22,7 @@ namespace {
 // caller takes chunks too, then waits until every worker has finished this job.
 class Pool {
  public:
+  static constexpr int kSpins = 2000;
   explicit Pool(int workers) {
     for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { work(); });
   }
@@ -26,6 +30,7 @@ class Pool {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       stop_ = true;
+      stop_flag_.store(true);
     }
     wake_.notify_all();
     for (auto& t : threads_) t.join();
@@ -41,14 +46,16 @@ class Pool {
       job_ = &chunk;
       chunks_ = chunks;
       next_.store(0);
-      busy_ = static_cast<int>(threads_.size());
+      busy_.store(static_cast<int>(threads_.size()));
       error_ = nullptr;
-      ++generation_;
+      generation_.fetch_add(1);
     }
     wake_.notify_all();
     take(chunk);
+    // The last chunks finish within microseconds of each other: spin briefly before sleeping.
+    for (int spin = 0; spin < kSpins && busy_.load() != 0; ++spin) pause();
     std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [&] { return busy_ == 0; });
+    done_.wait(lock, [&] { return busy_.load() == 0; });
     job_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
@@ -57,15 +64,24 @@ class Pool {
   void take(const std::function<void(int64_t)>& chunk) {
     for (int64_t i = next_.fetch_add(1); i < chunks_; i = next_.fetch_add(1)) chunk(i);
   }
+  static void pause() {
+#if defined(__SSE2__)
+    _mm_pause();
+#endif
+  }
   void work() {
     uint64_t seen = 0;
     for (;;) {
+      // Ops come in quick succession within a step: a worker spins a little (about 50 us) for the
+      // next job before it sleeps on the condition variable, whose wake-up costs more.
+      for (int spin = 0; spin < kSpins && generation_.load() == seen && !stop_flag_.load(); ++spin)
+        pause();
       const std::function<void(int64_t)>* job = nullptr;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+        wake_.wait(lock, [&] { return stop_ || generation_.load() != seen; });
         if (stop_) return;
-        seen = generation_;
+        seen = generation_.load();
         job = job_;
       }
 #if defined(__SSE3__)
@@ -77,9 +93,9 @@ class Pool {
         std::lock_guard<std::mutex> lock(mutex_);
         if (!error_) error_ = std::current_exception();
       }
-      {
+      if (busy_.fetch_sub(1) == 1) {
         std::lock_guard<std::mutex> lock(mutex_);
-        if (--busy_ == 0) done_.notify_one();
+        done_.notify_one();
       }
     }
   }
@@ -90,9 +106,10 @@ class Pool {
   const std::function<void(int64_t)>* job_ = nullptr;
   int64_t chunks_ = 0;
   std::atomic<int64_t> next_{0};
-  int busy_ = 0;
-  uint64_t generation_ = 0;
+  std::atomic<int> busy_{0};
+  std::atomic<uint64_t> generation_{0};
   bool stop_ = false;
+  std::atomic<bool> stop_flag_{false};
   std::exception_ptr error_;
   unsigned csr_ = 0;
 };
