@@ -18,15 +18,17 @@
 #     1. the CUDA tests (backend consistency over the op list, NCCL at world size 1), plainly and
 #        under compute-sanitizer memcheck;
 #     2. digits on the GPU against the CPU (same config; TF32 off): validation accuracy and final
-#        loss, plus a bf16 run; the W-rank invariant test with 2 ranks on the one GPU over MPI
-#        (NCCL refuses two ranks on one GPU);
+#        loss, plus a bf16 run; the digits CNN likewise; the CPU-sized GPT for 200 steps on the
+#        CPU, the GPU in fp32 and in bf16 (validation loss), and resumed on the GPU from step 100
+#        (parameters bit for bit); the W-rank invariant test with 2 ranks on the one GPU over
+#        MPI (NCCL refuses two ranks on one GPU);
 #     3. the GPU benchmarks, short runs: bench/gpu_attention.sh (the attention kernel against
 #        PyTorch's flash attention, forward and backward, B x T = 8x256, 8x1024, 64x256) and
 #        bench/gpu_train.sh for GPU_CHECK_BENCH_MODELS (default "digits_cnn gpt": the digits CNN
 #        in fp32, goal tern >= 2x PyTorch eager; the Shakespeare GPT in bf16, tokens/s, goal tern
 #        >= 1.2x torch.compile, and MFU), each against PyTorch eager and torch.compile;
 #   and prints a short table last. Logs go to GPU_CHECK_OUT (default build-cuda/gpu-check).
-#   Device time on an H100, roughly: tests and memcheck 2-4 min, digits and MPI 1 min,
+#   Device time on an H100, roughly: tests and memcheck 2-4 min, digits, CNN, GPT and MPI 2 min,
 #   benchmarks 3-4 min (torch.compile's compilation is most of it): under 8 minutes.
 #
 # Environment: GPU_CHECK_OUT, BENCH_SECONDS (per benchmark run, default 4), SKIP_BENCH=1,
@@ -183,6 +185,34 @@ row "digits val_accuracy CPU / GPU fp32" "$(done_field "$OUT/digits_cpu" val_acc
 row "digits final train_loss CPU / GPU" "$cpu_loss / $gpu_loss (relative difference $rel; goal < 1e-4)"
 row "digits GPU bf16 val_accuracy" "$(done_field "$OUT/digits_gpu_bf16" val_accuracy) (train_loss $(done_field "$OUT/digits_gpu_bf16" train_loss))"
 row "digits GPU samples/s fp32 / bf16" "$(done_field "$OUT/digits_gpu" samples_per_sec) / $(done_field "$OUT/digits_gpu_bf16" samples_per_sec)"
+# The convolutional and transformer layers on the GPU against the CPU: the digits CNN (cuDNN,
+# pooling, batch norm) to the end, the CPU-sized GPT (embedding, fused attention, residuals) for
+# 200 steps in fp32 and bf16, and a GPT resume on the GPU (bit for bit).
+train_cfg() {  # CONFIG NAME ARGS... -> run folder $OUT/NAME
+  local cfg=$1 name=$2; shift 2
+  rm -rf "${OUT:?}/$name"
+  timeout 300 "$BIN/tern-train" --config "$cfg" --run.dir="$OUT/$name" --run.progress=off "$@" \
+    >"$OUT/$name.log" 2>&1 || { echo "$name FAILED:"; tail -15 "$OUT/$name.log"; }
+}
+rel_diff() { python3 -c "print('%.2e' % (abs($2 - $1) / abs($1)))" 2>/dev/null || echo n/a; }
+train_cfg configs/digits_cnn.ini cnn_cpu --run.device=cpu --run.threads=4
+train_cfg configs/digits_cnn.ini cnn_gpu --run.device=cuda --run.tf32=false
+a=$(done_field "$OUT/cnn_cpu" train_loss) b=$(done_field "$OUT/cnn_gpu" train_loss)
+row "digits CNN val_accuracy CPU / GPU fp32" "$(done_field "$OUT/cnn_cpu" val_accuracy) / $(done_field "$OUT/cnn_gpu" val_accuracy)"
+row "digits CNN final train_loss CPU / GPU" "$a / $b (relative difference $(rel_diff "$a" "$b"))"
+[[ -f data/shakespeare.h5 ]] || "$BIN/tern-data" text --input data/tinyshakespeare.txt --output data/shakespeare.h5 >/dev/null
+gpt=(--train.steps=200 --train.eval_every=100 --train.log_every=50)
+train_cfg configs/shakespeare_gpt.ini gpt_cpu "${gpt[@]}" --run.device=cpu --run.threads=8
+train_cfg configs/shakespeare_gpt.ini gpt_gpu "${gpt[@]}" --run.device=cuda --run.tf32=false
+train_cfg configs/shakespeare_gpt.ini gpt_gpu_bf16 "${gpt[@]}" --run.device=cuda --run.precision=bf16
+a=$(done_field "$OUT/gpt_cpu" val_loss) b=$(done_field "$OUT/gpt_gpu" val_loss)
+row "GPT 200 steps val_loss CPU / GPU fp32 / bf16" "$a / $b / $(done_field "$OUT/gpt_gpu_bf16" val_loss) (fp32 relative difference $(rel_diff "$a" "$b"))"
+train_cfg configs/shakespeare_gpt.ini gpt_gpu_ckpt "${gpt[@]}" --run.device=cuda --run.precision=bf16 \
+  --checkpoint.uri="$OUT/gptckpt" --checkpoint.every_steps=100 --checkpoint.keep_every=100
+train_cfg configs/shakespeare_gpt.ini gpt_gpu_resumed "${gpt[@]}" --run.device=cuda --run.precision=bf16 \
+  --checkpoint.uri="$OUT/gptckpt2" --checkpoint.resume="$OUT/gptckpt/ckpt/step-00000100"
+a=$(done_field "$OUT/gpt_gpu_ckpt" param_checksum) b=$(done_field "$OUT/gpt_gpu_resumed" param_checksum)
+row "GPT bf16 GPU resume from step 100" "param_checksum $a / $b: $([[ $a == "$b" && $a != n/a ]] && echo identical || echo DIFFERENT)"
 MPI_BIN=$PWD/build-cuda/gpu-bundle/bin-mpi OMPI=$PWD/build-cuda/gpu-bundle/openmpi
 if [[ -x $MPI_BIN/tern_mpi_tests && -x $OMPI/bin/mpirun ]]; then
   # The bundled Open MPI first: its libmpi.so.40 serves the binaries built against Debian's.
