@@ -213,6 +213,10 @@ train_cfg configs/shakespeare_gpt.ini gpt_gpu_resumed "${gpt[@]}" --run.device=c
   --checkpoint.uri="$OUT/gptckpt2" --checkpoint.resume="$OUT/gptckpt/ckpt/step-00000100"
 a=$(done_field "$OUT/gpt_gpu_ckpt" param_checksum) b=$(done_field "$OUT/gpt_gpu_resumed" param_checksum)
 row "GPT bf16 GPU resume from step 100" "param_checksum $a / $b: $([[ $a == "$b" && $a != n/a ]] && echo identical || echo DIFFERENT)"
+# tern-generate on the GPU, greedy, against the CPU on the same export (a near tie may differ).
+gen() { "$BIN/tern-generate" --model "$OUT/gpt_gpu/model.h5" --prompt "KING:" --length 60 --top-k 1 "$@" 2>&1; }
+g_gpu=$(gen --device cuda) g_cpu=$(gen --device cpu)
+row "tern-generate --device cuda, greedy" "$([[ $g_gpu == "$g_cpu" ]] && echo "the CPU's text" || echo "differs from the CPU's: $(printf %q "${g_gpu:0:80}")")"
 MPI_BIN=$PWD/build-cuda/gpu-bundle/bin-mpi OMPI=$PWD/build-cuda/gpu-bundle/openmpi
 if [[ -x $MPI_BIN/tern_mpi_tests && -x $OMPI/bin/mpirun ]]; then
   # The bundled Open MPI first: its libmpi.so.40 serves the binaries built against Debian's.

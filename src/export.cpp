@@ -93,7 +93,7 @@ void write_export(const std::string& path, const ExportInfo& info,
   }
 }
 
-std::unique_ptr<InferenceModel> InferenceModel::load(const std::string& path) {
+std::unique_ptr<InferenceModel> InferenceModel::load(const std::string& path, Device dev) {
   h5::File f = h5::File::open(path);
   const std::string format = f.read_attr_string("/", "format");
   if (format != kFormat)
@@ -109,7 +109,9 @@ std::unique_ptr<InferenceModel> InferenceModel::load(const std::string& path) {
   }
   auto m = std::unique_ptr<InferenceModel>(new InferenceModel());
   m->info_ = export_info_from_json(j, "'" + path + "'");
-  m->model_ = std::make_unique<Model>(m->info_.layers, m->info_.loss, m->info_.input_shape);
+  m->model_ = std::make_unique<Model>(m->info_.layers, m->info_.loss, m->info_.input_shape, dev);
+  // Read into host memory, then copied to where the model runs.
+  Tensor host = Tensor::zeros({m->model_->num_params()});
   for (const ParamInfo& p : m->model_->param_table()) {
     const std::string ds = dataset_of(p.name);
     if (!f.exists(ds)) throw InputError("'" + path + "': dataset " + ds + " is missing");
@@ -117,8 +119,9 @@ std::unique_ptr<InferenceModel> InferenceModel::load(const std::string& path) {
     if (t.shape() != p.shape)
       throw InputError("'" + path + "': dataset " + ds + " has shape " + shape_str(t.shape()) +
                        ", the model spec needs " + shape_str(p.shape));
-    std::copy_n(t.data<float>(), t.numel(), m->model_->params().data<float>() + p.offset);
+    std::copy_n(t.data<float>(), t.numel(), host.data<float>() + p.offset);
   }
+  m->model_->params().copy_from(host);
   const int64_t features = m->input_features();
   if (m->info_.normalization == "standard") {
     if (static_cast<int64_t>(m->info_.norm.mean.size()) != features ||
@@ -140,9 +143,9 @@ std::unique_ptr<InferenceModel> InferenceModel::load(const std::string& path) {
 std::unique_ptr<InferenceModel> InferenceModel::clone() const {
   auto m = std::unique_ptr<InferenceModel>(new InferenceModel());
   m->info_ = info_;
-  m->model_ = std::make_unique<Model>(info_.layers, info_.loss, info_.input_shape);
-  std::copy_n(model_->params().data<float>(), model_->num_params(),
-              m->model_->params().data<float>());
+  m->model_ =
+      std::make_unique<Model>(info_.layers, info_.loss, info_.input_shape, model_->device());
+  m->model_->params().copy_from(model_->params());
   m->mean_ = mean_;
   m->inv_std_ = inv_std_;
   return m;
@@ -156,18 +159,19 @@ int64_t InferenceModel::vocab_size() const {
   return table.front().shape[0];  // "0.embedding.token": [vocab, dim]
 }
 
-const Tensor& InferenceModel::forward_tokens(const int32_t* ids, int64_t rows) {
+Tensor InferenceModel::forward_tokens(const int32_t* ids, int64_t rows) {
   if (info_.input_datatype != "INT32")
     throw InputError("this model takes " + info_.input_datatype + " features, not token ids");
   Shape shape = info_.input_shape;
   shape.insert(shape.begin(), rows);
   Tensor x = Tensor::empty(shape, DType::i32);
   std::copy_n(ids, x.numel(), x.data<int32_t>());
-  return model_->forward(x, StepContext{false, 0, 0, nullptr});
+  // On a GPU the ids go up and the logits come back (to() is a view when already on the host).
+  return model_->forward(x.to(model_->device()), StepContext{false, 0, 0, nullptr}).to(Device{});
 }
 
 void InferenceModel::predict_tokens(const int32_t* ids, int64_t rows, float* out) {
-  const Tensor& y = forward_tokens(ids, rows);
+  const Tensor y = forward_tokens(ids, rows);
   std::copy_n(y.data<float>(), y.numel(), out);
 }
 
@@ -182,7 +186,8 @@ void InferenceModel::predict_last(const int32_t* ids, const int64_t* lengths, in
     if (lengths[r] < 1 || lengths[r] > positions)
       throw InputError("row " + std::to_string(r) + ": length " + std::to_string(lengths[r]) +
                        " is outside [1, " + std::to_string(positions) + "]");
-  const float* y = forward_tokens(ids, rows).data<float>();
+  const Tensor logits = forward_tokens(ids, rows);
+  const float* y = logits.data<float>();
   for (int64_t r = 0; r < rows; ++r)
     std::copy_n(y + (r * positions + lengths[r] - 1) * vocab, vocab, out + r * vocab);
 }
@@ -199,7 +204,10 @@ void InferenceModel::predict(const float* x, int64_t rows, float* out) {
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < f; ++c) in[r * f + c] = (x[r * f + c] - mean_[c]) * inv_std_[c];
   }
-  const Tensor& y = model_->forward(input_.slice(0, shape), StepContext{false, 0, 0, nullptr});
+  const Tensor y =
+      model_
+          ->forward(input_.slice(0, shape).to(model_->device()), StepContext{false, 0, 0, nullptr})
+          .to(Device{});
   std::copy_n(y.data<float>(), y.numel(), out);
 }
 

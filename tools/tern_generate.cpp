@@ -10,6 +10,7 @@
 #include <boost/program_options.hpp>
 
 #include "tern/data.h"
+#include "tern/device.h"
 #include "tern/error.h"
 #include "tern/export.h"
 #include "tern/version.h"
@@ -33,6 +34,7 @@ int run(int argc, char** argv) {
   int64_t length = 500, top_k = 0;
   double temperature = 1.0;
   uint64_t seed = 0;
+  std::string device = "cpu";
   po::options_description desc("Options");
   desc.add_options()("help", "this text")("version", "print the version")(
       "model", po::value(&model_path), "exported model (model.h5)")(
@@ -41,7 +43,9 @@ int run(int argc, char** argv) {
       "temperature", po::value(&temperature)->default_value(temperature),
       "softmax temperature (> 0; lower is more conservative)")(
       "top-k", po::value(&top_k)->default_value(top_k), "sample among the k likeliest; 0 = all")(
-      "seed", po::value(&seed)->default_value(seed), "seed of the sampler");
+      "seed", po::value(&seed)->default_value(seed), "seed of the sampler")(
+      "device", po::value(&device)->default_value(device),
+      "where the model runs: cpu | cuda (the first GPU) | auto (a GPU when one is visible)");
   po::variables_map vm;
   po::store(po::parse_command_line(argc, argv, desc), vm);
   po::notify(vm);
@@ -57,7 +61,7 @@ int run(int argc, char** argv) {
   if (!(temperature > 0)) throw InputError("--temperature must be > 0");
   if (length < 0 || top_k < 0) throw InputError("--length and --top-k must be >= 0");
 
-  auto model = InferenceModel::load(model_path);
+  auto model = InferenceModel::load(model_path, resolve_device(device, 0, 1));
   const ExportInfo& info = model->info();
   if (info.input_datatype != "INT32" || info.input_shape.size() != 1)
     throw InputError("'" + model_path + "' is not a language model (its input is " +

@@ -45,7 +45,8 @@ class InferenceModel {
  public:
   // Validates the file (format, spec, every tensor's shape) and builds the model; InputError
   // naming the file and what is wrong otherwise.
-  static std::unique_ptr<InferenceModel> load(const std::string& path);
+  // dev: where it runs (the CPU by default; a GPU for tern-generate --device cuda).
+  static std::unique_ptr<InferenceModel> load(const std::string& path, Device dev = {});
   // An independent copy (own activation buffers) for another worker thread.
   std::unique_ptr<InferenceModel> clone() const;
 
@@ -69,7 +70,8 @@ class InferenceModel {
 
  private:
   InferenceModel() = default;
-  const Tensor& forward_tokens(const int32_t* ids, int64_t rows);
+  // The model's output for ids [rows, positions], on the host.
+  Tensor forward_tokens(const int32_t* ids, int64_t rows);
   ExportInfo info_;
   std::unique_ptr<Model> model_;
   std::vector<float> mean_, inv_std_;
