@@ -218,7 +218,8 @@ void register_trainer_options(OptionSet& o, TrainerConfig& c) {
 
   o.add("run.dir", &c.run.dir, "output folder: metrics.jsonl, config.ini; empty = no files");
   o.add("run.threads", &c.run.threads,
-        "BLAS threads per rank; 0 = cores of the node / ranks on the node");
+        "CPU threads per rank (GEMMs, attention, norms, optimizer); 0 = cores of the node / "
+        "ranks on the node");
   o.add("run.log_level", &c.run.log_level, "rank 0's log level: debug | info | warn | error");
   o.add("run.flush_denormals", &c.run.flush_denormals,
         "flush denormal floats to zero (much faster once gradients get tiny; results stay "
