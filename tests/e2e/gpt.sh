@@ -25,6 +25,7 @@ a=$(gen --seed 7) && b=$(gen --seed 7) && c=$(gen --seed 8) || fail "tern-genera
 [ "$a" = "$b" ] && [ "${#a}" -ge 85 ] && pass "tern-generate: 80 characters after the prompt, the same for the same seed" || fail "tern-generate output: '$a' vs '$b'"
 [ "$a" != "$c" ] && pass "another seed, another text" || fail "seeds 7 and 8 gave the same text"
 expect_exit 2 "character '€' is not in the model's vocabulary" "$TERN_BIN/tern-generate" --model "$WORK/two/model.h5" --prompt "KING€"
+expect_exit 2 "--device gpu: expected cpu, cuda or auto" "$TERN_BIN/tern-generate" --model "$WORK/two/model.h5" --device gpu
 
 # Serving the export: tern-serve takes INT32 token ids and answers the logits of the next token,
 # whose arg-max is the character tern-generate picks with --top-k 1.
