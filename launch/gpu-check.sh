@@ -42,12 +42,13 @@ if [[ ${1:-} == --prepare ]]; then
   set -e
   source launch/common.sh
   cmake --preset cuda >/dev/null
-  cmake --build build-cuda -j2 --target tern-train tern-data tern_cuda_tests tern_bench_attention
+  cmake --build build-cuda -j2 --target tern-train tern-data tern-generate tern_cuda_tests \
+    tern_bench_attention
   cmake --preset release >/dev/null
   cmake --build build -j2 --target tern-train tern_mpi_tests
   stage=build-cuda/gpu-bundle
   rm -rf "$stage" && mkdir -p "$stage/bin" "$stage/bin-mpi" "$stage/lib" "$stage/data"
-  cp build-cuda/bin/{tern-train,tern-data,tern_cuda_tests,tern_bench_attention} "$stage/bin/"
+  cp build-cuda/bin/{tern-train,tern-data,tern-generate,tern_cuda_tests,tern_bench_attention} "$stage/bin/"
   # The benchmarks' data, made by this tern-data (the GPU machine then needs no conversion).
   build-cuda/bin/tern-data convert --input data/digits.csv --output "$stage/data/digits.h5" >/dev/null
   build-cuda/bin/tern-data text --input data/tinyshakespeare.txt --output "$stage/data/shakespeare.h5" >/dev/null
@@ -97,7 +98,8 @@ if [[ -f $BUNDLE ]]; then
   [[ -f build-cuda/gpu-bundle/BUILD-INFO ]] && sed 's/^/bundle: /' build-cuda/gpu-bundle/BUILD-INFO
 else
   cmake --preset cuda >"$OUT/cmake.log" 2>&1 && cmake --build build-cuda -j"$(nproc)" \
-    --target tern-train tern-data tern_cuda_tests tern_bench_attention >"$OUT/build.log" 2>&1 ||
+    --target tern-train tern-data tern-generate tern_cuda_tests tern_bench_attention \
+    >"$OUT/build.log" 2>&1 ||
     { tail -30 "$OUT/cmake.log" "$OUT/build.log"; row build FAILED; printf '%s\n' "${ROWS[@]}"; exit 1; }
   BIN=$PWD/build-cuda/bin
 fi
