@@ -197,13 +197,14 @@ std::pair<Tensor, Tensor> BatchUploader::upload(const Tensor&, const Tensor&) {
 }
 #endif
 
-Device resolve_device(const std::string& setting, int local_rank, int local_world) {
+Device resolve_device(const std::string& setting, int local_rank, int local_world,
+                      const std::string& option) {
   if (setting == "cpu") return {};
   const int n = cuda_device_count();
   if (setting == "auto" && n == 0) return {};
   if (setting == "auto" && local_world > n) return {};
   if (n == 0)
-    throw InputError(std::string("run.device=cuda: ") +
+    throw InputError(option + "=cuda: " +
                      (cuda_built() ? "no GPU is visible to this process"
                                    : "this build has no CUDA backend (configure with "
                                      "-DTERN_CUDA=ON on a machine with the CUDA toolkit)"));

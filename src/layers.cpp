@@ -141,9 +141,10 @@ class Linear final : public Layer {
     out_ = spec.require_int("out");
     if (out_ <= 0) throw InputError(spec.where() + ": out must be positive");
     bias_ = spec.get_bool("bias", true);
-    tie_ = spec.get_string("tie", "");
-    if (!tie_.empty() && tie_ != "embedding")
-      throw InputError(spec.where() + ": tie=" + tie_ +
+    const std::string tie = spec.get_string("tie", "");
+    tied_ = tie == "embedding";
+    if (!tie.empty() && !tied_)
+      throw InputError(spec.where() + ": tie=" + tie +
                        " is not a layer it can share its weight with (tie=embedding: the token "
                        "table of the embedding layer, GPT-2's weight tying)");
     in_shape_ = in;
@@ -154,7 +155,7 @@ class Linear final : public Layer {
   std::vector<ParamSpec> param_specs() const override {
     std::vector<ParamSpec> p{{"weight", {out_, in_}, true, Init::uniform_fan_in, in_}};
     // Tied: the embedding's token table [vocab, dim] is this layer's [out, in] weight.
-    if (!tie_.empty()) p[0].tied_to = "embedding.token";
+    if (tied_) p[0].tied_to = "embedding.token";
     if (bias_) p.push_back({"bias", {out_}, false, Init::uniform_fan_in, in_});
     return p;
   }
@@ -179,7 +180,7 @@ class Linear final : public Layer {
  private:
   int64_t in_ = 0, out_ = 0;
   bool bias_ = true;
-  std::string tie_;
+  bool tied_ = false;
 };
 
 class ActivationLayer final : public Layer {
@@ -506,10 +507,7 @@ class TransformerBlock final : public Layer {
     return out;
   }
   void reserve(int64_t max_rows) override {
-    for (auto& [name, layer] : parts_) {
-      layer->place(device_, compute_dtype_);
-      layer->reserve(max_rows);
-    }
+    for (auto& [name, layer] : parts_) layer->reserve(max_rows);
     if (max_rows <= rows_) return;
     rows_ = max_rows;
     const int64_t t = in_shape_[0], c = in_shape_[1];
@@ -548,6 +546,9 @@ class TransformerBlock final : public Layer {
   }
 
  protected:
+  void on_place() override {
+    for (auto& [name, layer] : parts_) layer->place(device_, compute_dtype_);
+  }
   void on_bind() override {
     size_t next = 0;
     for (auto& [name, layer] : parts_) {

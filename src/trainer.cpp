@@ -18,7 +18,7 @@
 
 namespace tern {
 
-int configure_blas_threads(int64_t requested, int local_world) {
+int configure_cpu_threads(int64_t requested, int local_world) {
   int threads = static_cast<int>(requested);
   if (threads == 0)
     threads = std::max(

@@ -63,15 +63,7 @@ int run(int argc, char** argv) {
 
   if (device != "cpu" && device != "cuda" && device != "auto")
     throw InputError("--device " + device + ": expected cpu, cuda or auto");
-  Device dev;
-  try {
-    dev = resolve_device(device, 0, 1);
-  } catch (const InputError& e) {
-    // Its message names the trainer's option; this tool's is --device.
-    const std::string what = e.what();
-    throw InputError("--device " + device + what.substr(what.find(':')));
-  }
-  auto model = InferenceModel::load(model_path, dev);
+  auto model = InferenceModel::load(model_path, resolve_device(device, 0, 1, "--device"));
   const ExportInfo& info = model->info();
   if (info.input_datatype != "INT32" || info.input_shape.size() != 1)
     throw InputError("'" + model_path + "' is not a language model (its input is " +

@@ -216,7 +216,7 @@ int main(int argc, char** argv) {
     }
     comm->broadcast(&output_ok, sizeof output_ok, 0);
     if (!output_ok) return kExitUsage;
-    configure_blas_threads(opt.threads, group->local_world());
+    configure_cpu_threads(opt.threads, group->local_world());
     uniform = false;
 
     const int64_t outputs = model->output_features();

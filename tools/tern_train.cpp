@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
                        " ranks need a communication backend");
     auto comm =
         group->world() > 1 ? make_mpi_communicator(MpiScope::world) : make_single_communicator();
-    const int threads = configure_blas_threads(cfg.run.threads, group->local_world());
+    const int threads = configure_cpu_threads(cfg.run.threads, group->local_world());
     if (root)
       spdlog::info("tern-train {}: {} rank(s), {} on this node, {} BLAS thread(s) per rank",
                    version_string(), group->world(), group->local_world(), threads);

@@ -23,8 +23,9 @@ void device_synchronize(Device dev);
 // The device a run.device setting names: cpu, cuda, or auto (cuda when this build has it and
 // there is a GPU for each of the local_world ranks on this node; the CPU otherwise). local_rank
 // picks the GPU, one per rank (with cuda, ranks may share GPUs). Throws InputError when cuda is
-// asked for and none is there.
-Device resolve_device(const std::string& setting, int local_rank, int local_world);
+// asked for and none is there; `option` names the setting in that message.
+Device resolve_device(const std::string& setting, int local_rank, int local_world,
+                      const std::string& option = "run.device");
 
 // Host memory the GPU copies from directly (page-locked), from a pool that reuses freed blocks:
 // for batches that go to the device every step. Plain host memory in builds without CUDA.

@@ -84,6 +84,7 @@ class Layer {
   void place(Device dev, DType compute) {
     device_ = dev;
     compute_dtype_ = compute;
+    on_place();
   }
   // Scratch space that depends on the batch size.
   virtual void reserve(int64_t /*max_rows*/) {}
@@ -95,6 +96,8 @@ class Layer {
  protected:
   // After bind(): for layers made of other layers, to hand them their views.
   virtual void on_bind() {}
+  // After place(): for layers made of other layers, to place them too.
+  virtual void on_place() {}
   Shape in_shape_, out_shape_;
   std::vector<Tensor> params_, grads_, compute_params_;
   Device device_;

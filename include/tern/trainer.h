@@ -78,6 +78,6 @@ class Trainer {
 
 // Sets the CPU threads of this rank (the op pool; BLAS calls run inside it): `requested`, or the
 // node's cores shared by its ranks.
-int configure_blas_threads(int64_t requested, int local_world);
+int configure_cpu_threads(int64_t requested, int local_world);
 
 }  // namespace tern

@@ -19,7 +19,7 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
 
 }  // namespace
 
-// OpenBLAS runs single-threaded (configure_blas_threads); large GEMMs are split here into blocks
+// OpenBLAS runs single-threaded (configure_cpu_threads); large GEMMs are split here into blocks
 // of C rows (or columns, when C is short and wide) on the op threads. One pool for every
 // parallel op keeps a 2-core machine from running BLAS's spinning workers beside tern's.
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,

@@ -144,7 +144,7 @@ int run_server(const ServeConfig& cfg) {
   catch_stop_signals();
   init_server_logging(cfg.log_level);
   // Workers run in parallel already; more BLAS threads each would oversubscribe the cores.
-  configure_blas_threads(cfg.blas_threads, 1);
+  configure_cpu_threads(cfg.blas_threads, 1);
 
   StatsRegistry stats;
   ServerCounters counters;

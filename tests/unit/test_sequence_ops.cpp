@@ -138,7 +138,7 @@ TEST(Attention, BackwardMatchesFiniteDifferences) {
 // on the thread that computes them: 1 and 3 threads give bitwise the same results.
 TEST(Threads, ResultsDoNotDependOnTheThreadCount) {
   auto run = [](int threads) {
-    configure_blas_threads(threads, 1);
+    configure_cpu_threads(threads, 1);
     std::vector<Tensor> out;
     Tensor qkv = random_tensor({3, 37, 3 * 24}, 21), o = Tensor::empty({3, 37, 24}),
            lse = Tensor::empty({3, 4, 37}), dqkv = Tensor::empty(qkv.shape());
@@ -165,7 +165,7 @@ TEST(Threads, ResultsDoNotDependOnTheThreadCount) {
     return out;
   };
   const std::vector<Tensor> one = run(1), three = run(3);
-  configure_blas_threads(1, 1);
+  configure_cpu_threads(1, 1);
   for (size_t i = 0; i < one.size(); ++i)
     EXPECT_EQ(std::memcmp(one[i].raw(), three[i].raw(), one[i].nbytes()), 0) << "output " << i;
 }
