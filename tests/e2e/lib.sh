@@ -1,6 +1,7 @@
 # Shared helpers for the end-to-end tests. Source it; run from the repository root.
 set -euo pipefail
 TERN_BIN=${TERN_BIN:-build/bin}
+source "$(dirname "${BASH_SOURCE[0]}")/../require.sh"
 # Open MPI refuses to run as root unless told; CI and containers run as root.
 if [ "$(id -u)" = 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

@@ -5,8 +5,7 @@
 # message naming the dataset. The outputs are read with h5py.
 source "$(dirname "$0")/lib.sh"
 if [ -z "${TERN_TEST_PYTHON:-}" ]; then
-  echo "TERN_TEST_PYTHON is not set (launch/test.sh sets it up): no h5py"
-  exit 77
+  missing_component "TERN_TEST_PYTHON is not set (launch/test.sh sets it up): no h5py"
 fi
 data="$WORK/d.h5"
 model="$WORK/run/model.h5"

@@ -387,7 +387,11 @@ if [ -n "${TERN_TEST_PYTHON:-}" ] && "$TERN_TEST_PYTHON" -c 'import tritonclient
   "$TERN_TEST_PYTHON" tests/serve/tritonclient_check.py "127.0.0.1:$PORT" >"$WORK/tc.log" 2>&1 &&
     pass "tritonclient[http]: $(tail -1 "$WORK/tc.log")" || fail "tritonclient: $(cat "$WORK/tc.log")"
 else
-  echo "skip: tritonclient[http] (no Python test env with it)"
+  if strict_components; then
+    fail "tritonclient[http] is missing (no Python test env with it; launch/common.sh installs it)"
+  else
+    echo "skip: tritonclient[http] (no Python test env with it)"
+  fi
 fi
 
 # Graceful drain: requests waiting in a queue when SIGTERM comes are all answered, exit 0.

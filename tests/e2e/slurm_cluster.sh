@@ -7,12 +7,18 @@
 #        again while the cluster is up changes nothing.
 # stop:  cancels every job (so no job process outlives the daemons), stops slurmd and slurmctld,
 #        and munged if this script started it.
-# Exit 77 ("skip") where Slurm cannot be installed or the machine has a slurm.conf of its own.
+# Exit 77 ("skip") where the machine has a slurm.conf of its own, or where Slurm cannot be installed
+# (a failure instead under CI=true or TERN_TEST_STRICT=1: tests/require.sh).
 set -euo pipefail
 skip() { echo "slurm_cluster: skip: $*" >&2; exit 77; }
+# A component that cannot be had: a skip, but a failure under CI=true (tests/require.sh).
+missing() {
+  source "$(dirname "${BASH_SOURCE[0]}")/../require.sh"
+  missing_component "slurm_cluster: $*" >&2
+}
 # Daemons, /etc and apt need root: re-run under passwordless sudo, or skip.
 if [ "$(id -u)" != 0 ]; then
-  sudo -n true 2>/dev/null || skip "needs root or passwordless sudo"
+  sudo -n true 2>/dev/null || missing "needs root or passwordless sudo"
   exec sudo -n bash "$0" "$@"
 fi
 
@@ -38,7 +44,7 @@ wait_for() {  # wait_for SECONDS CMD...: retry CMD every 0.5 s until it succeeds
 
 install_slurm() {
   command -v slurmctld && command -v slurmd && command -v sbatch && command -v munged && return 0
-  command -v apt-get || skip "slurm is not installed and there is no apt-get"
+  command -v apt-get || missing "slurm is not installed and there is no apt-get"
   export DEBIAN_FRONTEND=noninteractive
   local pkgs=(slurm-wlm munge) log
   log=$(mktemp)
@@ -46,7 +52,7 @@ install_slurm() {
   # apt-get update only when the package lists are missing or stale (the install fails).
   if ! apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >"$log" 2>&1; then
     { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${pkgs[@]}"; } >"$log" 2>&1 ||
-      skip "apt-get install ${pkgs[*]} failed (no network?): $(tail -3 "$log")"
+      missing "apt-get install ${pkgs[*]} failed (no network?): $(tail -3 "$log")"
   fi
   rm -f "$log"
 } >/dev/null

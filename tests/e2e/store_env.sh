@@ -4,8 +4,7 @@ case "$1" in
   local) STORE="$WORK/store" ;;
   s3)
     if [ -z "${TERN_TEST_PYTHON:-}" ]; then
-      echo "TERN_TEST_PYTHON is not set (launch/test.sh sets it up): no S3 server to test against"
-      exit 77
+      missing_component "TERN_TEST_PYTHON is not set (launch/test.sh sets it up): no S3 server to test against"
     fi
     "$TERN_TEST_PYTHON" tests/store/s3_server.py --port-file "$WORK/s3.port" >"$WORK/s3.log" 2>&1 &
     S3_SERVER_PID=$!

@@ -5,8 +5,7 @@
 # evaluation.
 source "$(dirname "$0")/lib.sh"
 if [ -z "${TERN_TEST_PYTHON:-}" ]; then
-  echo "TERN_TEST_PYTHON is not set (launch/test.sh sets it up): no tritonclient"
-  exit 77
+  missing_component "TERN_TEST_PYTHON is not set (launch/test.sh sets it up): no tritonclient"
 fi
 data="$WORK/digits.h5"
 "$TERN_BIN/tern-data" convert --input data/digits.csv --output "$data" >/dev/null

@@ -3,7 +3,7 @@
 # with the sources the request parser needs (src/serve/protocol.cpp, src/tensor.cpp and
 # src/device.cpp, CPU only), writes a seed corpus and a dictionary, and fuzzes for
 # ${TERN_FUZZ_SECONDS:-60} seconds. Fails on any crash, sanitizer report, uncaught exception or
-# leak. Exit 77 (skip) when clang++-14 is absent.
+# leak. Exit 77 (skip) when clang++-14 is absent; a failure under CI=true (tests/require.sh).
 #   tests/serve/fuzz.sh [BUILD_DIR]   (default: a temporary folder, removed at exit)
 # Run from the repository root.
 set -euo pipefail
@@ -19,8 +19,8 @@ if ! command -v "$CXX" >/dev/null 2>&1; then
     install_packages clang-14 libclang-rt-14-dev || true
   fi
   if ! command -v "$CXX" >/dev/null 2>&1; then
-    echo "skip: $CXX is not installed (Debian packages clang-14, libclang-rt-14-dev)"
-    exit 77
+    source tests/require.sh
+    missing_component "$CXX is not installed (Debian packages clang-14, libclang-rt-14-dev)"
   fi
 fi
 

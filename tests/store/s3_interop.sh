@@ -4,12 +4,13 @@
 # every request's signature against an IAM user's key. Each time: the store suite
 # (tern_store_tests), then tern writes what boto3 reads and boto3 writes what tern reads, byte for
 # byte. Last, an outage on the same port in the middle of an upload.
-# Exit 77 (skipped) without TERN_TEST_PYTHON, a Python with moto[server] and boto3.
+# Exit 77 (skipped) without TERN_TEST_PYTHON, a Python with moto[server] and boto3; a failure
+# under CI=true (tests/require.sh).
 set -euo pipefail
+source "$(dirname "$0")/../require.sh"
 if [ -z "${TERN_TEST_PYTHON:-}" ]; then
-  echo "SKIP: TERN_TEST_PYTHON is unset; launch/test.sh sets it (setup_python_test_env in" \
+  missing_component "TERN_TEST_PYTHON is unset; launch/test.sh sets it (setup_python_test_env in" \
     "launch/common.sh makes a venv with moto[server] and boto3)"
-  exit 77
 fi
 BIN=${TERN_BIN:-build/bin}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -54,7 +55,14 @@ suite() {  # suite NAME: the store suite under s3://tern-test/suite-NAME
   if TERN_TEST_S3_URI="s3://$bucket/suite-$1" TERN_TEST_S3_FAULTS=1 \
     "$BIN/tern_store_tests" --gtest_filter='*/s3:S3Faults.*' >"$log" 2>&1; then
     grep -E '^\[ multipart \]' "$log" || true
-    pass "store suite ($1): $(grep -E '^\[  PASSED  \]' "$log")"
+    local executed
+    executed=$(gtest_executed "$log")
+    if [ "$executed" -gt 0 ] && ! grep -q '^\[  SKIPPED \]' "$log"; then
+      pass "store suite ($1): $executed tests executed, $(grep -E '^\[  PASSED  \]' "$log")"
+    else
+      cat "$log"
+      fail "store suite ($1): $executed tests executed (a filter that matches nothing, or skips)"
+    fi
   else
     cat "$log"
     fail "store suite ($1)"
