@@ -29,7 +29,40 @@ wait_for_commit() {
   done
   return 1
 }
-random_between() { python3 -c "import random; print(random.randint($1, $2))"; }
+# Every random choice of this test comes from one seed, printed first, so that a failing run can be
+# replayed exactly (TERN_KILL_SEED=...); each choice is logged where it is made.
+KILL_SEED=${TERN_KILL_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
+echo "kill seed: $KILL_SEED (replay with TERN_KILL_SEED=$KILL_SEED)"
+DRAWS=0
+draw() {  # draw LO HI: sets RAND to the next number of the seeded sequence, in [LO, HI]
+  RAND=$(python3 -c "import random; print(random.Random('$KILL_SEED-$DRAWS').randint($1, $2))")
+  DRAWS=$((DRAWS + 1))
+}
+has_done() { grep -qs '"event":"done"' "$WORK/$1/metrics.jsonl"; }
+# resumed_step NAME FROM_LINE: the step the run resumed from, in its log after line FROM_LINE
+# ("resumed from URI/ckpt/step-... (step K, written by W rank(s))"); empty when it did not resume.
+resumed_step() { tail -n +"$(($2 + 1))" "$WORK/$1.log" | sed -n 's/.*resumed from .* (step \([0-9]*\), written by.*/\1/p' | tail -1; }
+lines() { wc -l <"$WORK/$1.log" 2>/dev/null || echo 0; }
+# in_flight NAME: the store holds part of a checkpoint newer than its newest complete one (a shard
+# without a manifest, or a local temp file): a checkpoint was being written when the run died.
+in_flight() {
+  local newest
+  newest=$("$TERN_BIN/tern-ckpt" list "$STORE/$1" 2>/dev/null | awk '/ complete$/ {s = $1} END {print s + 0}')
+  "$TERN_BIN/tern-ckpt" list "$STORE/$1" 2>/dev/null | awk -v n="$newest" '/incomplete/ && $1 > n {f = 1} END {exit !f}' && return 0
+  [ -d "$STORE/$1" ] && [ -n "$(find "$STORE/$1" -name '*.tern-tmp.*' 2>/dev/null | head -1)" ]
+}
+# expect_mid_run_kill NAME RC FROM_LINE WHAT: the killed run (exit RC) had not finished, and its
+# rerun (log after FROM_LINE) resumed from a step strictly inside the run.
+expect_mid_run_kill() {
+  local name=$1 rc=$2 from=$3 what=$4 k
+  [ "$rc" != 0 ] || fail "$what: the killed run exited 0 (it had finished before the kill)"
+  k=$(resumed_step "$name" "$from")
+  if [ -n "$k" ] && [ "$k" -gt 0 ] && [ "$k" -lt "$steps" ]; then
+    pass "$what: the rerun resumed from step $k (0 < $k < $steps)"
+  else
+    fail "$what: the rerun did not resume from a step inside the run (resumed: '${k:-none}')"
+  fi
+}
 
 train 2 ref || fail "reference run failed: $(tail -3 "$WORK/ref.log")"
 ref=$(checksum ref)
@@ -40,31 +73,74 @@ train 2 exact &
 run=$!
 wait_for_commit exact 500 || fail "no checkpoint of step 500 in time"
 kill_all exact
-wait "$run" || true
+wait "$run" && rc=0 || rc=$?
+has_done exact && fail "the run meant to be killed at step 500 finished first"
+from=$(lines exact)
 train 2 exact || fail "resume after SIGKILL failed: $(tail -3 "$WORK/exact.log")"
-grep -q "resumed from" "$WORK/exact.log" && pass "resumed after SIGKILL: $(grep -o 'resumed from [^ ]*' "$WORK/exact.log" | tail -1)" || fail "no resume after SIGKILL"
+expect_mid_run_kill exact "$rc" "$from" "SIGKILL after step 500"
 [ "$(checksum exact)" = "$ref" ] && pass "k steps + SIGKILL + resume = straight run ($ref)" || fail "checksum $(checksum exact) != $ref"
 
-# 2. SIGKILL at random moments, also during uploads: after a random checkpoint, a random delay
-#    more (shorter than the time between checkpoints, so it often falls inside an upload).
+# 2. SIGKILL at random moments: once a random checkpoint (step 50-2000 of 4000) has committed, a
+#    random delay more (0-90 ms: a few checkpoint intervals). Each kill must land inside the run.
+#    Whether it also caught a checkpoint being written is logged (on a local store a checkpoint of
+#    this model takes microseconds to write; case 2b makes one in flight on purpose).
 runs=${TERN_KILL_RUNS:-10}
+caught=0
 for i in $(seq "$runs"); do
   name=random$i
+  draw 1 40; at=$((RAND * 50))
+  draw 0 9; delay=0.0$RAND
+  echo "kill $i: after the commit of step $at, then ${delay} s"
   train 2 "$name" &
   run=$!
-  wait_for_commit "$name" $(( $(random_between 0 60) * 50 )) || true
-  sleep "0.0$(random_between 0 9)"
+  wait_for_commit "$name" "$at" || fail "kill $i: no checkpoint of step $at in time"
+  sleep "$delay"
   kill_all "$name"
-  wait "$run" || true
-  complete=$("$TERN_BIN/tern-ckpt" list "$STORE/$name" 2>/dev/null | grep -c " complete$" || true)
-  train 2 "$name" || { fail "run $i: resume failed: $(tail -3 "$WORK/$name.log")"; continue; }
-  from=$(grep -o 'resumed from [^ ]*' "$WORK/$name.log" | tail -1 || true)
-  if [ "$(checksum "$name")" = "$ref" ]; then
-    pass "kill $i: ${from:-started over (killed before the first checkpoint)}, $complete complete checkpoint(s) at the kill, same checksum"
-  else
-    fail "kill $i: checksum $(checksum "$name") != $ref (${from:-no resume})"
+  wait "$run" && rc=0 || rc=$?
+  if has_done "$name"; then
+    fail "kill $i: the run finished before the kill (after step $at + ${delay} s)"
+    continue
   fi
+  mid=""
+  in_flight "$name" && { mid=", a checkpoint was being written"; caught=$((caught + 1)); }
+  complete=$("$TERN_BIN/tern-ckpt" list "$STORE/$name" 2>/dev/null | grep -c " complete$" || true)
+  from=$(lines "$name")
+  train 2 "$name" || { fail "kill $i: resume failed: $(tail -3 "$WORK/$name.log")"; continue; }
+  expect_mid_run_kill "$name" "$rc" "$from" "kill $i ($complete complete checkpoint(s) at the kill$mid)"
+  [ "$(checksum "$name")" = "$ref" ] && pass "kill $i: same checksum as the straight run" ||
+    fail "kill $i: checksum $(checksum "$name") != $ref"
 done
+echo "random kills that caught a checkpoint being written: $caught of $runs"
+
+if [ "$kind" = s3 ]; then
+  # 2b. SIGKILL with an upload in flight, for certain: the S3 server stops listening, the next
+  #     checkpoint's upload retries against it (the store logs each retry), and the run is killed
+  #     while it does. The rerun, with the server back, resumes from the checkpoint before.
+  name=midupload
+  draw 2 30; at=$((RAND * 50))
+  echo "mid-upload kill: the server goes down after the commit of step $at"
+  train 2 "$name" --checkpoint.retry_seconds=60 &
+  run=$!
+  wait_for_commit "$name" "$at" || fail "mid-upload: no checkpoint of step $at in time"
+  kill -USR1 "$S3_SERVER_PID"
+  # A retry of a shard's upload ("S3 PUT .../shard-...: ...; attempt N failed, retrying in ...").
+  for _ in $(seq 600); do grep -q "shard-.*retrying" "$WORK/$name.log" && break; sleep 0.05; done
+  retrying=$(grep -c "shard-.*retrying" "$WORK/$name.log" || true)
+  kill_all "$name"
+  wait "$run" && rc=0 || rc=$?
+  kill -USR2 "$S3_SERVER_PID"
+  [ "$retrying" -gt 0 ] && pass "mid-upload: killed while the store retried a shard's upload: $(grep -m1 -o 'S3 .*shard-.*retrying' "$WORK/$name.log" | cut -c1-160)" ||
+    fail "mid-upload: no upload was retrying when the run was killed"
+  has_done "$name" && fail "mid-upload: the run finished before the kill"
+  committed=$(grep -o "checkpoint step [0-9]* committed" "$WORK/$name.log" | tail -1 | grep -o "[0-9]*")
+  from=$(lines "$name")
+  train 2 "$name" --checkpoint.retry_seconds=60 || fail "mid-upload: resume failed: $(tail -3 "$WORK/$name.log")"
+  expect_mid_run_kill "$name" "$rc" "$from" "mid-upload kill"
+  [ "$(resumed_step "$name" "$from")" = "$committed" ] && pass "mid-upload: resumed from the last committed checkpoint (step $committed)" ||
+    fail "mid-upload: resumed from $(resumed_step "$name" "$from"), the last commit was step $committed"
+  [ "$(checksum "$name")" = "$ref" ] && pass "mid-upload: same checksum as the straight run" ||
+    fail "mid-upload: checksum $(checksum "$name") != $ref"
+fi
 
 if [ "$kind" = local ]; then
   # 3. Elastic: save on 2 ranks (stopped by SIGUSR1 at a step boundary), resume on 3 and on 1.
@@ -74,7 +150,9 @@ if [ "$kind" = local ]; then
     run=$!
     # Late in the run: early on, at the peak learning rate, training amplifies float summation
     # differences (a W-rank and a W'-rank run are equal only up to them) far past 1e-5.
-    wait_for_commit "$name" $(( $(random_between 60 74) * 50 )) || true
+    draw 60 74; at=$((RAND * 50))
+    echo "elastic $np: SIGUSR1 after the commit of step $at"
+    wait_for_commit "$name" "$at" || fail "elastic $np: no checkpoint of step $at in time"
     pkill -USR1 -f "mpirun.*run.dir=$WORK/$name\b" 2>/dev/null || true
     wait "$run" && rc=0 || rc=$?
     [ "$rc" = 75 ] && pass "2 ranks stopped by SIGUSR1, exit 75" || fail "SIGUSR1 run exited $rc"
@@ -90,8 +168,11 @@ if [ "$kind" = local ]; then
   name=preempt
   launch/run-local.sh 2 "${common[@]}" --checkpoint.uri="$STORE/$name" --run.dir="$WORK/$name" >>"$WORK/$name.log" 2>&1 &
   wrapper=$!
-  wait_for_commit "$name" $(( $(random_between 4 40) * 50 )) || true
-  sleep 0.0$(random_between 0 9)
+  draw 4 40; at=$((RAND * 50))
+  draw 0 9; delay=0.0$RAND
+  echo "preemption: SIGTERM after the commit of step $at, then ${delay} s"
+  wait_for_commit "$name" "$at" || fail "preemption: no checkpoint of step $at in time"
+  sleep "$delay"
   kill -TERM "$wrapper"
   wait "$wrapper" && rc=0 || rc=$?
   [ "$rc" = 75 ] && pass "SIGTERM to launch/run-local.sh: exit 75" || fail "preempted run exited $rc"
@@ -117,7 +198,7 @@ if [ "$kind" = s3 ]; then
   name=fault
   train 2 "$name" --checkpoint.retry_seconds=2 &
   run=$!
-  wait_for_commit "$name" 100 || true
+  wait_for_commit "$name" 100 || fail "outage: no checkpoint of step 100 in time"
   kill -USR1 "$S3_SERVER_PID"  # stop listening, cut open connections
   for _ in $(seq 600); do grep -q "checkpoint step [0-9]* failed" "$WORK/$name.log" && break; sleep 0.05; done
   kill -USR2 "$S3_SERVER_PID"  # listen again, objects intact
