@@ -220,6 +220,28 @@ def add_timing_args(ap, warmup_seconds=False):
                     help="steps per throughput interval (0: about 0.25 s worth, from the warmup)")
 
 
+# --mode: how the model runs. "compile" is torch.compile's default mode; "max-autotune" also
+# autotunes the kernels and captures CUDA graphs, the mode meant for launch-bound models.
+COMPILE_MODES = {"eager": None, "compile": "default", "max-autotune": "max-autotune"}
+
+
+def add_mode_args(ap):
+    ap.add_argument("--mode", choices=list(COMPILE_MODES), default="eager",
+                    help="eager; compile: torch.compile(model) (default mode); max-autotune: "
+                         "torch.compile(model, mode='max-autotune') (autotuned kernels, CUDA graphs)")
+
+
+def compiled(torch, model, mode):
+    """The model as --mode runs it (the loss and the optimizer stay eager in every mode)."""
+    return model if COMPILE_MODES[mode] is None else torch.compile(model, mode=COMPILE_MODES[mode])
+
+
+def add_denormal_args(ap):
+    ap.add_argument("--flush-denormal", action="store_true",
+                    help="torch.set_flush_denormal(True): denormal floats flushed to zero, as tern "
+                         "does by default (run.flush_denormals); off by default, PyTorch's default")
+
+
 def pick(args, ini, flag, key, default, conv):
     """The explicit flag if given, else conv(the tern INI key) if present, else the default."""
     v = getattr(args, flag)

@@ -20,7 +20,9 @@ from a seeded permutation; the order does not change the cost of a step).
 --device cuda: the token file is copied to the GPU once and each step's windows are gathered
 there (random starts from a GPU generator, no host work, no copy per step: the peer is never
 data-bound); torch's fused AdamW (fused=True), not compiled; --mode compile wraps the model in
-torch.compile (default mode; the loss stays eager); --precision bf16 runs forward and loss under
+torch.compile (default mode; the loss stays eager), --mode max-autotune in torch.compile's
+max-autotune mode (autotuned kernels, CUDA graphs); --flush-denormal flushes denormal floats to
+zero (torch.set_flush_denormal), as tern does by default; --precision bf16 runs forward and loss under
 torch.autocast(bfloat16) with fp32 parameters, gradients and AdamW state (fp32 master weights,
 as tern's run.precision=bf16), so the attention is flash attention; TF32 stays off (--tf32 turns
 it on). Nothing in the GPU loop reads a value back to the host.
@@ -106,7 +108,8 @@ def main():
     tern_peer.add_timing_args(ap)
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (CPU)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    ap.add_argument("--mode", choices=["eager", "compile"], default="eager")
+    tern_peer.add_mode_args(ap)
+    tern_peer.add_denormal_args(ap)
     ap.add_argument("--compile", dest="mode", action="store_const", const="compile",
                     help="same as --mode compile")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
@@ -128,6 +131,8 @@ def main():
     if not layers or not cfg.data_path or block < 1:
         sys.exit("torch_gpt.py: needs --tern-config with model.layer lines, data.path and data.block_size")
     torch.set_num_threads(args.threads)
+    if args.flush_denormal:
+        torch.set_flush_denormal(True)
     if cuda:
         from torch_gpu_mlp import set_tf32
 
@@ -141,7 +146,7 @@ def main():
     opt = tern_peer.make_optimizer(cfg, decay, no_decay, **({"fused": True} if cuda else {}))
     sched = tern_peer.make_scheduler(opt, cfg)
     params = decay + no_decay
-    net = torch.compile(model) if args.mode == "compile" else model
+    net = tern_peer.compiled(torch, model, args.mode)
     bf16 = args.precision == "bf16"
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     offsets = torch.arange(block, device=device)
@@ -177,6 +182,7 @@ def main():
     out = {"peer": "pytorch", "impl": "pytorch", "torch": torch.__version__, "threads": args.threads,
            "device": torch.cuda.get_device_name(device) if cuda else "cpu", "mode": args.mode,
            "precision": args.precision, "tf32": bool(args.tf32), "fused_optimizer": cuda,
+           "flush_denormal": bool(args.flush_denormal),
            "layers": layers, "block_size": block, "batch": cfg.batch,
            "parameters": sum(p.numel() for p in params), "params": sum(p.numel() for p in params),
            "loss": float(run.loss), **tern_peer.optim_fields(cfg),

@@ -19,8 +19,10 @@ biases and norms), tern's warmup + cosine/linear LR schedule
   normalised) with uniform random labels (--classes), generated on the GPU from --seed: the
   GEMM-bound model of bench/gpu_train.sh needs no file.
 - --mode eager: plain eager steps. --mode compile: torch.compile(model) in the default mode (the
-  forward and backward of the layers; the loss stays eager, as in --mode eager).
-  In both modes the optimizer step is torch's fused AdamW (fused=True: one multi-tensor CUDA
+  forward and backward of the layers; the loss stays eager, as in --mode eager). --mode
+  max-autotune: torch.compile(model, mode="max-autotune"): autotuned kernels and CUDA graphs, the
+  mode for launch-bound models (its compilation takes minutes; it is untimed warm-up).
+  In every mode the optimizer step is torch's fused AdamW (fused=True: one multi-tensor CUDA
   kernel for all parameters, the fastest AdamW PyTorch ships, and what a tuned PyTorch job uses;
   it is not compiled, so both modes share the same optimizer and differ only in the layers).
   tern's optimizer is likewise one fused pass over its flat buffers. SGD uses fused=True too.
@@ -130,7 +132,7 @@ def main():
                     help="measure the cuBLAS bf16 GEMM rate (4096^3 and 8192^3) and exit")
     ap.add_argument("--gemm-sizes", default="4096,8192", help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: smoke tests only
-    ap.add_argument("--mode", choices=["eager", "compile"], default="eager")
+    tp.add_mode_args(ap)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--tf32", action="store_true", help="TF32 in fp32 matmuls (default off)")
     tp.add_source_args(ap)
@@ -203,7 +205,7 @@ def main():
     params = list(model.parameters())
     opt = tp.make_optimizer(cfg, decay, no_decay, fused=True)
     sched = tp.make_scheduler(opt, cfg)
-    net = torch.compile(model) if args.mode == "compile" else model
+    net = tp.compiled(torch, model, args.mode)
     bf16 = args.precision == "bf16"
 
     # ---- batches: a per-epoch permutation on the device; the host only tracks the position ----

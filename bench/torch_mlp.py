@@ -34,8 +34,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     tp.add_source_args(ap)
     tp.add_training_args(ap)
-    ap.add_argument("--flush-denormal", action="store_true",
-                    help="torch.set_flush_denormal(True) (off by default, like tern)")
+    tp.add_denormal_args(ap)
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     tp.add_timing_args(ap, warmup_seconds=True)
     args = ap.parse_args()

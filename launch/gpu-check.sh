@@ -26,14 +26,26 @@
 #        PyTorch's flash attention, forward and backward, B x T = 8x256, 8x1024, 64x256) and
 #        bench/gpu_train.sh for GPU_CHECK_BENCH_MODELS (default "digits_cnn gpt": the digits CNN
 #        in fp32, goal tern >= 2x PyTorch eager; the Shakespeare GPT in bf16, tokens/s, goal tern
-#        >= 1.2x torch.compile, and MFU), each against PyTorch eager and torch.compile;
-#   and prints a short table last. Logs go to GPU_CHECK_OUT (default build-cuda/gpu-check).
+#        >= 1.2x the faster torch.compile mode, and MFU), each against PyTorch eager,
+#        torch.compile's default mode and its max-autotune mode (CUDA graphs);
+#   and prints a table last, then one line "N passed, M failed".
+#
+#   Every correctness item is asserted: the CUDA tests (all run, none failed or skipped),
+#   memcheck's error count, each GPU-vs-CPU difference against its tolerance (named in its row),
+#   each resume's checksums, the greedy samples, the 2-rank MPI test, the attention kernel's
+#   error against its CPU reference, and that every tern benchmark run finished. Speed goals are
+#   rows that say "met" or "NOT met"; they do not fail the check.
+#   Exit status: 0 when every check passed; 1 when any failed; 77 when no GPU is visible (nothing
+#   is checked then, and the script says so).
+#   Logs go to GPU_CHECK_OUT (default build-cuda/gpu-check).
 #   Device time on an H100, roughly: tests and memcheck 2-4 min, digits, CNN, GPT and MPI 2 min,
-#   benchmarks 3-4 min (torch.compile's compilation is most of it): under 8 minutes.
+#   benchmarks 4-8 min (torch.compile's compilation is most of it; max-autotune's is cut at
+#   GPU_CHECK_AUTOTUNE_TIMEOUT, 240 s a run, and then reads FAILED for that peer).
 #
 # Environment: GPU_CHECK_OUT, BENCH_SECONDS (per benchmark run, default 4), SKIP_BENCH=1,
 #   GPU_CHECK_BENCH_MODELS (bench/gpu_train.sh's BENCH_MODELS; all five:
-#   "digits_mlp wide_mlp gemm_mlp digits_cnn gpt", about 4 more minutes), SKIP_ATTENTION_BENCH=1.
+#   "digits_mlp wide_mlp gemm_mlp digits_cnn gpt", about 4 more minutes), SKIP_ATTENTION_BENCH=1,
+#   GPU_CHECK_COMPILE_MODES (default "compile max-autotune"; "compile" saves the autotuning).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,14 +90,51 @@ fi
 
 OUT=${GPU_CHECK_OUT:-build-cuda/gpu-check}
 mkdir -p "$OUT"
-declare -a ROWS
-row() { ROWS+=("$(printf '| %-34s | %s |' "$1" "$2")"); echo "== $1: $2"; }
 START=$SECONDS
 
-# ---- the machine --------------------------------------------------------------------------------
-gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)
-row "GPU, driver, memory" "$gpu"
-row "date" "$(date -u +%Y-%m-%dT%H:%MZ)"
+# ---- verdicts -----------------------------------------------------------------------------------
+# Every correctness item is a check: PASS or FAIL, counted. Performance goals are rows that say
+# "met" or "NOT met" and are not counted. The table ends with "N passed, M failed".
+declare -a ROWS
+PASSED=0 FAILED=0
+row() { ROWS+=("$(printf '| %-40s | %s |' "$1" "$2")"); echo "== $1: $2"; }
+pass() { row "$1" "PASS: $2"; PASSED=$((PASSED + 1)); }
+fail() { row "$1" "FAIL: $2"; FAILED=$((FAILED + 1)); }
+# check NAME DETAIL CMD...: PASS when CMD succeeds.
+check() {
+  local name=$1 detail=$2
+  shift 2
+  if "$@"; then pass "$name" "$detail"; else fail "$name" "$detail"; fi
+}
+info() { row "$1" "$2"; }
+# py EXPR: exit 0 when the Python expression is true; non-numbers ("n/a") make it false.
+py() { python3 -c "import sys, math; sys.exit(0 if ($1) else 1)" 2>/dev/null; }
+rel_diff() { python3 -c "print('%.2e' % (abs($2 - $1) / abs($1)))" 2>/dev/null || echo n/a; }
+finish() {
+  echo
+  echo "## tern GPU check ($(git describe --always --dirty 2>/dev/null || echo unknown), $((SECONDS - START)) s)"
+  echo "| check | result |"
+  echo "| --- | --- |"
+  printf '%s\n' "${ROWS[@]}"
+  [[ -f $OUT/attention.log ]] && { echo; sed -n '/^| B x T/,$p' "$OUT/attention.log"; }
+  [[ -f $OUT/bench.log ]] && { echo; sed -n '/^== summary/,/^elapsed/p' "$OUT/bench.log"; }
+  echo
+  echo "$PASSED passed, $FAILED failed"
+  exit $((FAILED > 0 ? 1 : 0))
+}
+
+# ---- the machine: no GPU, no check ---------------------------------------------------------------
+# Exit 77 (and no table): nothing here can be checked without a GPU, and a check that ran nothing
+# must not read as passed.
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
+if [[ ${gpus:-0} -eq 0 ]]; then
+  echo "gpu-check: no GPU visible ($(command -v nvidia-smi >/dev/null && echo "nvidia-smi lists none" || echo "no nvidia-smi")):" \
+    "nothing was checked. Run it on a machine with an NVIDIA GPU (launch/gpu-check.sh --prepare builds the bundle here)." >&2
+  echo "0 passed, 0 failed (no GPU)"
+  exit 77
+fi
+info "GPU, driver, memory" "$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
+info "date" "$(date -u +%Y-%m-%dT%H:%MZ)"
 
 # ---- binaries -----------------------------------------------------------------------------------
 if [[ -f $BUNDLE ]]; then
@@ -97,10 +146,13 @@ if [[ -f $BUNDLE ]]; then
   done
   [[ -f build-cuda/gpu-bundle/BUILD-INFO ]] && sed 's/^/bundle: /' build-cuda/gpu-bundle/BUILD-INFO
 else
-  cmake --preset cuda >"$OUT/cmake.log" 2>&1 && cmake --build build-cuda -j"$(nproc)" \
+  if ! { cmake --preset cuda >"$OUT/cmake.log" 2>&1 && cmake --build build-cuda -j"$(nproc)" \
     --target tern-train tern-data tern-generate tern_cuda_tests tern_bench_attention \
-    >"$OUT/build.log" 2>&1 ||
-    { tail -30 "$OUT/cmake.log" "$OUT/build.log"; row build FAILED; printf '%s\n' "${ROWS[@]}"; exit 1; }
+    >"$OUT/build.log" 2>&1; }; then
+    tail -30 "$OUT/cmake.log" "$OUT/build.log"
+    fail build "no bundle, and the cuda preset did not build"
+    finish
+  fi
   BIN=$PWD/build-cuda/bin
 fi
 # The CUDA libraries: the toolkit's, or those of the Python wheels PyTorch brings.
@@ -125,50 +177,61 @@ cudnn=$(ldd "$BIN/tern-train" | awk '/libcudnn/ {print $3}' | head -1)
 cudnn_v=$(awk '/#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) /{v = v (v ? "." : "") $3} END {print v}' \
   "$(dirname "$(readlink -f "$cudnn" 2>/dev/null || echo /nonexistent)")/../include/cudnn_version.h" 2>/dev/null)
 cudnn_built=$(sed -n 's/^cuDNN headers: //p' build-cuda/gpu-bundle/BUILD-INFO 2>/dev/null | cut -d' ' -f1)
-row "cuDNN used by tern-train" "${cudnn:-none} (version ${cudnn_v:-unknown}; built against ${cudnn_built:-the headers of this build})"
-bins=("$BIN/tern-train" "$BIN/tern_cuda_tests")
+info "cuDNN used by tern-train" "${cudnn:-none} (version ${cudnn_v:-unknown}; built against ${cudnn_built:-the headers of this build})"
+bins=("$BIN/tern-train" "$BIN/tern-generate" "$BIN/tern_cuda_tests")
 [[ -x $BIN/tern_bench_attention ]] && bins+=("$BIN/tern_bench_attention")
-missing=$(ldd "${bins[@]}" | grep "not found" | sort -u | tr -s ' \t' ' ')
-row "shared libraries" "${missing:-all found}"
+missing=$(ldd "${bins[@]}" 2>&1 | grep "not found" | sort -u | tr -s ' \t' ' ')
+check "shared libraries" "${missing:-all found}" test -z "$missing"
 
 # ---- 1. CUDA tests --------------------------------------------------------------------------------
-gtest_summary() {  # LOG -> "N passed, M failed, K skipped"
+gtest_counts() {  # LOG -> "PASSED FAILED SKIPPED" (the summary lines of a GoogleTest run)
   local p f s
-  p=$(grep -oE '\[  PASSED  \] [0-9]+' "$1" | head -1 | grep -oE '[0-9]+$' || echo 0)
-  f=$(grep -oE '\[  FAILED  \] [0-9]+ test' "$1" | head -1 | grep -oE '[0-9]+' || true)
-  s=$(grep -oE '\[  SKIPPED \] [0-9]+' "$1" | head -1 | grep -oE '[0-9]+$' || true)
-  echo "${p:-0} passed, ${f:-0} failed, ${s:-0} skipped"
+  p=$(grep -oE '^\[  PASSED  \] [0-9]+' "$1" | tail -1 | grep -oE '[0-9]+$')
+  f=$(grep -oE '^\[  FAILED  \] [0-9]+ tests?, listed below' "$1" | tail -1 | grep -oE '[0-9]+' | head -1)
+  s=$(grep -oE '^\[  SKIPPED \] [0-9]+ tests?, listed below' "$1" | tail -1 | grep -oE '[0-9]+' | head -1)
+  echo "${p:-0} ${f:-0} ${s:-0}"
+}
+# gtest_check NAME LOG RC: PASS when the run exited 0, ran tests, and none failed or skipped (a
+# skip on a GPU machine means the GPU was not usable).
+gtest_check() {
+  local p f s
+  read -r p f s <<<"$(gtest_counts "$2")"
+  check "$1" "exit $3; $p passed, $f failed, $s skipped" py "$3 == 0 and $p > 0 and $f == 0 and $s == 0"
 }
 timeout 300 "$BIN/tern_cuda_tests" --gtest_color=no >"$OUT/cuda_tests.log" 2>&1
 rc=$?
-grep -E '^\[  FAILED  \]|Failure|error' "$OUT/cuda_tests.log" | head -20
-row "CUDA tests (exit $rc)" "$(gtest_summary "$OUT/cuda_tests.log")"
+grep -E '^\[  FAILED  \]|Failure' "$OUT/cuda_tests.log" | head -20
+gtest_check "CUDA tests" "$OUT/cuda_tests.log" $rc
 if command -v compute-sanitizer >/dev/null; then
   # --report-api-errors no: NCCL's init probes kernels of other architectures and gets
   # cudaErrorNoKernelImageForDevice, which it handles; only memory errors count here.
   timeout 240 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 86 \
-    "$BIN/tern_cuda_tests" \
-    --gtest_color=no >"$OUT/memcheck.log" 2>&1
+    "$BIN/tern_cuda_tests" --gtest_color=no >"$OUT/memcheck.log" 2>&1
   rc=$?
-  errs=$(grep -oE 'ERROR SUMMARY: [0-9]+ error' "$OUT/memcheck.log" | tail -1)
+  errs=$(grep -oE 'ERROR SUMMARY: [0-9]+ error' "$OUT/memcheck.log" | tail -1 | grep -oE '[0-9]+')
   grep -E '=========  (Invalid|Program hit|Uninit)' "$OUT/memcheck.log" | sort | uniq -c | head -10
-  row "memcheck on the CUDA tests (exit $rc)" "${errs:-no summary (see memcheck.log)}; $(gtest_summary "$OUT/memcheck.log")"
+  check "memcheck on the CUDA tests" "exit $rc; ${errs:-no} memory errors reported" \
+    py "$rc == 0 and '${errs:-x}' == '0'"
+  gtest_check "CUDA tests under memcheck" "$OUT/memcheck.log" $rc
 else
-  row "memcheck" "compute-sanitizer not found"
+  fail "memcheck" "compute-sanitizer not found (the CUDA toolkit's bin/ is not on PATH)"
 fi
 
-# ---- 2. digits: GPU against CPU -----------------------------------------------------------------
+# ---- 2. training: GPU against CPU -----------------------------------------------------------------
 [[ -f data/digits.h5 ]] || "$BIN/tern-data" convert --input data/digits.csv --output data/digits.h5 >/dev/null
 done_field() { python3 -c "
 import json, sys
 d = [json.loads(l) for l in open(sys.argv[1]) if '\"done\"' in l][-1]
 print(d.get(sys.argv[2], 'n/a'))" "$1/metrics.jsonl" "$2" 2>/dev/null || echo n/a; }
-train() {  # NAME ARGS... -> run folder $OUT/NAME
-  local name=$1; shift
+train_cfg() {  # CONFIG NAME ARGS... -> run folder $OUT/NAME; a run that fails is a FAIL row
+  local cfg=$1 name=$2; shift 2
   rm -rf "${OUT:?}/$name"
-  timeout 300 "$BIN/tern-train" --config configs/digits_mlp.ini --run.dir="$OUT/$name" \
-    --run.progress=off "$@" >"$OUT/$name.log" 2>&1 || { echo "$name FAILED:"; tail -15 "$OUT/$name.log"; }
+  timeout 300 "$BIN/tern-train" --config "$cfg" --run.dir="$OUT/$name" --run.progress=off "$@" \
+    >"$OUT/$name.log" 2>&1 || { echo "$name FAILED:"; tail -15 "$OUT/$name.log"; fail "run $name" "tern-train exited non-zero (see $name.log)"; }
 }
+train() { train_cfg configs/digits_mlp.ini "$@"; }
+same_checksum() { [[ $1 == "$2" && $1 != n/a ]]; }
+
 train digits_cpu --run.device=cpu --run.threads=4
 train digits_gpu --run.device=cuda --run.tf32=false
 train digits_gpu_bf16 --run.device=cuda --run.precision=bf16
@@ -180,45 +243,52 @@ train digits_gpu_ckpt --run.device=cuda --checkpoint.uri="$OUT/ckpt" --checkpoin
 train digits_gpu_resumed --run.device=cuda --checkpoint.uri="$OUT/ckpt2" \
   --checkpoint.resume="$OUT/ckpt/ckpt/step-00001000"
 a=$(done_field "$OUT/digits_gpu_ckpt" param_checksum) b=$(done_field "$OUT/digits_gpu_resumed" param_checksum)
-row "GPU resume from step 1000" "param_checksum $a (straight) / $b (resumed): $([[ $a == "$b" && $a != n/a ]] && echo identical || echo DIFFERENT)"
+check "digits GPU resume from step 1000" "param_checksum $a (straight) / $b (resumed)" same_checksum "$a" "$b"
+acc_c=$(done_field "$OUT/digits_cpu" val_accuracy) acc_g=$(done_field "$OUT/digits_gpu" val_accuracy)
+check "digits val_accuracy CPU / GPU fp32" "$acc_c / $acc_g (goal: both >= 0.97, within 0.005)" \
+  py "$acc_c >= 0.97 and $acc_g >= 0.97 and abs($acc_c - $acc_g) <= 0.005"
 cpu_loss=$(done_field "$OUT/digits_cpu" train_loss) gpu_loss=$(done_field "$OUT/digits_gpu" train_loss)
-rel=$(python3 -c "print('%.2e' % (abs($gpu_loss - $cpu_loss) / abs($cpu_loss)))" 2>/dev/null || echo n/a)
-row "digits val_accuracy CPU / GPU fp32" "$(done_field "$OUT/digits_cpu" val_accuracy) / $(done_field "$OUT/digits_gpu" val_accuracy)"
-row "digits final train_loss CPU / GPU" "$cpu_loss / $gpu_loss (relative difference $rel; goal < 1e-4)"
-row "digits GPU bf16 val_accuracy" "$(done_field "$OUT/digits_gpu_bf16" val_accuracy) (train_loss $(done_field "$OUT/digits_gpu_bf16" train_loss))"
-row "digits GPU samples/s fp32 / bf16" "$(done_field "$OUT/digits_gpu" samples_per_sec) / $(done_field "$OUT/digits_gpu_bf16" samples_per_sec)"
+check "digits final train_loss CPU / GPU" "$cpu_loss / $gpu_loss (relative difference $(rel_diff "$cpu_loss" "$gpu_loss"); goal < 1e-4)" \
+  py "abs($gpu_loss - $cpu_loss) / abs($cpu_loss) < 1e-4"
+acc_b=$(done_field "$OUT/digits_gpu_bf16" val_accuracy)
+check "digits GPU bf16 val_accuracy" "$acc_b (train_loss $(done_field "$OUT/digits_gpu_bf16" train_loss); goal >= 0.97)" py "$acc_b >= 0.97"
+info "digits GPU samples/s fp32 / bf16" "$(done_field "$OUT/digits_gpu" samples_per_sec) / $(done_field "$OUT/digits_gpu_bf16" samples_per_sec)"
+
 # The convolutional and transformer layers on the GPU against the CPU: the digits CNN (cuDNN,
 # pooling, batch norm) to the end, the CPU-sized GPT (embedding, fused attention, residuals) for
-# 200 steps in fp32 and bf16, and a GPT resume on the GPU (bit for bit).
-train_cfg() {  # CONFIG NAME ARGS... -> run folder $OUT/NAME
-  local cfg=$1 name=$2; shift 2
-  rm -rf "${OUT:?}/$name"
-  timeout 300 "$BIN/tern-train" --config "$cfg" --run.dir="$OUT/$name" --run.progress=off "$@" \
-    >"$OUT/$name.log" 2>&1 || { echo "$name FAILED:"; tail -15 "$OUT/$name.log"; }
-}
-rel_diff() { python3 -c "print('%.2e' % (abs($2 - $1) / abs($1)))" 2>/dev/null || echo n/a; }
+# 200 steps in fp32 and bf16, and a GPT resume on the GPU (bit for bit). cuDNN's algorithms sum
+# in another order than the CPU's loops, and 1500 steps amplify that: the CNN is held to its
+# accuracy and validation loss, not to the last bits.
 train_cfg configs/digits_cnn.ini cnn_cpu --run.device=cpu --run.threads=4
 train_cfg configs/digits_cnn.ini cnn_gpu --run.device=cuda --run.tf32=false
-a=$(done_field "$OUT/cnn_cpu" train_loss) b=$(done_field "$OUT/cnn_gpu" train_loss)
-row "digits CNN val_accuracy CPU / GPU fp32" "$(done_field "$OUT/cnn_cpu" val_accuracy) / $(done_field "$OUT/cnn_gpu" val_accuracy)"
-row "digits CNN final train_loss CPU / GPU" "$a / $b (relative difference $(rel_diff "$a" "$b"))"
+acc_c=$(done_field "$OUT/cnn_cpu" val_accuracy) acc_g=$(done_field "$OUT/cnn_gpu" val_accuracy)
+check "digits CNN val_accuracy CPU / GPU fp32" "$acc_c / $acc_g (goal: both >= 0.97, within 0.01)" \
+  py "$acc_c >= 0.97 and $acc_g >= 0.97 and abs($acc_c - $acc_g) <= 0.01"
+a=$(done_field "$OUT/cnn_cpu" val_loss) b=$(done_field "$OUT/cnn_gpu" val_loss)
+check "digits CNN val_loss CPU / GPU fp32" "$a / $b (relative difference $(rel_diff "$a" "$b"); goal < 0.2)" \
+  py "abs($b - $a) / abs($a) < 0.2"
 [[ -f data/shakespeare.h5 ]] || "$BIN/tern-data" text --input data/tinyshakespeare.txt --output data/shakespeare.h5 >/dev/null
 gpt=(--train.steps=200 --train.eval_every=100 --train.log_every=50)
 train_cfg configs/shakespeare_gpt.ini gpt_cpu "${gpt[@]}" --run.device=cpu --run.threads=8
 train_cfg configs/shakespeare_gpt.ini gpt_gpu "${gpt[@]}" --run.device=cuda --run.tf32=false
 train_cfg configs/shakespeare_gpt.ini gpt_gpu_bf16 "${gpt[@]}" --run.device=cuda --run.precision=bf16
-a=$(done_field "$OUT/gpt_cpu" val_loss) b=$(done_field "$OUT/gpt_gpu" val_loss)
-row "GPT 200 steps val_loss CPU / GPU fp32 / bf16" "$a / $b / $(done_field "$OUT/gpt_gpu_bf16" val_loss) (fp32 relative difference $(rel_diff "$a" "$b"))"
+a=$(done_field "$OUT/gpt_cpu" val_loss) b=$(done_field "$OUT/gpt_gpu" val_loss) c=$(done_field "$OUT/gpt_gpu_bf16" val_loss)
+check "GPT 200 steps val_loss CPU / GPU fp32" "$a / $b (relative difference $(rel_diff "$a" "$b"); goal < 1e-2)" \
+  py "abs($b - $a) / abs($a) < 1e-2 and $a < 2.8"
+check "GPT 200 steps val_loss GPU bf16" "$c (relative to the CPU's $(rel_diff "$a" "$c"); goal < 5e-2)" \
+  py "abs($c - $a) / abs($a) < 5e-2"
 train_cfg configs/shakespeare_gpt.ini gpt_gpu_ckpt "${gpt[@]}" --run.device=cuda --run.precision=bf16 \
   --checkpoint.uri="$OUT/gptckpt" --checkpoint.every_steps=100 --checkpoint.keep_every=100
 train_cfg configs/shakespeare_gpt.ini gpt_gpu_resumed "${gpt[@]}" --run.device=cuda --run.precision=bf16 \
   --checkpoint.uri="$OUT/gptckpt2" --checkpoint.resume="$OUT/gptckpt/ckpt/step-00000100"
 a=$(done_field "$OUT/gpt_gpu_ckpt" param_checksum) b=$(done_field "$OUT/gpt_gpu_resumed" param_checksum)
-row "GPT bf16 GPU resume from step 100" "param_checksum $a / $b: $([[ $a == "$b" && $a != n/a ]] && echo identical || echo DIFFERENT)"
-# tern-generate on the GPU, greedy, against the CPU on the same export (a near tie may differ).
+check "GPT bf16 GPU resume from step 100" "param_checksum $a / $b" same_checksum "$a" "$b"
+# tern-generate on the GPU, greedy, against the CPU on the same fp32 export: the logits differ in
+# the last bits only, so the greedy text is the same.
 gen() { "$BIN/tern-generate" --model "$OUT/gpt_gpu/model.h5" --prompt "KING:" --length 60 --top-k 1 "$@" 2>&1; }
 g_gpu=$(gen --device cuda) g_cpu=$(gen --device cpu)
-row "tern-generate --device cuda, greedy" "$([[ $g_gpu == "$g_cpu" ]] && echo "the CPU's text" || echo "differs from the CPU's: $(printf %q "${g_gpu:0:80}")")"
+check "tern-generate --device cuda, greedy" "$([[ $g_gpu == "$g_cpu" ]] && echo "the CPU's text: $(printf %q "${g_cpu:0:40}")" || echo "GPU $(printf %q "${g_gpu:0:60}") vs CPU $(printf %q "${g_cpu:0:60}")")" \
+  test -n "$g_cpu" -a "$g_gpu" == "$g_cpu"
 MPI_BIN=$PWD/build-cuda/gpu-bundle/bin-mpi OMPI=$PWD/build-cuda/gpu-bundle/openmpi
 if [[ -x $MPI_BIN/tern_mpi_tests && -x $OMPI/bin/mpirun ]]; then
   # The bundled Open MPI first: its libmpi.so.40 serves the binaries built against Debian's.
@@ -231,48 +301,68 @@ if [[ -x $MPI_BIN/tern_mpi_tests && -x $OMPI/bin/mpirun ]]; then
     timeout 300 mpirun -np 2 --oversubscribe "$MPI_BIN/tern-train" --config configs/digits_mlp.ini \
       --run.dir="$OUT/digits_gpu_mpi2" --run.device=cuda --dist.backend=mpi --run.progress=off \
       >"$OUT/digits_gpu_mpi2.log" 2>&1 )
+  rc=$(tail -1 "$OUT/mpi_gpu.log" | grep -oE '[0-9]+$')
   dist=$(grep -oE 'relative distance W-rank vs 1-rank: [0-9.e+-]+' "$OUT/mpi_gpu.log" | awk '{print $NF}' | paste -sd, -)
-  row "W-rank invariant, 2 ranks on 1 GPU, MPI" "$(gtest_summary "$OUT/mpi_gpu.log"); $(tail -1 "$OUT/mpi_gpu.log"); distances ${dist:-n/a}"
-  row "digits 2 ranks on 1 GPU over MPI" "val_accuracy $(done_field "$OUT/digits_gpu_mpi2" val_accuracy)"
+  gtest_check "W-rank invariant, 2 ranks on 1 GPU, MPI" "$OUT/mpi_gpu.log" "${rc:-1}"
+  info "W-rank invariant: distances to 1 rank" "${dist:-n/a}"
+  acc=$(done_field "$OUT/digits_gpu_mpi2" val_accuracy)
+  check "digits 2 ranks on 1 GPU over MPI" "val_accuracy $acc (goal >= 0.97)" py "$acc >= 0.97"
 else
-  row "2 ranks on one GPU over MPI" "not run: no MPI binaries or mpirun in the bundle"
+  fail "2 ranks on one GPU over MPI" "not run: no MPI binaries or mpirun in the bundle"
 fi
 
 # ---- 3. benchmarks -----------------------------------------------------------------------------
+# Each benchmark must run and, where it checks its numbers (the attention kernel against its CPU
+# reference), agree; its speed goals are reported, met or NOT met, and do not fail the check.
 if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   if [[ ${SKIP_ATTENTION_BENCH:-0} != 1 ]]; then
     t0=$SECONDS
     TERN_BIN=$BIN BENCH_OUT=$OUT/bench bash bench/gpu_attention.sh >"$OUT/attention.log" 2>&1
     grep -E "FAILED|^attention|torch/tern" "$OUT/attention.log" | head -20
-    row "attention, torch/tern fwd / fwd+bwd" "$(python3 -c "
+    summary=$(python3 - "$OUT/bench/attention.json" <<'PY' 2>/dev/null
 import json, sys
-rows = json.load(open(sys.argv[1]))['cases']
-f = lambda v: 'FAILED' if v is None else f'{v:.2f}x'
-print('; '.join(f\"{r['batch']}x{r['seq']} {f(r['fwd_torch_over_tern'])} / {f(r['fwdbwd_torch_over_tern'])}\" for r in rows)
-      + ' (goal >= 0.8)')" "$OUT/bench/attention.json" 2>/dev/null || echo FAILED) ($((SECONDS - t0)) s)"
+rows = json.load(open(sys.argv[1]))["cases"]
+ok = bool(rows) and all(r["tern"] and r["pytorch"] for r in rows)
+# bf16 output: rounding alone is ~1e-2 of values of order 1.
+err = max((float(r["tern"]["max_abs_err"]) for r in rows if r["tern"]), default=float("inf"))
+f = lambda v: "FAILED" if v is None else f"{v:.2f}x"
+ratios = "; ".join(f"{r['batch']}x{r['seq']} {f(r['fwd_torch_over_tern'])} / {f(r['fwdbwd_torch_over_tern'])}" for r in rows)
+met = all((r["fwd_torch_over_tern"] or 0) >= 0.8 and (r["fwdbwd_torch_over_tern"] or 0) >= 0.8 for r in rows)
+print(int(ok and err < 3e-2), f"{err:.3g}", "met" if met else "NOT met", ratios)
+PY
+)
+    read -r ok err met ratios <<<"${summary:-0 n/a NOT-met FAILED}"
+    check "attention benchmark ran; GPU vs CPU" "max_abs_err $err (goal < 3e-2), both sides ran" test "$ok" = 1
+    info "attention, torch/tern fwd / fwd+bwd" "${ratios:-FAILED} (goal >= 0.8: $met; $((SECONDS - t0)) s)"
   fi
   t0=$SECONDS
   BENCH_SECONDS=${BENCH_SECONDS:-4} BENCH_MODELS=${GPU_CHECK_BENCH_MODELS:-digits_cnn gpt} \
-    TERN_BIN=$BIN BENCH_OUT=$OUT/bench bash bench/gpu_train.sh >"$OUT/bench.log" 2>&1
+    BENCH_COMPILE_MODES=${GPU_CHECK_COMPILE_MODES:-compile max-autotune} \
+    BENCH_AUTOTUNE_TIMEOUT=${GPU_CHECK_AUTOTUNE_TIMEOUT:-240} TERN_BIN=$BIN BENCH_OUT=$OUT/bench bash bench/gpu_train.sh >"$OUT/bench.log" 2>&1
   sed '/^== summary/q' "$OUT/bench.log" | grep -E "FAILED|samples/s:|tokens/s|MFU" | head -20
-  while read -r line; do row "${line%%: *}" "${line#*: }"; done < <(python3 -c "
+  rows=$(python3 - "$OUT/bench/gpu_train.json" <<'PY' 2>/dev/null
 import json, sys
-f = lambda v: 'FAILED' if v is None else f'{v:.2f}x'
-for r in json.load(open(sys.argv[1]))['models']:
-    s = f\"tern/eager {f(r['tern_vs_eager'])}, tern/compile {f(r['tern_vs_compile'])}\"
-    if 'mfu' in r:
-        m = r['mfu']['tern']
-        s += f\", tern {r['tokens_per_sec']['tern'] or 0:,.0f} tokens/s, MFU \" + ('n/a' if m is None else f'{m:.3f}')
-    print(f\"{r['model']} ({r['precision']}): {s}\" + (f\" (goal {r['goal']})\" if r.get('goal') else ''))
-" "$OUT/bench/gpu_train.json" 2>/dev/null || echo "training benchmarks: FAILED (see bench.log)")
-  row "benchmark time" "$((SECONDS - t0)) s for bench/gpu_train.sh (BENCH_SECONDS=${BENCH_SECONDS:-4})"
+f = lambda v: "FAILED" if v is None else f"{v:.2f}x"
+for r in json.load(open(sys.argv[1]))["models"]:
+    ran = bool(r["samples_per_sec"].get("tern"))
+    s = (f"tern/eager {f(r['tern_vs_eager'])}, tern/compile {f(r['tern_vs_compile'])}, "
+         f"tern/compile max-autotune {f(r.get('tern_vs_compile_max_autotune'))}")
+    if "mfu" in r:
+        m = r["mfu"]["tern"]
+        s += f", tern {r['tokens_per_sec']['tern'] or 0:,.0f} tokens/s, MFU " + ("n/a" if m is None else f"{m:.3f}")
+    if r.get("goal"):
+        s += f" (goal {r['goal']}: {'met' if r.get('goal_met') else 'NOT met'})"
+    print(f"{int(ran)}\t{r['model']} ({r['precision']})\t{s}")
+PY
+)
+  if [[ -z $rows ]]; then
+    fail "training benchmarks" "no results (see bench.log)"
+  fi
+  while IFS=$'\t' read -r ran name line; do
+    [[ -n $name ]] || continue
+    check "benchmark $name ran" "tern's run finished (a FAILED peer is reported, not counted)" test "$ran" = 1
+    info "$name" "$line"
+  done <<<"$rows"
+  info "benchmark time" "$((SECONDS - t0)) s for bench/gpu_train.sh (BENCH_SECONDS=${BENCH_SECONDS:-4})"
 fi
-
-echo
-echo "## tern GPU check ($(git describe --always --dirty 2>/dev/null || echo unknown), ${SECONDS}s)"
-echo "| check | result |"
-echo "| --- | --- |"
-printf '%s\n' "${ROWS[@]}"
-[[ -f $OUT/attention.log ]] && { echo; sed -n '/^| B x T/,$p' "$OUT/attention.log"; }
-[[ -f $OUT/bench.log ]] && { echo; sed -n '/^== summary/,/^elapsed/p' "$OUT/bench.log"; }
-exit 0
+finish
