@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, checks formatting, builds, and runs every test: the release build's
-# whole suite, then the unit tests again under AddressSanitizer and UBSan. Every suite runs even
+# whole suite (soak included), the unit tests and the HTTP framing fuzzer again under
+# AddressSanitizer and UBSan, and the threaded tests (server, batcher, hot reload, checkpoint
+# saves, loader prefetch, the op thread pool) under ThreadSanitizer. Every suite runs even
 # when one before it failed; the end names the tests each suite skipped, with the reason, and the
 # exit status is non-zero when any suite failed.
 set -euo pipefail
@@ -41,9 +43,13 @@ echo "== tests (release)"
 suite release --preset release
 
 build_preset debug-asan
-echo "== unit tests under AddressSanitizer + UBSan"
+echo "== unit tests and the HTTP framing fuzzer under AddressSanitizer + UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   suite debug-asan --preset debug-asan
+
+build_preset debug-tsan
+echo "== threaded tests under ThreadSanitizer"
+suite debug-tsan --preset debug-tsan
 
 echo
 echo "== skipped tests"

@@ -8,7 +8,9 @@
 // baseline, and the loader picks the widest the CPU has (GCC's target_clones): one binary runs on
 // any x86-64 machine and uses its vectors. A clone may contract a * b + c into an FMA, so results
 // can differ in the last bit between machines, never between runs on one machine.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// ThreadSanitizer builds take the baseline only: the clones' ifunc resolvers run during
+// relocation, before the sanitizer's runtime is up, and its instrumentation crashes them.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define TERN_SIMD_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else

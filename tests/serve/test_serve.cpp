@@ -13,6 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fake_model.h"
+#include "temp_dir.h"
 #include "tern/error.h"
 #include "tern/export.h"
 #include "tern/serve/server.h"
@@ -313,40 +315,9 @@ TEST(Metrics, PrometheusTextIsValid) {
 
 // ---- the repository and the endpoints, with a fake model file format ----------------------------
 
-// "FEATURES OUTPUTS OFFSET" makes a model whose answer is sum(row) + OFFSET + column; "bad" fails
-// to load.
-LoadedModel fake_loader(const std::string& path, int64_t instances, int64_t) {
-  std::ifstream in(path);
-  int64_t features = 0, outputs = 0;
-  float offset = 0;
-  if (!(in >> features >> outputs >> offset)) throw InputError("'" + path + "': not a model");
-  LoadedModel m;
-  m.schema.input_shape = {features};
-  m.schema.output_name = "y";
-  m.schema.output_features = outputs;
-  for (int64_t i = 0; i < instances; ++i)
-    m.instances.push_back([=](const float* x, int64_t rows, float* out) {
-      for (int64_t r = 0; r < rows; ++r) {
-        float sum = offset;
-        for (int64_t f = 0; f < features; ++f) sum += x[r * features + f];
-        for (int64_t c = 0; c < outputs; ++c) out[r * outputs + c] = sum + static_cast<float>(c);
-      }
-    });
-  return m;
-}
-
 class RepositoryTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "tern-serve-test-XXXXXX").string();
-    ASSERT_TRUE(::mkdtemp(pattern.data()));
-    root_ = pattern;
-  }
-  void TearDown() override { fs::remove_all(root_); }
-  void write(const std::string& key, const std::string& text) {
-    fs::create_directories((fs::path(root_) / key).parent_path());
-    std::ofstream(fs::path(root_) / key) << text;
-  }
+  void write(const std::string& key, const std::string& text) { dir_.write(key, text); }
   std::set<int64_t> ready(const ModelRepository& repo, const std::string& model) {
     std::set<int64_t> out;
     auto snap = repo.snapshot();
@@ -354,7 +325,8 @@ class RepositoryTest : public ::testing::Test {
       for (const auto& [v, lv] : it->second->versions) out.insert(v);
     return out;
   }
-  std::string root_;
+  tern::testing::TempDir dir_{"tern-serve-test"};
+  const std::string root_ = dir_.path();
   StatsRegistry stats_;
 };
 
