@@ -1,5 +1,6 @@
--- wrk script of bench/serve_bench.sh: POSTs the JSON body in the file $WRK_BODY to the URL
--- (keep-alive, wrk's default), and prints one machine-readable summary line at the end:
+-- wrk script of bench/serve_bench.sh and tests/serve/soak.sh: POSTs the JSON body in the file
+-- $WRK_BODY to the URL (keep-alive, wrk's default), and prints one machine-readable summary line
+-- at the end:
 --   WRK requests=N duration_us=D non2xx=S connect=C read=R write=W timeout=T p50_us=.. p99_us=..
 local f = assert(io.open(os.getenv("WRK_BODY"), "rb"))
 wrk.method = "POST"

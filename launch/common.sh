@@ -6,7 +6,7 @@ TERN_PACKAGES=(
   libopenmpi-dev openmpi-bin
   libhdf5-dev libboost-program-options-dev libboost-dev libopenblas-dev
   libspdlog-dev nlohmann-json3-dev libxxhash-dev libgtest-dev
-  libcurl4-openssl-dev libssl-dev libpugixml-dev curl
+  libcurl4-openssl-dev libssl-dev libpugixml-dev curl wrk
   python3-venv
   clang-14 libclang-rt-14-dev prometheus
 )

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -131,6 +132,21 @@ int wait_for_stop_signal() {
   return c;
 }
 
+// Every keep-alive connection holds a descriptor, and the usual soft limit (1024) is a few hundred
+// idle clients away: raise it to the hard limit, as nginx's worker_rlimit_nofile and Go's runtime
+// do. A limit that cannot be raised is kept, with a warning.
+void raise_open_file_limit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= lim.rlim_max) return;
+  const rlim_t before = lim.rlim_cur;
+  // An unlimited hard limit is still bounded by the kernel's nr_open (1M by default).
+  lim.rlim_cur = lim.rlim_max == RLIM_INFINITY ? rlim_t{1} << 20 : lim.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &lim) == 0)
+    spdlog::debug("open file limit raised from {} to {}", before, lim.rlim_cur);
+  else
+    spdlog::warn("open file limit stays at {}: {}", before, std::strerror(errno));
+}
+
 void init_server_logging(const std::string& level) {
   auto logger = spdlog::stderr_color_mt("tern-serve");
   logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");
@@ -143,6 +159,7 @@ void init_server_logging(const std::string& level) {
 int run_server(const ServeConfig& cfg) {
   catch_stop_signals();
   init_server_logging(cfg.log_level);
+  raise_open_file_limit();
   // Workers run in parallel already; more BLAS threads each would oversubscribe the cores.
   configure_cpu_threads(cfg.blas_threads, 1);
 
