@@ -35,7 +35,8 @@ def main():
         if case.find("skipped") is None and case.get("status") not in ("notrun", "disabled"):
             continue
         out = case.find("system-out")
-        by_reason[reason_of(out.text if out is not None and out.text else "")].append(case.get("name"))
+        name = case.get("name").split("  #")[0]  # a parameterised test: "Suite/Test/s3  # GetParam() = ..."
+        by_reason[reason_of(out.text if out is not None and out.text else "")].append(name)
     where = f" ({label})" if label else ""
     if not by_reason:
         print(f"no test skipped{where}")
