@@ -231,6 +231,12 @@ train_cfg() {  # CONFIG NAME ARGS... -> run folder $OUT/NAME; a run that fails i
 }
 train() { train_cfg configs/digits_mlp.ini "$@"; }
 same_checksum() { [[ $1 == "$2" && $1 != n/a ]]; }
+# same_accuracy NAME CPU_RUN GPU_RUN DELTA: both runs' val_accuracy >= 0.97, within DELTA.
+same_accuracy() {
+  local a b
+  a=$(done_field "$OUT/$2" val_accuracy) b=$(done_field "$OUT/$3" val_accuracy)
+  check "$1" "$a / $b (goal: both >= 0.97, within $4)" py "$a >= 0.97 and $b >= 0.97 and abs($a - $b) <= $4"
+}
 
 train digits_cpu --run.device=cpu --run.threads=4
 train digits_gpu --run.device=cuda --run.tf32=false
@@ -244,9 +250,7 @@ train digits_gpu_resumed --run.device=cuda --checkpoint.uri="$OUT/ckpt2" \
   --checkpoint.resume="$OUT/ckpt/ckpt/step-00001000"
 a=$(done_field "$OUT/digits_gpu_ckpt" param_checksum) b=$(done_field "$OUT/digits_gpu_resumed" param_checksum)
 check "digits GPU resume from step 1000" "param_checksum $a (straight) / $b (resumed)" same_checksum "$a" "$b"
-acc_c=$(done_field "$OUT/digits_cpu" val_accuracy) acc_g=$(done_field "$OUT/digits_gpu" val_accuracy)
-check "digits val_accuracy CPU / GPU fp32" "$acc_c / $acc_g (goal: both >= 0.97, within 0.005)" \
-  py "$acc_c >= 0.97 and $acc_g >= 0.97 and abs($acc_c - $acc_g) <= 0.005"
+same_accuracy "digits val_accuracy CPU / GPU fp32" digits_cpu digits_gpu 0.005
 cpu_loss=$(done_field "$OUT/digits_cpu" train_loss) gpu_loss=$(done_field "$OUT/digits_gpu" train_loss)
 check "digits final train_loss CPU / GPU" "$cpu_loss / $gpu_loss (relative difference $(rel_diff "$cpu_loss" "$gpu_loss"); goal < 1e-4)" \
   py "abs($gpu_loss - $cpu_loss) / abs($cpu_loss) < 1e-4"
@@ -261,9 +265,7 @@ info "digits GPU samples/s fp32 / bf16" "$(done_field "$OUT/digits_gpu" samples_
 # accuracy and validation loss, not to the last bits.
 train_cfg configs/digits_cnn.ini cnn_cpu --run.device=cpu --run.threads=4
 train_cfg configs/digits_cnn.ini cnn_gpu --run.device=cuda --run.tf32=false
-acc_c=$(done_field "$OUT/cnn_cpu" val_accuracy) acc_g=$(done_field "$OUT/cnn_gpu" val_accuracy)
-check "digits CNN val_accuracy CPU / GPU fp32" "$acc_c / $acc_g (goal: both >= 0.97, within 0.01)" \
-  py "$acc_c >= 0.97 and $acc_g >= 0.97 and abs($acc_c - $acc_g) <= 0.01"
+same_accuracy "digits CNN val_accuracy CPU / GPU fp32" cnn_cpu cnn_gpu 0.01
 a=$(done_field "$OUT/cnn_cpu" val_loss) b=$(done_field "$OUT/cnn_gpu" val_loss)
 check "digits CNN val_loss CPU / GPU fp32" "$a / $b (relative difference $(rel_diff "$a" "$b"); goal < 0.2)" \
   py "abs($b - $a) / abs($a) < 0.2"
