@@ -1,11 +1,16 @@
 // Checkpoint benchmark: the training stall of an asynchronous save against one memcpy of the same
 // state (the physical floor), the upload throughput of one large object, and the resume time.
-//   tern_bench_checkpoint --uri URI [--state-mb 256] [--upload-mb 1024] [--repeats 5]
-// Prints JSON lines; bench/checkpoint.sh runs it against a loopback S3 server next to boto3.
+//   tern_bench_checkpoint --uri URI [--state-mb 256] [--upload-mb 1024] [--upload-file F]
+//                         [--repeats 5]
+// Prints JSON lines; bench/checkpoint.sh runs it against a loopback S3 server next to boto3, with
+// --upload-file naming the file of random bytes that boto3 then uploads too (the same bytes
+// through both clients; read into memory before the timing, as a checkpoint's state is).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -31,7 +36,7 @@ void fill(Tensor& t, uint32_t seed) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string uri;
+  std::string uri, upload_file;
   double state_mb = 256, upload_mb = 1024;
   int repeats = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -42,13 +47,16 @@ int main(int argc, char** argv) {
       state_mb = std::stod(v);
     else if (k == "--upload-mb")
       upload_mb = std::stod(v);
+    else if (k == "--upload-file")
+      upload_file = v;
     else if (k == "--repeats")
       repeats = std::stoi(v);
   }
   if (uri.empty()) {
     std::fprintf(
         stderr,
-        "usage: tern_bench_checkpoint --uri URI [--state-mb N] [--upload-mb N] [--repeats N]\n");
+        "usage: tern_bench_checkpoint --uri URI [--state-mb N] [--upload-mb N] [--upload-file F] "
+        "[--repeats N]\n");
     return 2;
   }
   init_logging(0, "warn");
@@ -91,10 +99,27 @@ int main(int argc, char** argv) {
         median(stalls) / median(copies));
   }
 
-  // 2. Upload throughput of one large object (multipart with parallel parts on S3).
+  // 2. Upload throughput of one large object (multipart with parallel parts on S3): the bytes of
+  // --upload-file, or random bytes (incompressible, like trained weights; never mostly zeros).
   auto store = open_store(uri);
-  std::vector<char> big(static_cast<size_t>(upload_mb * (1 << 20)));
-  for (size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>(i * 31);
+  std::vector<char> big;
+  if (!upload_file.empty()) {
+    std::ifstream in(upload_file, std::ios::binary);
+    big.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (big.empty()) {
+      std::fprintf(stderr, "--upload-file %s: cannot read it, or it is empty\n",
+                   upload_file.c_str());
+      return 2;
+    }
+    upload_mb = big.size() / 1048576.0;
+  } else {
+    big.resize(static_cast<size_t>(upload_mb * (1 << 20)) / 8 * 8);
+    std::mt19937_64 rng(42);
+    for (size_t i = 0; i < big.size(); i += 8) {
+      const uint64_t r = rng();
+      std::memcpy(big.data() + i, &r, 8);
+    }
+  }
   {
     auto t0 = Clock::now();
     store->put("upload/object.bin", big.data(), big.size());

@@ -11,8 +11,10 @@
 # keep-alive connections POST the same one-row JSON body ([1, 64]) for BENCH_DURATION seconds
 # at concurrency 1, 16 and 64; latency percentiles are wrk's, and every run must have no non-2xx
 # answer and no socket error. Then:
-#   - server overhead at concurrency 1 with a trivial model (4 features, 3 classes): tern-serve's
-#     own nv_inference_request_duration_us / nv_inference_request_success over the run;
+#   - server overhead at concurrency 1 with a trivial model (4 features, 3 classes), judged on
+#     the client's side: wrk's p50 / p99 of the whole request on loopback; beside it tern-serve's
+#     own nv_inference_request_duration_us / nv_inference_request_success over the run (from the
+#     request read to the answer handed over, so without socket I/O);
 #   - dynamic batching on the digits model at concurrency 64: max_batch_size=1 against
 #     max_batch_size=64 with max_queue_delay_microseconds=BENCH_BATCH_DELAY_US.
 # The response cache is off everywhere (cache = false, cache.size_mb=0): every request computes.

@@ -154,12 +154,16 @@ def report(path):
     if t:
         _, t50, t99 = fig(t)
         ovh = float(t["dur_us"]) / float(t["success"])
-        print(f"server overhead (trivial model, concurrency 1): {ovh:.1f} us per request "
-              f"(goal < 100 us) [tern-serve's nv_inference_request_duration_us / "
-              f"nv_inference_request_success over {int(float(t['success']))} requests: queue "
+        # The goal is judged on the client's figure: the in-server counter starts once the whole
+        # request has been read and stops before the answer is written, so it leaves out socket
+        # I/O, the kernel's TCP on loopback and the time a request waits for an I/O thread.
+        print(f"server overhead (trivial model, concurrency 1), client side (wrk): p50 "
+              f"{t50 * 1000:.0f} us, p99 {t99 * 1000:.0f} us per request, end to end on loopback "
+              f"(goal p50 < 100 us: {'met' if t50 * 1000 < 100 else 'NOT met'}); in-server "
+              f"{ovh:.1f} us (nv_inference_request_duration_us / nv_inference_request_success over "
+              f"{int(float(t['success']))} requests, read-to-answer without socket I/O: queue "
               f"{float(t['queue_us']) / float(t['success']):.1f} us, compute "
-              f"{float(t['compute_us']) / float(t['success']):.1f} us]; "
-              f"wrk end to end p50 {t50 * 1000:.0f} us, p99 {t99 * 1000:.0f} us")
+              f"{float(t['compute_us']) / float(t['success']):.1f} us)")
     for name, label in (("batch_off_c64", "max_batch_size=1 (batching off)"),
                         ("tern_c64", "max_batch_size=64, max_queue_delay_microseconds=0"),
                         ("batch_on_c64", f"max_batch_size=64, max_queue_delay_microseconds="

