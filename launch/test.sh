@@ -3,7 +3,7 @@
 # whole suite (soak included), the unit tests and the HTTP framing fuzzer again under
 # AddressSanitizer and UBSan, and the threaded tests (server, batcher, hot reload, checkpoint
 # saves, loader prefetch, the op thread pool) under ThreadSanitizer. Every suite runs even
-# when one before it failed; the end names the tests each suite skipped, with the reason, and the
+# when one before it failed (to build or to pass); the end names the tests each suite skipped, with the reason, and the
 # exit status is non-zero when any suite failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,13 @@ clang-format --dry-run --Werror "${sources[@]}"
 status=0
 failed_suites=()
 reports=()
+# built PRESET: builds it; a build that fails is a failed suite, and the others still run.
+built() {
+  if build_preset "$1"; then return 0; fi
+  status=1
+  failed_suites+=("$1 (build)")
+  return 1
+}
 # suite NAME CTEST_ARGS...: one CTest run; its JUnit report goes to build/reports/NAME.xml.
 suite() {
   local name=$1
@@ -36,20 +43,23 @@ suite() {
   fi
 }
 
-build_preset release
-echo "== converting data/digits.csv -> data/digits.h5 (the path configs/digits_mlp.ini names)"
-build/bin/tern-data convert --input data/digits.csv --output data/digits.h5
-echo "== tests (release)"
-suite release --preset release
+if built release; then
+  echo "== converting data/digits.csv -> data/digits.h5 (the path configs/digits_mlp.ini names)"
+  build/bin/tern-data convert --input data/digits.csv --output data/digits.h5
+  echo "== tests (release)"
+  suite release --preset release
+fi
 
-build_preset debug-asan
-echo "== unit tests and the HTTP framing fuzzer under AddressSanitizer + UBSan"
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  suite debug-asan --preset debug-asan
+if built debug-asan; then
+  echo "== unit tests and the HTTP framing fuzzer under AddressSanitizer + UBSan"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    suite debug-asan --preset debug-asan
+fi
 
-build_preset debug-tsan
-echo "== threaded tests under ThreadSanitizer"
-suite debug-tsan --preset debug-tsan
+if built debug-tsan; then
+  echo "== threaded tests under ThreadSanitizer"
+  suite debug-tsan --preset debug-tsan
+fi
 
 echo
 echo "== skipped tests"

@@ -29,7 +29,11 @@ def reason_of(output):
 
 def main():
     report, label = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else "")
-    root = ET.parse(report).getroot()
+    try:
+        root = ET.parse(report).getroot()
+    except (OSError, ET.ParseError) as e:
+        print(f"no readable report{' for ' + label if label else ''} ({report}: {e})")
+        return
     by_reason = collections.defaultdict(list)
     for case in root.iter("testcase"):
         if case.find("skipped") is None and case.get("status") not in ("notrun", "disabled"):

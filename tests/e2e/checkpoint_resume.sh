@@ -83,7 +83,7 @@ expect_mid_run_kill exact "$rc" "$from" "SIGKILL after step 500"
 # 2. SIGKILL at random moments: once a random checkpoint (step 50-2000 of 4000) has committed, a
 #    random delay more (0-90 ms: a few checkpoint intervals). Each kill must land inside the run.
 #    Whether it also caught a checkpoint being written is logged (on a local store a checkpoint of
-#    this model takes microseconds to write; case 2b makes one in flight on purpose).
+#    this model takes microseconds to write; on S3, case 2b kills one in flight on purpose).
 runs=${TERN_KILL_RUNS:-10}
 caught=0
 for i in $(seq "$runs"); do
@@ -113,24 +113,30 @@ done
 echo "random kills that caught a checkpoint being written: $caught of $runs"
 
 if [ "$kind" = s3 ]; then
-  # 2b. SIGKILL with an upload in flight, for certain: the S3 server stops listening, the next
-  #     checkpoint's upload retries against it (the store logs each retry), and the run is killed
-  #     while it does. The rerun, with the server back, resumes from the checkpoint before.
+  # 2b. SIGKILL with an upload in flight, for certain: once a random checkpoint has committed,
+  #     the S3 server answers every shard PUT with 503 SlowDown (its fault injection; manifests,
+  #     listings and deletes go through), so the next checkpoint's shard uploads retry (the store
+  #     logs each retry), and the run is killed while they do. The rerun, with the faults gone,
+  #     resumes from the last committed checkpoint.
   name=midupload
   draw 2 30; at=$((RAND * 50))
-  echo "mid-upload kill: the server goes down after the commit of step $at"
+  echo "mid-upload kill: shard uploads fail (503) after the commit of step $at"
+  faults="$AWS_ENDPOINT_URL/__tern/faults"
   train 2 "$name" --checkpoint.retry_seconds=60 &
   run=$!
   wait_for_commit "$name" "$at" || fail "mid-upload: no checkpoint of step $at in time"
-  kill -USR1 "$S3_SERVER_PID"
-  # A retry of a shard's upload ("S3 PUT .../shard-...: ...; attempt N failed, retrying in ...").
-  for _ in $(seq 600); do grep -q "shard-.*retrying" "$WORK/$name.log" && break; sleep 0.05; done
-  retrying=$(grep -c "shard-.*retrying" "$WORK/$name.log" || true)
+  before=$(lines "$name")
+  curl -sf -X POST "$faults" -d '{"status": 503, "code": "SlowDown", "count": 1000000, "match": "/shard-", "method": "PUT"}' >/dev/null ||
+    fail "mid-upload: the S3 server took no fault injection"
+  # A retry of a shard's upload, logged after the faults were set ("S3 put .../shard-...:
+  # ...; attempt N failed, retrying in ...").
+  for _ in $(seq 600); do tail -n +"$((before + 1))" "$WORK/$name.log" | grep -q "shard-.*retrying" && break; sleep 0.05; done
+  retry_line=$(tail -n +"$((before + 1))" "$WORK/$name.log" | grep -m1 -o "S3 .*shard-.*retrying" || true)
   kill_all "$name"
   wait "$run" && rc=0 || rc=$?
-  kill -USR2 "$S3_SERVER_PID"
-  [ "$retrying" -gt 0 ] && pass "mid-upload: killed while the store retried a shard's upload: $(grep -m1 -o 'S3 .*shard-.*retrying' "$WORK/$name.log" | cut -c1-160)" ||
-    fail "mid-upload: no upload was retrying when the run was killed"
+  curl -sf -X DELETE "$faults" >/dev/null || fail "mid-upload: the faults could not be cleared"
+  [ -n "$retry_line" ] && pass "mid-upload: killed while the store retried a shard's upload: $(cut -c1-160 <<<"$retry_line")" ||
+    fail "mid-upload: no shard upload was retrying when the run was killed"
   has_done "$name" && fail "mid-upload: the run finished before the kill"
   committed=$(grep -o "checkpoint step [0-9]* committed" "$WORK/$name.log" | tail -1 | grep -o "[0-9]*")
   from=$(lines "$name")

@@ -19,7 +19,8 @@ missing() {
 # Daemons, /etc and apt need root: re-run under passwordless sudo, or skip.
 if [ "$(id -u)" != 0 ]; then
   sudo -n true 2>/dev/null || missing "needs root or passwordless sudo"
-  exec sudo -n bash "$0" "$@"
+  # sudo resets the environment: carry the strictness across (tests/require.sh).
+  exec sudo -n env CI="${CI:-}" TERN_TEST_STRICT="${TERN_TEST_STRICT:-0}" bash "$0" "$@"
 fi
 
 conf=/etc/slurm/slurm.conf

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tern-serve's HTTP framing and connection handling, against the tern-serve in TERN_BIN:
-#   framing.sh fuzz          tests/serve/http_fuzz.py for TERN_FUZZ_SECONDS (default 60): malformed
+#   framing.sh fuzz          tests/serve/http_fuzz.py for TERN_FUZZ_SECONDS (default 60; TERN_FUZZ_SEED
+#                            replays a seed it printed): malformed
 #                            and pipelined requests, odd framing, early closes; run on the
 #                            AddressSanitizer build, so a memory error ends the server (and the
 #                            test) at once, and leaks show at its exit
@@ -28,7 +29,7 @@ done
 
 case "$mode" in
   fuzz)
-    (cd "$WORK" && python3 "$here/http_fuzz.py" 127.0.0.1 "$port" "${TERN_FUZZ_SECONDS:-60}") ||
+    (cd "$WORK" && python3 "$here/http_fuzz.py" 127.0.0.1 "$port" "${TERN_FUZZ_SECONDS:-60}" ${TERN_FUZZ_SEED:-}) ||
       { [ -f "$WORK/http_fuzz_failure.bin" ] && od -c "$WORK/http_fuzz_failure.bin" | head -20; fail "http_fuzz"; } ;;
   connections)
     python3 "$here/connections.py" 127.0.0.1 "$port" 3 1000 || fail "connections" ;;

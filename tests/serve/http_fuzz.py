@@ -13,9 +13,10 @@ in one write, streams cut into random pieces with pauses, early closes and half-
 comes back must be a sequence of well-formed HTTP/1.1 responses (a status line with a 1xx-5xx
 code, headers, a body of the Content-Length they give), exactly one per request for streams of
 well-formed requests, and no 500. Every 50 connections, and at the end, a valid request must get
-200 within 2 s: the server is alive and answers. The seed is printed (and taken as the fourth argument) so a failure replays;
-each connection's bytes are kept until it passed, and the failing one is written to
-http_fuzz_failure.bin. Exit 1 on the first violation.
+200 within 2 s: the server is alive and answers. The seed is printed, and taken as the fourth argument: the same seed sends the
+same byte streams (their interleaving across the threads depends on timing); the failing
+connection's bytes are written to http_fuzz_failure.bin. Exit 1 on the first violation, or when
+the fuzzer itself fails.
 """
 
 import json
@@ -198,6 +199,8 @@ def parse_responses(data):
             if not sep:
                 raise Violation(f"a malformed header line: {h[:200]!r}")
             if k.strip().lower() == b"content-length":
+                if not v.strip().isdigit():
+                    raise Violation(f"a malformed Content-Length: {h[:200]!r}")
                 length = int(v.strip())
         body_end = end + 4 + (0 if status < 200 else length)
         if len(data) < body_end:
@@ -312,6 +315,11 @@ def fuzz(thread):
             stop.set()
         except OSError as e:
             failure.append(f"thread {thread}, connection {n}: cannot reach the server: {e}")
+            stop.set()
+        except Exception as e:  # a bug here must fail the run, not end a thread quietly
+            failure.append(f"thread {thread}, connection {n}: the fuzzer failed: {e!r}")
+            with open("http_fuzz_failure.bin", "wb") as f:
+                f.write(stream)
             stop.set()
 
 
