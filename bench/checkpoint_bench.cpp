@@ -104,9 +104,10 @@ int main(int argc, char** argv) {
   auto store = open_store(uri);
   std::vector<char> big;
   if (!upload_file.empty()) {
-    std::ifstream in(upload_file, std::ios::binary);
-    big.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    if (big.empty()) {
+    std::ifstream in(upload_file, std::ios::binary | std::ios::ate);
+    big.resize(in ? static_cast<size_t>(in.tellg()) : 0);
+    in.seekg(0);
+    if (big.empty() || !in.read(big.data(), static_cast<std::streamsize>(big.size()))) {
       std::fprintf(stderr, "--upload-file %s: cannot read it, or it is empty\n",
                    upload_file.c_str());
       return 2;

@@ -5,10 +5,10 @@
 #
 # 1. tern vs PyTorch (eager, same model, global batch, optimizer, LR schedule, clipping, threads,
 #    data file and normalisation; twice: with denormals flushed to zero like tern, whose ratio is
-#    the one held to the goal, and in PyTorch's default, which keeps them) for the digits MLP (configs/digits_mlp.ini), the wide MLP
-#    (bench/configs/wide_mlp.ini) and the character GPT (configs/shakespeare_gpt.ini, against
-#    bench/torch_gpt.py: the same model with torch's scaled_dot_product_attention; tokens/s), at
-#    1 and 2 threads.
+#    the one held to the goal, and in PyTorch's default, which keeps them) for the digits MLP
+#    (configs/digits_mlp.ini), the wide MLP (bench/configs/wide_mlp.ini) and the character GPT
+#    (configs/shakespeare_gpt.ini, against bench/torch_gpt.py: the same model with torch's
+#    scaled_dot_product_attention; tokens/s), at 1 and 2 threads.
 # 2. Data-parallel scaling: wide MLP, 2 MPI ranks x 1 BLAS thread vs 1 rank x 1 thread, same
 #    global batch (256).
 #
@@ -179,12 +179,11 @@ run_tern() {
 }
 
 # run_torch NAME CFG THREADS PEER [PEER_ARGS...] -> sets TORCH_SPS, TORCH_FOREIGN (retried like
-# run_tern). The peer runs
-# the same steps as the tern run just before it (TERN_STEPS, TERN_LOG_EVERY): the same warm-up
+# run_tern). The peer runs the same steps as the tern run just before it (TERN_STEPS, TERN_LOG_EVERY): the same warm-up
 # (the ~20% of steps whose intervals tern's summary skips), the same interval length, the same
 # LR schedule length, so both go through the same phase of training (see the denormal note).
 run_torch() {
-  local name=$1 cfg=$2 threads=$3 peer=${4:-bench/torch_mlp.py} attempt
+  local name=$1 cfg=$2 threads=$3 peer=$4 attempt
   shift 4
   local extra=("$@")
   local warm=$(((TERN_STEPS / TERN_LOG_EVERY) / 5 * TERN_LOG_EVERY))

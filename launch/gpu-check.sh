@@ -110,6 +110,8 @@ info() { row "$1" "$2"; }
 # py EXPR: exit 0 when the Python expression is true; non-numbers ("n/a") make it false.
 py() { python3 -c "import sys, math; sys.exit(0 if ($1) else 1)" 2>/dev/null; }
 rel_diff() { python3 -c "print('%.2e' % (abs($2 - $1) / abs($1)))" 2>/dev/null || echo n/a; }
+# close NAME A B TOL: PASS when |B - A| / |A| < TOL (A: the CPU's value, B: the GPU's).
+close() { check "$1" "$2 / $3 (relative difference $(rel_diff "$2" "$3"); goal < $4)" py "abs($3 - $2) / abs($2) < $4"; }
 finish() {
   echo
   echo "## tern GPU check ($(git describe --always --dirty 2>/dev/null || echo unknown), $((SECONDS - START)) s)"
@@ -255,8 +257,7 @@ a=$(done_field "$OUT/digits_gpu_ckpt" param_checksum) b=$(done_field "$OUT/digit
 check "digits GPU resume from step 1000" "param_checksum $a (straight) / $b (resumed)" same_checksum "$a" "$b"
 same_accuracy "digits val_accuracy CPU / GPU fp32" digits_cpu digits_gpu 0.005
 cpu_loss=$(done_field "$OUT/digits_cpu" train_loss) gpu_loss=$(done_field "$OUT/digits_gpu" train_loss)
-check "digits final train_loss CPU / GPU" "$cpu_loss / $gpu_loss (relative difference $(rel_diff "$cpu_loss" "$gpu_loss"); goal < 1e-4)" \
-  py "abs($gpu_loss - $cpu_loss) / abs($cpu_loss) < 1e-4"
+close "digits final train_loss CPU / GPU" "$cpu_loss" "$gpu_loss" 1e-4
 acc_b=$(done_field "$OUT/digits_gpu_bf16" val_accuracy)
 check "digits GPU bf16 val_accuracy" "$acc_b (train_loss $(done_field "$OUT/digits_gpu_bf16" train_loss); goal >= 0.97)" py "$acc_b >= 0.97"
 info "digits GPU samples/s fp32 / bf16" "$(done_field "$OUT/digits_gpu" samples_per_sec) / $(done_field "$OUT/digits_gpu_bf16" samples_per_sec)"
@@ -270,8 +271,7 @@ train_cfg configs/digits_cnn.ini cnn_cpu --run.device=cpu --run.threads=4
 train_cfg configs/digits_cnn.ini cnn_gpu --run.device=cuda --run.tf32=false
 same_accuracy "digits CNN val_accuracy CPU / GPU fp32" cnn_cpu cnn_gpu 0.01
 a=$(done_field "$OUT/cnn_cpu" val_loss) b=$(done_field "$OUT/cnn_gpu" val_loss)
-check "digits CNN val_loss CPU / GPU fp32" "$a / $b (relative difference $(rel_diff "$a" "$b"); goal < 0.2)" \
-  py "abs($b - $a) / abs($a) < 0.2"
+close "digits CNN val_loss CPU / GPU fp32" "$a" "$b" 0.2
 [[ -f data/shakespeare.h5 ]] || "$BIN/tern-data" text --input data/tinyshakespeare.txt --output data/shakespeare.h5 >/dev/null
 gpt=(--train.steps=200 --train.eval_every=100 --train.log_every=50)
 train_cfg configs/shakespeare_gpt.ini gpt_cpu "${gpt[@]}" --run.device=cpu --run.threads=8
@@ -280,8 +280,7 @@ train_cfg configs/shakespeare_gpt.ini gpt_gpu_bf16 "${gpt[@]}" --run.device=cuda
 a=$(done_field "$OUT/gpt_cpu" val_loss) b=$(done_field "$OUT/gpt_gpu" val_loss) c=$(done_field "$OUT/gpt_gpu_bf16" val_loss)
 check "GPT 200 steps val_loss CPU / GPU fp32" "$a / $b (relative difference $(rel_diff "$a" "$b"); goal < 1e-2)" \
   py "abs($b - $a) / abs($a) < 1e-2 and $a < 2.8"
-check "GPT 200 steps val_loss GPU bf16" "$c (relative to the CPU's $(rel_diff "$a" "$c"); goal < 5e-2)" \
-  py "abs($c - $a) / abs($a) < 5e-2"
+close "GPT 200 steps val_loss CPU / GPU bf16" "$a" "$c" 5e-2
 train_cfg configs/shakespeare_gpt.ini gpt_gpu_ckpt "${gpt[@]}" --run.device=cuda --run.precision=bf16 \
   --checkpoint.uri="$OUT/gptckpt" --checkpoint.every_steps=100 --checkpoint.keep_every=100
 train_cfg configs/shakespeare_gpt.ini gpt_gpu_resumed "${gpt[@]}" --run.device=cuda --run.precision=bf16 \

@@ -2,9 +2,9 @@
 # Installs what is missing, checks formatting, builds, and runs every test: the release build's
 # whole suite (soak included), the unit tests and the HTTP framing fuzzer again under
 # AddressSanitizer and UBSan, and the threaded tests (server, batcher, hot reload, checkpoint
-# saves, loader prefetch, the op thread pool) under ThreadSanitizer. Every suite runs even
-# when one before it failed (to build or to pass); the end names the tests each suite skipped, with the reason, and the
-# exit status is non-zero when any suite failed.
+# saves, loader prefetch, the op thread pool) under ThreadSanitizer. Every suite runs even when
+# one before it failed (to build or to pass); the end names the tests each suite skipped, with
+# the reason, and the exit status is non-zero when any suite failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source launch/common.sh

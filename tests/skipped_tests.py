@@ -5,7 +5,8 @@
 CTest's own summary lists skipped tests but not why. Reasons come from each test's output: a
 GoogleTest skip ("file.cpp:N: Skipped" then the message), or a script's "SKIP: ..." / "skip: ..."
 line (exit 77). Prints, e.g., "25 CUDA tests skipped: no GPU visible: CUDA backend not exercised",
-or "no test skipped". Exit status 0 either way; launch/test.sh prints this after each CTest run.
+or "no test skipped". Exit status 0 either way; launch/test.sh prints this for each suite at its
+end.
 """
 
 import collections

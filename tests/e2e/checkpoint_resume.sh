@@ -46,9 +46,8 @@ lines() { wc -l <"$WORK/$1.log" 2>/dev/null || echo 0; }
 # in_flight NAME: the store holds part of a checkpoint newer than its newest complete one (a shard
 # without a manifest, or a local temp file): a checkpoint was being written when the run died.
 in_flight() {
-  local newest
-  newest=$("$TERN_BIN/tern-ckpt" list "$STORE/$1" 2>/dev/null | awk '/ complete$/ {s = $1} END {print s + 0}')
-  "$TERN_BIN/tern-ckpt" list "$STORE/$1" 2>/dev/null | awk -v n="$newest" '/incomplete/ && $1 > n {f = 1} END {exit !f}' && return 0
+  "$TERN_BIN/tern-ckpt" list "$STORE/$1" 2>/dev/null |
+    awk '/ complete$/ {newest = $1} /incomplete/ {last = $1} END {exit !(last > newest)}' && return 0
   [ -d "$STORE/$1" ] && [ -n "$(find "$STORE/$1" -name '*.tern-tmp.*' 2>/dev/null | head -1)" ]
 }
 # expect_mid_run_kill NAME RC FROM_LINE WHAT: the killed run (exit RC) had not finished, and its

@@ -47,14 +47,8 @@ expect_exit 2 "--device gpu: expected cpu, cuda or auto" "$TERN_BIN/tern-generat
 # Serving the export: tern-serve takes INT32 token ids and answers the logits of the next token,
 # whose arg-max is the character tern-generate picks with --top-k 1.
 mkdir -p "$WORK/repo/gpt/1" && cp "$WORK/two/model.h5" "$WORK/repo/gpt/1/model.h5"
-"$TERN_BIN/tern-serve" --model-repository="$WORK/repo" --server.address=127.0.0.1 --http-port=0 \
-  --server.repository_poll_secs=0 >"$WORK/serve.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true; rm -rf "$WORK"' EXIT
-for _ in $(seq 100); do grep -qs "listening on" "$WORK/serve.log" && break; sleep 0.1; done
-url="http://127.0.0.1:$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/serve.log")"
-for _ in $(seq 100); do curl -sf "$url/v2/health/ready" >/dev/null && break; sleep 0.1; done
-curl -sf "$url/v2/models/gpt" >"$WORK/meta.json" && curl -sf "$url/v2/models/gpt/config" >"$WORK/config.json" ||
+serve_repo "$WORK/repo"
+curl -sf "$URL/v2/models/gpt" >"$WORK/meta.json" && curl -sf "$URL/v2/models/gpt/config" >"$WORK/config.json" ||
   fail "tern-serve did not serve the export: $(tail -5 "$WORK/serve.log")"
 python3 - "$WORK/meta.json" "$WORK/config.json" <<'PY' && pass "metadata: INT32 [-1,-1] in, FP32 [-1,65] out, max_sequence_length 16" || fail "metadata: $(cat "$WORK/meta.json")"
 import json, sys
@@ -70,7 +64,7 @@ labels = json.load(open(sys.argv[1]))["output"][0]["labels"]
 ids = [labels.index(c) for c in "KING:"]
 print(json.dumps({"inputs": [{"name": "input", "datatype": "INT32", "shape": [1, len(ids)], "data": [ids]}]}))
 PY
-code=$(curl -s -o "$WORK/infer.json" -w '%{http_code}' "$url/v2/models/gpt/infer" -d @"$WORK/request.json")
+code=$(curl -s -o "$WORK/infer.json" -w '%{http_code}' "$URL/v2/models/gpt/infer" -d @"$WORK/request.json")
 "$TERN_BIN/tern-generate" --model "$WORK/two/model.h5" --prompt "KING:" --length 1 --top-k 1 >"$WORK/next.txt"
 python3 - "$WORK/infer.json" "$WORK/config.json" "$WORK/next.txt" <<'PY' && pass "infer 'KING:' -> [1, 65] finite logits; arg-max = tern-generate's next character" || fail "infer ($code): $(head -c 300 "$WORK/infer.json")"
 import json, math, sys
@@ -81,16 +75,16 @@ z = out["data"]
 assert out["shape"] == [1, 65] and len(z) == 65 and all(v is not None and math.isfinite(v) for v in z), out
 assert labels[max(range(65), key=lambda i: z[i])] == generated, (generated, z)
 PY
-code=$(curl -s -o "$WORK/bad.json" -w '%{http_code}' "$url/v2/models/gpt/infer" \
+code=$(curl -s -o "$WORK/bad.json" -w '%{http_code}' "$URL/v2/models/gpt/infer" \
   -d '{"inputs":[{"name":"input","datatype":"INT32","shape":[1,2],"data":[1,65]}]}')
 [ "$code" = 400 ] && grep -qF "token id 65 at row 0, position 1 is outside the vocabulary [0, 65)" "$WORK/bad.json" &&
   pass "token id 65 -> 400 naming it" || fail "token id 65 -> $code: $(cat "$WORK/bad.json")"
-code=$(curl -s -o "$WORK/bad.json" -w '%{http_code}' "$url/v2/models/gpt/infer" \
+code=$(curl -s -o "$WORK/bad.json" -w '%{http_code}' "$URL/v2/models/gpt/infer" \
   -d '{"inputs":[{"name":"input","datatype":"INT64","shape":[1,17],"data":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]}]}')
 [ "$code" = 400 ] && grep -qF "17 tokens per row, more than the model's context of 16" "$WORK/bad.json" &&
   pass "17 tokens -> 400 naming the context" || fail "17 tokens -> $code: $(cat "$WORK/bad.json")"
-kill -TERM $server
-wait $server && pass "tern-serve exited 0 on SIGTERM" || fail "tern-serve exit status $?"
+kill -TERM $SERVER
+wait $SERVER && pass "tern-serve exited 0 on SIGTERM" || fail "tern-serve exit status $?"
 "$TERN_BIN/tern-data" convert --input data/digits.csv --output "$WORK/digits.h5" >/dev/null
 "$TERN_BIN/tern-train" --config configs/digits_mlp.ini --data.path="$WORK/digits.h5" --train.steps=5 \
   --run.dir="$WORK/mlp" --run.progress=off >/dev/null 2>&1 || fail "digits training failed"

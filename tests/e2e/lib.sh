@@ -62,6 +62,27 @@ expect_elastic_resume() {
     pass "2 -> 1 ranks: relative distance $dist < 1e-5" || fail "2 -> 1 ranks: relative distance $dist"
 }
 
+# serve_repo REPO ARGS...: tern-serve on 127.0.0.1 at a free port, the repository loaded once (no
+# polling), log in $WORK/serve.log; sets SERVER (its pid) and URL once it answers ready, and stops
+# it when the test exits. One that is not ready within 30 s fails the test.
+serve_repo() {
+  local repo=$1 port
+  shift
+  "$TERN_BIN/tern-serve" --model-repository="$repo" --server.address=127.0.0.1 --http-port=0 \
+    --server.repository_poll_secs=0 "$@" >"$WORK/serve.log" 2>&1 &
+  SERVER=$!
+  trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+  for _ in $(seq 300); do
+    port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/serve.log")
+    URL=http://127.0.0.1:$port
+    [ -n "$port" ] && curl -sf "$URL/v2/health/ready" >/dev/null && return 0
+    sleep 0.1
+  done
+  cat "$WORK/serve.log" >&2
+  fail "tern-serve did not become ready"
+  finish
+}
+
 finish() {
   if [ "$failures" -gt 0 ]; then
     echo "$failures check(s) failed" >&2

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # tern-serve's HTTP framing and connection handling, against the tern-serve in TERN_BIN:
-#   framing.sh fuzz          tests/serve/http_fuzz.py for TERN_FUZZ_SECONDS (default 60; TERN_FUZZ_SEED
-#                            replays a seed it printed): malformed
-#                            and pipelined requests, odd framing, early closes; run on the
-#                            AddressSanitizer build, so a memory error ends the server (and the
-#                            test) at once, and leaks show at its exit
+#   framing.sh fuzz          tests/serve/http_fuzz.py for TERN_FUZZ_SECONDS (default 60;
+#                            TERN_FUZZ_SEED replays a seed it printed): malformed and pipelined
+#                            requests, odd framing, early closes; run on the AddressSanitizer
+#                            build, so a memory error ends the server (and the test) at once, and
+#                            leaks show at its exit
 #   framing.sh connections   tests/serve/connections.py: 1,000 idle or half-sent connections do
 #                            not keep a real request from an answer within 100 ms, and are closed
 #                            after server.idle_timeout_secs (3 s here)
@@ -14,18 +14,8 @@ mode=${1:?usage: framing.sh fuzz|connections}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$WORK/repo/m/1"
 "$TERN_BIN/tern_serve_make_model" "$WORK/repo/m/1/model.h5" 4 3 1 >/dev/null
-"$TERN_BIN/tern-serve" --model-repository="$WORK/repo" --server.address=127.0.0.1 --http-port=0 \
-  --server.repository_poll_secs=0 --server.idle_timeout_secs=3 >"$WORK/serve.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$WORK"' EXIT
-port=""
-for _ in $(seq 300); do
-  port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/serve.log")
-  [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break
-  port=""
-  sleep 0.1
-done
-[ -n "$port" ] || { cat "$WORK/serve.log"; fail "tern-serve did not become ready"; finish; }
+serve_repo "$WORK/repo" --server.idle_timeout_secs=3
+port=${URL##*:}
 
 case "$mode" in
   fuzz)
@@ -36,12 +26,12 @@ case "$mode" in
   *) echo "mode must be fuzz or connections" >&2; exit 2 ;;
 esac
 
-kill -0 $server 2>/dev/null && pass "tern-serve is still running" || fail "tern-serve died: $(tail -20 "$WORK/serve.log")"
-kill -TERM $server
-wait $server && pass "tern-serve drained and exited 0 on SIGTERM" || fail "tern-serve exit status $?: $(tail -20 "$WORK/serve.log")"
-server=""
-if grep -qE "AddressSanitizer|LeakSanitizer|runtime error:|ThreadSanitizer" "$WORK/serve.log"; then
-  fail "sanitizer report: $(grep -m1 -A15 -E "AddressSanitizer|LeakSanitizer|runtime error:|ThreadSanitizer" "$WORK/serve.log")"
+kill -0 $SERVER 2>/dev/null && pass "tern-serve is still running" || fail "tern-serve died: $(tail -20 "$WORK/serve.log")"
+kill -TERM $SERVER
+wait $SERVER && pass "tern-serve drained and exited 0 on SIGTERM" || fail "tern-serve exit status $?: $(tail -20 "$WORK/serve.log")"
+reports="AddressSanitizer|LeakSanitizer|runtime error:|ThreadSanitizer"
+if grep -qE "$reports" "$WORK/serve.log"; then
+  fail "sanitizer report: $(grep -m1 -A15 -E "$reports" "$WORK/serve.log")"
 else
   pass "no sanitizer report in tern-serve's log"
 fi

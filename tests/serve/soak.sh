@@ -2,9 +2,8 @@
 # Soak: tern-serve answers at least TERN_SOAK_REQUESTS (default 1,000,000) requests from wrk on
 # loopback, none with an error status or a socket error, and its resident memory and open file
 # descriptors at the end are within 5% of what they were after a warm-up: nothing grows per
-# request. The model is an MLP
-# the size of the digits one (64 -> 128 -> 10) with the response cache off, so every request runs
-# the model. wrk runs in rounds of TERN_SOAK_ROUND_SECONDS (default 8) until the total is reached
+# request. The model is an MLP the size of the digits one (64 -> 128 -> 10) with the response
+# cache off, so every request runs the model. wrk runs in rounds of TERN_SOAK_ROUND_SECONDS (default 8) until the total is reached
 # (at most 60 rounds); RSS and descriptors are read from /proc between rounds, once wrk's
 # connections are closed.
 source "$(dirname "$0")/../e2e/lib.sh"
@@ -17,23 +16,13 @@ CONNECTIONS=16 THREADS=2
 mkdir -p "$WORK/repo/mlp/1"
 "$TERN_BIN/tern_serve_make_model" "$WORK/repo/mlp/1/model.h5" 64 10 1 128 >/dev/null
 printf 'cache = false\n' >"$WORK/repo/mlp/config.ini"
-"$TERN_BIN/tern-serve" --model-repository="$WORK/repo" --server.address=127.0.0.1 --http-port=0 \
-  --server.repository_poll_secs=0 --cache.size_mb=0 \
-  --server.idle_timeout_secs=600 >"$WORK/serve.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$WORK"' EXIT
-url=""
-for _ in $(seq 100); do
-  port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/serve.log")
-  [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && { url=http://127.0.0.1:$port; break; }
-  sleep 0.1
-done
-[ -n "$url" ] || { cat "$WORK/serve.log"; fail "tern-serve did not become ready"; finish; }
+serve_repo "$WORK/repo" --cache.size_mb=0 --server.idle_timeout_secs=600
+url=$URL
 python3 -c 'import json; print(json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [i / 64 for i in range(64)]}]}))' >"$WORK/body.json"
 curl -sf "$url/v2/models/mlp/infer" -d @"$WORK/body.json" >/dev/null || fail "the first request failed"
 
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$server/status"; }
-fds() { ls "/proc/$server/fd" | wc -l; }
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$SERVER/status"; }
+fds() { ls "/proc/$SERVER/fd" | wc -l; }
 # settle: until the descriptors of wrk's closed connections are gone (at most 5 s)
 settle() {
   local last now
@@ -89,6 +78,6 @@ python3 -c "import sys; sys.exit(0 if abs($RSS1 - $RSS0) <= 0.05 * $RSS0 else 1)
 python3 -c "import sys; sys.exit(0 if abs($FDS1 - $FDS0) <= 0.05 * $FDS0 else 1)" &&
   pass "$FDS1 open file descriptors at the end, $FDS0 after the warm-up (within 5%)" ||
   fail "open file descriptors went from $FDS0 after the warm-up to $FDS1"
-kill -TERM $server
-wait $server && pass "tern-serve exited 0 on SIGTERM" || fail "tern-serve exit status $?"
+kill -TERM $SERVER
+wait $SERVER && pass "tern-serve exited 0 on SIGTERM" || fail "tern-serve exit status $?"
 finish
