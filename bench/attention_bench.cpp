@@ -31,9 +31,9 @@
 #include <string>
 #include <vector>
 
-#include "tern/device.h"
-#include "tern/ops.h"
-#include "tern/tensor.h"
+#include "tern/compute/device.h"
+#include "tern/compute/ops.h"
+#include "tern/compute/tensor.h"
 
 using namespace tern;
 

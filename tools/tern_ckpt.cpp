@@ -7,13 +7,13 @@
 
 #include <boost/program_options.hpp>
 
-#include "subcommands.h"
-#include "tern/checkpoint.h"
-#include "tern/error.h"
-#include "tern/export.h"
-#include "tern/h5.h"
-#include "tern/log.h"
-#include "tern/version.h"
+#include "tern/base/error.h"
+#include "tern/base/log.h"
+#include "tern/base/version.h"
+#include "tern/infer/export.h"
+#include "tern/io/hdf5_file.h"
+#include "tern/train/checkpoint.h"
+#include "tool_main.h"
 
 namespace po = boost::program_options;
 using namespace tern;

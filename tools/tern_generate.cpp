@@ -1,19 +1,16 @@
 // tern-generate: samples text from an exported character-level language model (model.h5 of a
 // tern-train run on a token corpus), one character at a time.
-#include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <iostream>
-#include <map>
-#include <random>
 
 #include <boost/program_options.hpp>
 
-#include "tern/data.h"
-#include "tern/device.h"
-#include "tern/error.h"
-#include "tern/export.h"
-#include "tern/version.h"
+#include "tern/base/error.h"
+#include "tern/base/version.h"
+#include "tern/compute/device.h"
+#include "tern/infer/inference_model.h"
+#include "tern/infer/sampler.h"
+#include "tool_main.h"
 
 namespace po = boost::program_options;
 using namespace tern;
@@ -64,60 +61,17 @@ int run(int argc, char** argv) {
   if (device != "cpu" && device != "cuda" && device != "auto")
     throw InputError("--device " + device + ": expected cpu, cuda or auto");
   auto model = InferenceModel::load(model_path, resolve_device(device, 0, 1, "--device"));
-  const ExportInfo& info = model->info();
-  if (info.input_datatype != "INT32" || info.input_shape.size() != 1)
-    throw InputError("'" + model_path + "' is not a language model (its input is " +
-                     info.input_datatype + " " + shape_str(info.input_shape) + ")");
-  const int64_t T = info.input_shape[0];
-  const std::vector<std::string>& vocab = info.labels;
-  const int64_t V = static_cast<int64_t>(vocab.size());
-  if (V != model->output_features() / T)
-    throw InputError("'" + model_path + "': " + std::to_string(V) + " labels for " +
-                     std::to_string(model->output_features() / T) + " outputs per position");
-  std::map<std::string, int32_t> id;
-  for (int64_t i = 0; i < V; ++i) id[vocab[i]] = static_cast<int32_t>(i);
-
+  TextSampler sampler(*model, {temperature, top_k, seed}, "'" + model_path + "'");
   std::vector<int32_t> tokens;
-  for (const std::string& ch : utf8_characters(prompt)) {
-    auto it = id.find(ch);
-    if (it == id.end())
-      throw InputError("--prompt: character '" + ch + "' is not in the model's vocabulary");
-    tokens.push_back(it->second);
+  try {
+    tokens = sampler.encode(prompt);
+  } catch (const InputError& e) {
+    throw InputError(std::string("--prompt: ") + e.what());
   }
   if (tokens.empty()) throw InputError("--prompt is empty");
-
-  std::mt19937_64 rng(seed);
-  std::vector<int32_t> window(T);
-  std::vector<float> logits(T * V);
-  std::vector<double> p(V);
-  std::vector<int64_t> order(V);
   std::fputs(prompt.c_str(), stdout);
-  for (int64_t step = 0; step < length; ++step) {
-    // The last T tokens, left-aligned: causal attention means later (padding) positions do not
-    // change the prediction at position n - 1.
-    const int64_t n = std::min<int64_t>(static_cast<int64_t>(tokens.size()), T);
-    std::fill(window.begin(), window.end(), 0);
-    std::copy(tokens.end() - n, tokens.end(), window.begin());
-    model->predict_tokens(window.data(), 1, logits.data());
-    const float* z = logits.data() + (n - 1) * V;
-    for (int64_t i = 0; i < V; ++i) order[i] = i;
-    const int64_t k = top_k > 0 ? std::min(top_k, V) : V;
-    std::partial_sort(order.begin(), order.begin() + k, order.end(),
-                      [&](int64_t a, int64_t b) { return z[a] > z[b]; });
-    const double zmax = z[order[0]];
-    double sum = 0;
-    for (int64_t i = 0; i < k; ++i) sum += (p[i] = std::exp((z[order[i]] - zmax) / temperature));
-    double u = std::uniform_real_distribution<double>(0.0, sum)(rng);
-    int64_t pick = k - 1;
-    for (int64_t i = 0; i < k; ++i)
-      if ((u -= p[i]) < 0) {
-        pick = i;
-        break;
-      }
-    const int32_t next = static_cast<int32_t>(order[pick]);
-    tokens.push_back(next);
-    std::fputs(vocab[next].c_str(), stdout);
-  }
+  for (int64_t step = 0; step < length; ++step)
+    std::fputs(sampler.token_text(sampler.next(tokens)).c_str(), stdout);
   std::fputs("\n", stdout);
   return kExitOk;
 }
@@ -125,16 +79,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const InputError& e) {
-    std::fprintf(stderr, "tern-generate: error: %s\n", e.what());
-    return kExitUsage;
-  } catch (const po::error& e) {
-    std::fprintf(stderr, "tern-generate: error: %s\n", e.what());
-    return kExitUsage;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tern-generate: error: %s\n", e.what());
-    return kExitError;
-  }
+  return tern::run_tool("tern-generate", [&] { return run(argc, argv); });
 }

@@ -1,19 +1,18 @@
 // tern-serve: serves exported models over the Open Inference Protocol (KServe v2 / Triton
 // HTTP). Parses the config and runs the library's server until SIGTERM or SIGINT.
-#include <cstdio>
 #include <iostream>
 
-#include "tern/config.h"
-#include "tern/error.h"
+#include "tern/base/options.h"
+#include "tern/base/version.h"
 #include "tern/serve/server.h"
-#include "tern/version.h"
+#include "tool_main.h"
 
 int main(int argc, char** argv) {
   using namespace tern;
-  serve::ServeConfig cfg;
-  OptionSet options("tern-serve");
-  serve::register_serve_options(options, cfg);
-  try {
+  return run_tool("tern-serve", [&]() -> int {
+    serve::ServeConfig cfg;
+    OptionSet options("tern-serve");
+    serve::register_serve_options(options, cfg);
     const auto args = serve::translate_triton_flags(std::vector<std::string>(argv, argv + argc));
     std::vector<const char*> args_c;
     for (const auto& a : args) args_c.push_back(a.c_str());
@@ -28,17 +27,6 @@ int main(int argc, char** argv) {
         break;
     }
     serve::validate_serve_config(options, cfg);
-  } catch (const InputError& e) {
-    std::fprintf(stderr, "tern-serve: error: %s\n", e.what());
-    return kExitUsage;
-  }
-  try {
     return serve::run_server(cfg);
-  } catch (const InputError& e) {
-    std::fprintf(stderr, "tern-serve: error: %s\n", e.what());
-    return kExitUsage;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tern-serve: error: %s\n", e.what());
-    return kExitError;
-  }
+  });
 }

@@ -10,14 +10,14 @@ constexpr size_t kEntryOverhead = 128;
 }  // namespace
 
 std::string ResponseCache::key(const std::string& model, int64_t version, int64_t rows,
-                               const std::vector<float>& input) {
+                               const InputRows& input) {
   std::string k;
-  k.reserve(model.size() + 1 + 2 * sizeof(int64_t) + input.size() * sizeof(float));
+  k.reserve(model.size() + 2 + 2 * sizeof(int64_t) + input.values() * 4);
   k += model;
   k += '\0';  // model names hold no NUL, so "a" + version cannot read as "a\0..." + another
   k.append(reinterpret_cast<const char*>(&version), sizeof version);
   k.append(reinterpret_cast<const char*>(&rows), sizeof rows);
-  k.append(reinterpret_cast<const char*>(input.data()), input.size() * sizeof(float));
+  input.append_bytes(k);
   return k;
 }
 

@@ -1,13 +1,12 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <random>
 #include <sstream>
 
 #include <boost/program_options.hpp>
 
-#include "tern/error.h"
-#include "tern/serve/repository.h"
+#include "tern/base/error.h"
+#include "tern/serve/model_options.h"
 
 namespace tern::serve {
 
@@ -149,27 +148,6 @@ nlohmann::json policy_json(const VersionPolicy& policy) {
       break;
   }
   return {{"latest", {{"num_versions", policy.latest}}}};
-}
-
-std::shared_ptr<LoadedVersion> ModelState::choose() const {
-  if (versions.empty()) return nullptr;
-  double total = 0;
-  for (const auto& [v, w] : options.traffic)
-    if (versions.count(v)) total += w;
-  if (total > 0) {
-    thread_local std::mt19937_64 rng{std::random_device{}()};
-    double r = std::uniform_real_distribution<double>(0, total)(rng);
-    std::shared_ptr<LoadedVersion> last;
-    for (const auto& [v, w] : options.traffic) {
-      auto it = versions.find(v);
-      if (it == versions.end() || w <= 0) continue;
-      if (r < w) return it->second;
-      r -= w;
-      last = it->second;
-    }
-    return last;  // r landed on the total through rounding
-  }
-  return versions.rbegin()->second;
 }
 
 }  // namespace tern::serve

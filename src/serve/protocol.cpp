@@ -230,10 +230,10 @@ std::string number_text(double v) {
 
 // Token ids [rows, length] -> rows right-padded to the context with kTokenPad; 400 naming the
 // row and position of a value that is no whole number or outside [0, vocab).
-std::vector<float> pad_tokens(const std::vector<double>& ids, int64_t rows, int64_t length,
-                              const ModelSchema& schema, const std::string& input) {
+std::vector<int32_t> pad_tokens(const std::vector<double>& ids, int64_t rows, int64_t length,
+                                const ModelSchema& schema, const std::string& input) {
   const int64_t context = schema.input_features();
-  std::vector<float> out(static_cast<size_t>(rows * context), kTokenPad);
+  std::vector<int32_t> out(static_cast<size_t>(rows * context), kTokenPad);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t p = 0; p < length; ++p) {
       const double v = ids[static_cast<size_t>(r * length + p)];
@@ -245,7 +245,7 @@ std::vector<float> pad_tokens(const std::vector<double>& ids, int64_t rows, int6
         bad("input " + quote(input) + ": token id " + number_text(v) + where +
             " is outside the vocabulary [0, " + std::to_string(schema.vocab) + ") of " +
             std::to_string(schema.vocab) + " tokens");
-      out[static_cast<size_t>(r * context + p)] = static_cast<float>(v);
+      out[static_cast<size_t>(r * context + p)] = static_cast<int32_t>(v);
     }
   return out;
 }
@@ -401,8 +401,8 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> he
         ids.resize(numel);
         type->ids_from_binary(binary.data() + binary_used, numel, ids.data());
       } else {
-        req.input.resize(numel);
-        type->from_binary(binary.data() + binary_used, numel, req.input.data());
+        req.input.features.resize(numel);
+        type->from_binary(binary.data() + binary_used, numel, req.input.features.data());
       }
       binary_used += *binary_size;
     } else {
@@ -416,15 +416,15 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> he
         flatten(*data, 0, shape, *type, type->ids_from_json, n, ids);
         got = ids.size();
       } else {
-        req.input.reserve(std::min(numel, json_text.size()));
-        flatten(*data, 0, shape, *type, type->from_json, n, req.input);
-        got = req.input.size();
+        req.input.features.reserve(std::min(numel, json_text.size()));
+        flatten(*data, 0, shape, *type, type->from_json, n, req.input.features);
+        got = req.input.features.size();
       }
       if (got != numel)
         bad("input " + quote(n) + ": 'data' has " + std::to_string(got) + " values, shape " +
             shape_text(shape) + " needs " + std::to_string(numel));
     }
-    if (schema.tokens()) req.input = pad_tokens(ids, req.rows, row_values, schema, n);
+    if (schema.tokens()) req.input.tokens = pad_tokens(ids, req.rows, row_values, schema, n);
   }
   if (!seen) bad("missing input " + quote(schema.input_name));
   if (binary_used != binary.size())

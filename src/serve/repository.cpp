@@ -8,11 +8,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include <spdlog/spdlog.h>
 
-#include "tern/error.h"
-#include "tern/export.h"
+#include "tern/base/error.h"
 
 namespace fs = std::filesystem;
 
@@ -47,144 +47,29 @@ std::string versions_text(const std::map<int64_t, std::shared_ptr<LoadedVersion>
   return out.empty() ? "none" : out;
 }
 
-// At most this many rows of zeros warm each worker up: enough to size its buffers for the
-// batches it will see, without a huge allocation for a generous max_batch_size.
-constexpr int64_t kMaxWarmupRows = 4096;
-
-// Token models: whether the logits at a position depend on later tokens (they must not, for
-// right-padding to leave them unchanged). Rows that share a prefix of k tokens and differ after
-// it must agree on the logits of the first k positions, for up to 16 values of k.
-bool looks_causal(InferenceModel& m, int64_t context, int64_t vocab, int64_t width) {
-  if (context < 2 || vocab < 2) return true;
-  const int64_t cuts = std::min<int64_t>(context - 1, 16);
-  const int64_t rows = cuts + 1;
-  std::vector<int32_t> ids(static_cast<size_t>(rows * context));
-  std::vector<int64_t> cut(static_cast<size_t>(rows), context);
-  for (int64_t p = 0; p < context; ++p) ids[p] = static_cast<int32_t>((p * 7 + 3) % vocab);
-  for (int64_t r = 1; r < rows; ++r) {
-    cut[r] = 1 + (r - 1) * (context - 2) / std::max<int64_t>(cuts - 1, 1);
-    for (int64_t p = 0; p < context; ++p)
-      ids[r * context + p] = p < cut[r] ? ids[p] : static_cast<int32_t>((ids[p] + r) % vocab);
-  }
-  std::vector<float> logits(static_cast<size_t>(rows * context * width));
-  m.predict_tokens(ids.data(), rows, logits.data());
-  for (int64_t r = 1; r < rows; ++r)
-    for (int64_t i = 0; i < cut[r] * width; ++i) {
-      const float a = logits[i], b = logits[r * context * width + i];
-      if (!(std::fabs(a - b) <= 1e-4f * (1.0f + std::fabs(a)))) return false;
-    }
-  return true;
-}
-
-// Runs a token model on the protocol's rows: token ids as floats, right-padded with kTokenPad.
-// One per worker (its buffers are not shared).
-struct TokenRunner {
-  std::shared_ptr<InferenceModel> model;
-  int64_t context = 0;
-  bool last_position = false;  // a language model: the logits at each row's last token
-  std::vector<int32_t> ids;
-  std::vector<int64_t> lengths;
-
-  void operator()(const float* x, int64_t rows, float* out) {
-    ids.resize(static_cast<size_t>(rows * context));
-    lengths.assign(static_cast<size_t>(rows), context);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t p = 0; p < context; ++p) {
-        const float v = x[r * context + p];
-        if (v < 0 && lengths[r] == context) lengths[r] = p;
-        // Padding becomes id 0: any valid id does, as later positions are not seen.
-        ids[r * context + p] = v < 0 ? 0 : static_cast<int32_t>(v);
-      }
-    if (last_position)
-      model->predict_last(ids.data(), lengths.data(), rows, out);
-    else
-      model->predict_tokens(ids.data(), rows, out);
-  }
-};
-
-// Float carries the ids through the batcher and the cache: exact up to 2^24.
-constexpr int64_t kMaxVocab = int64_t{1} << 24;
-
 }  // namespace
 
-LoadedModel load_export(const std::string& path, int64_t instances, int64_t warmup_rows) {
-  std::unique_ptr<InferenceModel> first = InferenceModel::load(path);
-  const ExportInfo& info = first->info();
-  LoadedModel out;
-  out.schema.input_name = info.input_name;
-  out.schema.input_shape = info.input_shape;
-  out.schema.output_name = info.output_name;
-  out.schema.output_features = first->output_features();
-  out.schema.labels = info.labels;
-  out.schema.input_datatype = info.input_datatype;
-  ModelSchema& s = out.schema;
-  if (s.input_datatype != "FP32" && s.input_datatype != "INT32")
-    throw InputError("input datatype '" + s.input_datatype +
-                     "': tern-serve serves FP32 features or INT32 token ids");
-  bool last_position = false;
-  if (s.tokens()) {
-    // A language model: [T] token ids in, [T, vocab] logits out, served as the logits of the
-    // next token after each row's last one ([vocab] per row) for rows of 1 to T ids. Another
-    // token model (a sequence classifier) takes exactly T ids and answers its whole output.
-    s.vocab = first->vocab_size();
-    if (s.input_shape.size() != 1 || s.vocab < 1)
-      throw InputError("INT32 input " + shape_str(s.input_shape) +
-                       ": a token model takes [positions] ids into an embedding layer");
-    if (s.vocab > kMaxVocab)
-      throw InputError("vocabulary of " + std::to_string(s.vocab) + " tokens: at most " +
-                       std::to_string(kMaxVocab) + " can be served");
-    const int64_t context = s.input_shape[0];
-    const Shape& os = first->output_shape();
-    last_position = os.size() == 2 && os[0] == context;
-    s.min_tokens = context;
-    if (last_position) {
-      s.output_features = os[1];
-      if (looks_causal(*first, context, s.vocab, os[1])) {
-        s.min_tokens = 1;
-      } else {
-        spdlog::warn(
-            "'{}': the logits at a position depend on later tokens (not a causal "
-            "model): requests must carry exactly {} tokens per row",
-            path, context);
-      }
+// A request that names no version: by the traffic weights among the ready versions, else the
+// newest.
+std::shared_ptr<LoadedVersion> ModelState::choose() const {
+  if (versions.empty()) return nullptr;
+  double total = 0;
+  for (const auto& [v, w] : options.traffic)
+    if (versions.count(v)) total += w;
+  if (total > 0) {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    double r = std::uniform_real_distribution<double>(0, total)(rng);
+    std::shared_ptr<LoadedVersion> last;
+    for (const auto& [v, w] : options.traffic) {
+      auto it = versions.find(v);
+      if (it == versions.end() || w <= 0) continue;
+      if (r < w) return it->second;
+      r -= w;
+      last = it->second;
     }
+    return last;  // r landed on the total through rounding
   }
-  if (s.input_name.empty() || s.output_name.empty() || s.input_name == s.output_name)
-    throw InputError("input name '" + s.input_name + "' and output name '" + s.output_name +
-                     "' must be non-empty and differ");
-  if (s.input_features() < 1 || s.output_features < 1)
-    throw InputError("input shape " + shape_str(s.input_shape) + " and " +
-                     std::to_string(s.output_features) + " outputs: both need elements");
-  if (!s.labels.empty() && static_cast<int64_t>(s.labels.size()) != s.output_features)
-    throw InputError(std::to_string(s.labels.size()) + " labels for " +
-                     std::to_string(s.output_features) + " outputs");
-
-  std::vector<std::shared_ptr<InferenceModel>> models;
-  models.push_back(std::move(first));
-  for (int64_t i = 1; i < instances; ++i) models.push_back(models.front()->clone());
-  const int64_t rows = std::clamp<int64_t>(warmup_rows, 1, kMaxWarmupRows);
-  // Zeros: features of 0, or rows of token 0 as long as the context.
-  std::vector<float> zeros(static_cast<size_t>(rows * s.input_features()), 0.0f);
-  std::vector<float> result(static_cast<size_t>(rows * s.output_features));
-  for (auto& m : models) {
-    PredictFn predict;
-    if (s.tokens()) {
-      auto runner = std::make_shared<TokenRunner>();
-      runner->model = m;
-      runner->context = s.input_features();
-      runner->last_position = last_position;
-      predict = [runner](const float* x, int64_t n, float* y) { (*runner)(x, n, y); };
-    } else {
-      predict = [m](const float* x, int64_t n, float* y) { m->predict(x, n, y); };
-    }
-    predict(zeros.data(), rows, result.data());
-    for (float v : result)
-      if (!std::isfinite(v))
-        throw InputError("warm-up inference on zeros gives non-finite outputs (" +
-                         std::to_string(v) + ")");
-    out.instances.push_back(std::move(predict));
-  }
-  return out;
+  return versions.rbegin()->second;
 }
 
 ModelRepository::ModelRepository(RepositoryOptions options, StatsRegistry& stats,
@@ -193,17 +78,17 @@ ModelRepository::ModelRepository(RepositoryOptions options, StatsRegistry& stats
       stats_(stats),
       loader_(std::move(loader)),
       snapshot_(std::make_shared<Snapshot>()) {
-  const std::string& uri = options_.uri;
-  if (uri.rfind("s3://", 0) == 0) {
+  const StoreUri uri = StoreUri::parse(options_.uri, "server.model_repository=" + options_.uri);
+  if (uri.kind == StoreUri::Kind::s3) {
     store_ = open_store(uri, options_.retry_seconds);
     std::string pattern = (fs::temp_directory_path() / "tern-serve-XXXXXX").string();
     if (!::mkdtemp(pattern.data()))
       throw std::runtime_error("cannot make a temporary folder for model downloads: " + pattern);
     temp_dir_ = pattern;
   } else {
-    local_root_ = uri.rfind("file://", 0) == 0 ? uri.substr(7) : uri;
-    if (local_root_.empty() || !fs::is_directory(local_root_))
-      throw InputError("model repository '" + uri + "' is not a folder");
+    local_root_ = uri.path;
+    if (!fs::is_directory(local_root_))
+      throw InputError("model repository '" + uri.text + "' is not a folder");
     store_ = open_local_store(local_root_);
   }
 }
@@ -474,10 +359,10 @@ nlohmann::json ModelRepository::index(bool ready_only) const {
 }
 
 void ModelRepository::start_polling(double seconds) {
-  poller_ = std::thread([this, seconds] {
+  poller_.start([this, seconds] {
     const auto period = std::chrono::duration<double>(seconds);
-    std::unique_lock lock(stop_mu_);
-    while (!stop_cv_.wait_for(lock, period, [&] { return stopping_; })) {
+    auto lock = poller_.lock();
+    while (poller_.wait_for(lock, period)) {
       lock.unlock();
       try {
         poll();
@@ -490,12 +375,7 @@ void ModelRepository::start_polling(double seconds) {
 }
 
 void ModelRepository::stop() {
-  {
-    std::lock_guard lock(stop_mu_);
-    stopping_ = true;
-  }
-  stop_cv_.notify_all();
-  if (poller_.joinable()) poller_.join();
+  poller_.stop();
   std::lock_guard poll_lock(poll_mu_);
   for (const auto& [name, state] : *snapshot())
     for (const auto& [v, lv] : state->versions) lv->batcher->stop();

@@ -2,8 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "tern/serve/server.h"
-#include "tern/version.h"
+#include "tern/base/version.h"
+#include "tern/serve/router.h"
 
 namespace tern::serve {
 

@@ -69,7 +69,8 @@ size_t Batcher::queued() const {
 void Batcher::work(size_t instance) {
   const auto delay = std::chrono::microseconds(options_.max_queue_delay_us);
   std::vector<Job> batch;
-  std::vector<float> in, out;
+  InputRows in;
+  std::vector<float> out;
   std::unique_lock lock(mu_);
   for (;;) {
     cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
@@ -97,22 +98,21 @@ void Batcher::work(size_t instance) {
   }
 }
 
-void Batcher::run_batch(size_t instance, std::vector<Job>& batch, std::vector<float>& in,
+void Batcher::run_batch(size_t instance, std::vector<Job>& batch, InputRows& in,
                         std::vector<float>& out) {
   const auto start = Clock::now();
   int64_t rows = 0;
   for (const auto& job : batch) rows += job.rows;
-  in.resize(static_cast<size_t>(rows * input_features_));
+  in.features.clear();
+  in.tokens.clear();
+  in.features.reserve(batch.front().input.features.size() ? rows * input_features_ : 0);
+  in.tokens.reserve(batch.front().input.tokens.size() ? rows * input_features_ : 0);
   out.resize(static_cast<size_t>(rows * output_features_));
-  float* dst = in.data();
-  for (const auto& job : batch) {
-    std::memcpy(dst, job.input.data(), job.input.size() * sizeof(float));
-    dst += job.input.size();
-  }
+  for (const auto& job : batch) in.append(job.input);
   const auto inputs_ready = Clock::now();
   std::string error;
   try {
-    instances_[instance](in.data(), rows, out.data());
+    instances_[instance](in, rows, out.data());
   } catch (const std::exception& e) {
     error = std::string("model execution failed: ") + e.what();
   }

@@ -14,9 +14,11 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include "tern/error.h"
-#include "tern/trainer.h"
-#include "tern/version.h"
+#include "tern/base/error.h"
+#include "tern/base/version.h"
+#include "tern/compute/device.h"
+#include "tern/io/store.h"
+#include "tern/serve/router.h"
 
 namespace tern::serve {
 
@@ -61,6 +63,7 @@ void validate_serve_config(const OptionSet& o, const ServeConfig& c) {
   };
   require(!c.model_repository.empty(), "server.model_repository",
           "required: where the models are (or --model-repository=DIR)");
+  StoreUri::parse(c.model_repository, o.describe("server.model_repository"));
   unsigned char addr[16];
   require(::inet_pton(AF_INET, c.address.c_str(), addr) == 1 ||
               ::inet_pton(AF_INET6, c.address.c_str(), addr) == 1,

@@ -1,12 +1,14 @@
-// The CUDA backend against the CPU reference, op by op over the whole op list (include/tern/ops.h):
-// each case draws fresh random inputs, runs the CPU op on host tensors and the CUDA op on copies on
-// cuda:0, and compares the results by relative L2 error (< 1e-5 in f32 with TF32 off; < 1e-2 in
-// bf16, against the CPU op on the bf16-rounded inputs, so only the GPU's own rounding counts) and
-// element by element (Bound, below). tests/unit/test_op_coverage.cpp fails when an op of the op
-// list has no case here.
-// GPU outputs start as NaN (accumulated outputs as the same random values on both sides), so an
-// element the GPU never writes shows up. Shapes include sizes that are not multiples of the vector
-// width or the block size. Then NCCL at world size 1.
+// Over 600 lines on purpose: one case per op of the op list, which test_op_coverage.cpp reads as
+// a whole.
+// The CUDA backend against the CPU reference, op by op over the whole op list
+// (include/tern/compute/ops.h): each case draws fresh random inputs, runs the CPU op on host
+// tensors and the CUDA op on copies on cuda:0, and compares the results by relative L2 error (<
+// 1e-5 in f32 with TF32 off; < 1e-2 in bf16, against the CPU op on the bf16-rounded inputs, so only
+// the GPU's own rounding counts) and element by element (Bound, below).
+// tests/unit/test_op_coverage.cpp fails when an op of the op list has no case here. GPU outputs
+// start as NaN (accumulated outputs as the same random values on both sides), so an element the GPU
+// never writes shows up. Shapes include sizes that are not multiples of the vector width or the
+// block size. Then NCCL at world size 1.
 //
 // Without a GPU every test skips; nothing here touches CUDA before a test's SetUp (gtest discovery
 // runs this binary at build time on machines without one).
@@ -23,10 +25,10 @@
 #include <string>
 #include <vector>
 
-#include "tern/device.h"
-#include "tern/dist.h"
-#include "tern/ops.h"
-#include "tern/tensor.h"
+#include "tern/compute/device.h"
+#include "tern/compute/ops.h"
+#include "tern/compute/tensor.h"
+#include "tern/dist/grad_reducer.h"
 
 namespace tern {
 namespace {

@@ -28,6 +28,22 @@ expect_exit 2 "dist.backend=nccl needs a GPU" "$train" --config configs/digits_m
 if ! nvidia-smi -L >/dev/null 2>&1; then
   expect_exit 2 "run.device=cuda: " "$train" --config configs/digits_mlp.ini --run.device=cuda
 fi
+# The CUDA backend is a module loaded at run time: one that cannot be loaded is named.
+if [ -f "$TERN_BIN/../lib/libtern_cuda.so" ]; then
+  expect_exit 2 "libtern_cuda.so cannot be loaded (tried /nonexistent/libtern_cuda.so)" \
+    env TERN_CUDA_LIBRARY=/nonexistent/libtern_cuda.so "$train" --config configs/digits_mlp.ini \
+    --run.device=cuda
+fi
+# Store URIs are parsed once, before anything runs: a bad one is a usage error naming the key.
+expect_exit 2 "checkpoint.uri=ftp://host/ckpt (from command line): unknown scheme ftp://" \
+  "$train" --config configs/digits_mlp.ini --checkpoint.uri=ftp://host/ckpt
+expect_exit 2 "checkpoint.uri=s3:// (from command line): names no bucket" \
+  "$train" --config configs/digits_mlp.ini --checkpoint.uri=s3://
+expect_exit 2 "checkpoint.resume=s3://b/run (from command line): expected auto, never or the URI of a checkpoint folder" \
+  "$train" --config configs/digits_mlp.ini --checkpoint.resume=s3://b/run
+expect_exit 2 "server.model_repository=gs://models (from command line): unknown scheme gs://" \
+  "$TERN_BIN/tern-serve" --model-repository=gs://models
+expect_exit 2 "store URI 'ftp://host/ckpt': unknown scheme ftp://" "$TERN_BIN/tern-ckpt" list ftp://host/ckpt
 expect_exit 0 "--train.batch_size" "$train" --help
 expect_exit 0 "(=1000)" "$train" --help
 expect_exit 0 "tern-train 0." "$train" --version

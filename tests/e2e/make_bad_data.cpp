@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <string>
 
-#include "tern/h5.h"
+#include "tern/io/hdf5_file.h"
 
 using namespace tern;
 

@@ -60,6 +60,10 @@ PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/serve.log")
 URL="http://127.0.0.1:$PORT"
 for _ in $(seq 100); do curl -sf "$URL/v2/health/ready" >/dev/null && break; sleep 0.1; done
 curl -sf "$URL/v2/health/ready" >/dev/null && pass "ready on port $PORT" || { cat "$WORK/serve.log"; fail "not ready"; finish; }
+# The serving binary stays light: on the CPU it maps no CUDA, NCCL or MPI library (the CUDA
+# backend is a module loaded only for a GPU, and tern-serve links nothing of dist).
+heavy=$(awk '$6 ~ /lib(cuda|cudart|cublas|cudnn|nccl|mpi|open-pal|tern_cuda|tern_nccl)[^/]*\.so/ {print $6}' "/proc/$SERVER/maps" | sort -u)
+[ -z "$heavy" ] && pass "tern-serve maps no CUDA or MPI library" || fail "tern-serve maps: $heavy"
 
 # status METHOD PATH [curl args...]: the HTTP status; the body goes to $WORK/body.
 status() {

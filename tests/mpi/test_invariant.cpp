@@ -9,9 +9,9 @@
 #include <filesystem>
 #include <random>
 
-#include "tern/h5.h"
-#include "tern/log.h"
-#include "tern/trainer.h"
+#include "tern/base/log.h"
+#include "tern/io/hdf5_file.h"
+#include "tern/train/trainer.h"
 
 namespace tern {
 namespace {

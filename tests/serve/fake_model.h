@@ -5,7 +5,7 @@
 #include <fstream>
 #include <string>
 
-#include "tern/error.h"
+#include "tern/base/error.h"
 #include "tern/serve/repository.h"
 
 namespace tern::serve {
@@ -20,7 +20,8 @@ inline LoadedModel fake_loader(const std::string& path, int64_t instances, int64
   m.schema.output_name = "y";
   m.schema.output_features = outputs;
   for (int64_t i = 0; i < instances; ++i)
-    m.instances.push_back([=](const float* x, int64_t rows, float* out) {
+    m.instances.push_back([=](const InputRows& in, int64_t rows, float* out) {
+      const float* x = in.features.data();
       for (int64_t r = 0; r < rows; ++r) {
         float sum = offset;
         for (int64_t f = 0; f < features; ++f) sum += x[r * features + f];

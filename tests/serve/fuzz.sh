@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds tests/serve/fuzz_infer_request.cpp with clang++-14 (libFuzzer, ASan, UBSan), together
-# with the sources the request parser needs (src/serve/protocol.cpp, src/tensor.cpp and
-# src/device.cpp, CPU only), writes a seed corpus and a dictionary, and fuzzes for
+# with the sources the request parser needs (src/serve/protocol.cpp and the tensor and device
+# code of src/compute/ and src/base/module.cpp, CPU only), writes a seed corpus and a dictionary, and fuzzes for
 # ${TERN_FUZZ_SECONDS:-60} seconds. Fails on any crash, sanitizer report, uncaught exception or
 # leak. Exit 77 (skip) when clang++-14 is absent; a failure under CI=true (tests/require.sh).
 #   tests/serve/fuzz.sh [BUILD_DIR]   (default: a temporary folder, removed at exit)
@@ -34,8 +34,10 @@ fi
 OUT=$(cd "$OUT" && pwd)
 
 # Rebuilt when any input is newer than the binary (a BUILD_DIR kept between runs saves time).
-inputs=(src/serve/protocol.cpp src/tensor.cpp src/device.cpp tests/serve/fuzz_infer_request.cpp tests/serve/fuzz.sh
-  include/tern/serve/protocol.h include/tern/tensor.h)
+sources=(src/serve/protocol.cpp src/compute/tensor.cpp src/compute/device.cpp src/compute/backend.cpp
+  src/base/module.cpp)
+inputs=("${sources[@]}" tests/serve/fuzz_infer_request.cpp tests/serve/fuzz.sh
+  include/tern/serve/protocol.h include/tern/serve/input_rows.h include/tern/compute/tensor.h)
 if [ -x "$OUT/fuzz_infer_request" ] && [ -z "$(find "${inputs[@]}" -newer "$OUT/fuzz_infer_request")" ]; then
   echo "== $OUT/fuzz_infer_request is up to date"
 else
@@ -47,12 +49,12 @@ if [ -n "${build:-}" ]; then
   flags=(-std=c++20 -g -O1 -fno-omit-frame-pointer -Iinclude -Wall -Wextra -Werror
     -fsanitize=address,undefined -fno-sanitize-recover=all)
   objs=()
-  for src in src/serve/protocol.cpp src/tensor.cpp src/device.cpp; do
+  for src in "${sources[@]}"; do
     obj="$OUT/$(basename "$src" .cpp).o"
     "$CXX" "${flags[@]}" -fsanitize=fuzzer-no-link -c "$src" -o "$obj"
     objs+=("$obj")
   done
-  "$CXX" "${flags[@]}" -fsanitize=fuzzer tests/serve/fuzz_infer_request.cpp "${objs[@]}" -lxxhash \
+  "$CXX" "${flags[@]}" -fsanitize=fuzzer tests/serve/fuzz_infer_request.cpp "${objs[@]}" -lxxhash -ldl \
     -o "$OUT/fuzz_infer_request"
   echo "built in $(($(date +%s) - start)) s"
 fi

@@ -76,22 +76,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   // A parsed request fits the schema.
   check(req.rows >= 1 && req.rows <= s.max_batch_size);
-  check(req.input.size() == static_cast<size_t>(req.rows * s.input_features()));
+  check(req.input.values() == static_cast<size_t>(req.rows * s.input_features()));
+  check(s.tokens() ? req.input.features.empty() : req.input.tokens.empty());
   check(!req.outputs.empty());
   if (s.tokens())  // each row: 1 to T ids in [0, vocab), then padding only
     for (int64_t r = 0; r < req.rows; ++r) {
-      const float* row = req.input.data() + r * s.input_features();
+      const int32_t* row = req.input.tokens.data() + r * s.input_features();
       int64_t len = 0;
       for (; len < s.input_features() && row[len] != tern::serve::kTokenPad; ++len)
-        check(row[len] >= 0 && row[len] < static_cast<float>(s.vocab) &&
-              row[len] == std::floor(row[len]));
+        check(row[len] >= 0 && row[len] < s.vocab);
       check(len >= 1);
       for (int64_t p = len; p < s.input_features(); ++p) check(row[p] == tern::serve::kTokenPad);
     }
 
   std::vector<float> output(static_cast<size_t>(req.rows * s.output_features));
   for (size_t i = 0; i < output.size(); ++i)
-    output[i] = i < req.input.size() ? req.input[i] : static_cast<float>(i);
+    output[i] = i < req.input.features.size() ? req.input.features[i] : static_cast<float>(i);
   const auto encoded = tern::serve::encode_infer_response("mlp", 1, req, s, output.data());
   check(!encoded.body.empty());
   if (encoded.header_length) check(*encoded.header_length <= encoded.body.size());

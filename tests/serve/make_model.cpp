@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <string>
 
-#include "tern/export.h"
+#include "tern/infer/export.h"
 
 int main(int argc, char** argv) {
   using namespace tern;

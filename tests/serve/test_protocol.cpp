@@ -66,7 +66,7 @@ TEST(Protocol, FlatJsonData) {
   auto r = parse(R"({"id":"req-7","inputs":[{"name":"input","datatype":"FP32","shape":[2,4],
                     "data":[1,2,3,4,5,6,7,8.5]}]})");
   EXPECT_EQ(r.rows, 2);
-  EXPECT_EQ(r.input, (std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8.5}));
+  EXPECT_EQ(r.input.features, (std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8.5}));
   EXPECT_EQ(r.id, "req-7");
   ASSERT_EQ(r.outputs.size(), 1u);
   EXPECT_EQ(r.outputs[0].name, "logits");
@@ -75,13 +75,13 @@ TEST(Protocol, FlatJsonData) {
 
 TEST(Protocol, NestedJsonData) {
   auto r = parse(one_input(R"("datatype":"FP32","shape":[2,4],"data":[[1,2,3,4],[5,6,7,8]])"));
-  EXPECT_EQ(r.input, (std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(r.input.features, (std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8}));
   // A model whose rows are [2, 2]: nested three deep, or flattened to [N, 4].
   auto s = schema({2, 2});
   auto deep = parse(one_input(R"("datatype":"FP32","shape":[1,2,2],"data":[[[1,2],[3,4]]])"), s);
-  EXPECT_EQ(deep.input, (std::vector<float>{1, 2, 3, 4}));
+  EXPECT_EQ(deep.input.features, (std::vector<float>{1, 2, 3, 4}));
   auto flat = parse(one_input(R"("datatype":"FP32","shape":[1,4],"data":[1,2,3,4])"), s);
-  EXPECT_EQ(flat.input, (std::vector<float>{1, 2, 3, 4}));
+  EXPECT_EQ(flat.input.features, (std::vector<float>{1, 2, 3, 4}));
 }
 
 TEST(Protocol, NestedDataMustMatchShape) {
@@ -97,12 +97,12 @@ TEST(Protocol, NestedDataMustMatchShape) {
 
 TEST(Protocol, ConvertsOtherNumericTypes) {
   auto i64 = parse(one_input(R"("datatype":"INT64","shape":[1,4],"data":[1,-2,3,40000000000])"));
-  EXPECT_EQ(i64.input, (std::vector<float>{1, -2, 3, 4e10f}));
+  EXPECT_EQ(i64.input.features, (std::vector<float>{1, -2, 3, 4e10f}));
   auto f64 = parse(one_input(R"("datatype":"FP64","shape":[1,4],"data":[0.5,1e300,-1,2])"));
-  EXPECT_EQ(f64.input[0], 0.5f);
-  EXPECT_TRUE(std::isinf(f64.input[1]));
+  EXPECT_EQ(f64.input.features[0], 0.5f);
+  EXPECT_TRUE(std::isinf(f64.input.features[1]));
   auto u8 = parse(one_input(R"("datatype":"UINT8","shape":[1,4],"data":[0,1,254,255])"));
-  EXPECT_EQ(u8.input, (std::vector<float>{0, 1, 254, 255}));
+  EXPECT_EQ(u8.input.features, (std::vector<float>{0, 1, 254, 255}));
 }
 
 TEST(Protocol, ValuesMustFitTheirDatatype) {
@@ -191,13 +191,15 @@ TEST(Protocol, BinaryInput) {
   auto [body, head] = binary_request(v, "FP32", 2);
   auto r = parse_infer_request(body, head, schema());
   EXPECT_EQ(r.rows, 2);
-  EXPECT_EQ(r.input, v);
+  EXPECT_EQ(r.input.features, v);
   const std::vector<double> d = {0.5, 1, 2, 3};
   auto [dbody, dhead] = binary_request(d, "FP64", 1);
-  EXPECT_EQ(parse_infer_request(dbody, dhead, schema()).input, (std::vector<float>{0.5, 1, 2, 3}));
+  EXPECT_EQ(parse_infer_request(dbody, dhead, schema()).input.features,
+            (std::vector<float>{0.5, 1, 2, 3}));
   const std::vector<int32_t> i = {-1, 0, 1, 2};
   auto [ibody, ihead] = binary_request(i, "INT32", 1);
-  EXPECT_EQ(parse_infer_request(ibody, ihead, schema()).input, (std::vector<float>{-1, 0, 1, 2}));
+  EXPECT_EQ(parse_infer_request(ibody, ihead, schema()).input.features,
+            (std::vector<float>{-1, 0, 1, 2}));
 }
 
 TEST(Protocol, BinaryInputErrors) {
@@ -341,18 +343,18 @@ ModelSchema token_schema(int64_t context = 4, int64_t vocab = 5) {
   return s;
 }
 
-constexpr float P = kTokenPad;
+constexpr int32_t P = kTokenPad;
 
 TEST(ProtocolTokens, RowsArePaddedToTheContext) {
   const auto s = token_schema();
   auto full =
       parse(one_input(R"("datatype":"INT32","shape":[2,4],"data":[[0,1,2,3],[4,4,4,4]])"), s);
   EXPECT_EQ(full.rows, 2);
-  EXPECT_EQ(full.input, (std::vector<float>{0, 1, 2, 3, 4, 4, 4, 4}));
+  EXPECT_EQ(full.input.tokens, (std::vector<int32_t>{0, 1, 2, 3, 4, 4, 4, 4}));
   auto shorter = parse(one_input(R"("datatype":"INT32","shape":[2,2],"data":[1,2,3,4])"), s);
-  EXPECT_EQ(shorter.input, (std::vector<float>{1, 2, P, P, 3, 4, P, P}));
+  EXPECT_EQ(shorter.input.tokens, (std::vector<int32_t>{1, 2, P, P, 3, 4, P, P}));
   auto one = parse(one_input(R"("datatype":"INT32","shape":[1,1],"data":[[4]])"), s);
-  EXPECT_EQ(one.input, (std::vector<float>{4, P, P, P}));
+  EXPECT_EQ(one.input.tokens, (std::vector<int32_t>{4, P, P, P}));
 }
 
 TEST(ProtocolTokens, OtherIntegerTypesAndWholeFloatsAreConverted) {
@@ -362,25 +364,26 @@ TEST(ProtocolTokens, OtherIntegerTypesAndWholeFloatsAreConverted) {
     EXPECT_EQ(
         parse(one_input(R"("datatype":")" + std::string(dt) + R"(","shape":[1,3],"data":[0,4,2])"),
               s)
-            .input,
-        (std::vector<float>{0, 4, 2, P}))
+            .input.tokens,
+        (std::vector<int32_t>{0, 4, 2, P}))
         << dt;
-  EXPECT_EQ(parse(one_input(R"("datatype":"FP64","shape":[1,2],"data":[3.0,1e0])"), s).input,
-            (std::vector<float>{3, 1, P, P}));
+  EXPECT_EQ(parse(one_input(R"("datatype":"FP64","shape":[1,2],"data":[3.0,1e0])"), s).input.tokens,
+            (std::vector<int32_t>{3, 1, P, P}));
   // Binary: INT64 as numpy's default integer array sends it, and INT32.
   const std::string head64 =
       R"({"inputs":[{"name":"input","datatype":"INT64","shape":[1,3],"parameters":{"binary_data_size":24}}]})";
   const int64_t ids64[3] = {4, 0, 3};
   std::string body = head64;
   body.append(reinterpret_cast<const char*>(ids64), sizeof ids64);
-  EXPECT_EQ(parse_infer_request(body, head64.size(), s).input, (std::vector<float>{4, 0, 3, P}));
+  EXPECT_EQ(parse_infer_request(body, head64.size(), s).input.tokens,
+            (std::vector<int32_t>{4, 0, 3, P}));
   const std::string head32 =
       R"({"inputs":[{"name":"input","datatype":"INT32","shape":[2,2],"parameters":{"binary_data_size":16}}]})";
   const int32_t ids32[4] = {1, 2, 3, 4};
   body = head32;
   body.append(reinterpret_cast<const char*>(ids32), sizeof ids32);
-  EXPECT_EQ(parse_infer_request(body, head32.size(), s).input,
-            (std::vector<float>{1, 2, P, P, 3, 4, P, P}));
+  EXPECT_EQ(parse_infer_request(body, head32.size(), s).input.tokens,
+            (std::vector<int32_t>{1, 2, P, P, 3, 4, P, P}));
 }
 
 TEST(ProtocolTokens, IdsOutsideTheVocabularyNameRowAndPosition) {
@@ -441,8 +444,9 @@ TEST(ProtocolTokens, LengthAndShapeErrors) {
   fixed.min_tokens = 4;
   expect_400(one_input(R"("datatype":"INT32","shape":[1,3],"data":[0,1,2])"),
              {"'input'", "3 tokens per row", "not causal", "exactly 4"}, std::nullopt, fixed);
-  EXPECT_EQ(parse(one_input(R"("datatype":"INT32","shape":[1,4],"data":[0,1,2,3])"), fixed).input,
-            (std::vector<float>{0, 1, 2, 3}));
+  EXPECT_EQ(
+      parse(one_input(R"("datatype":"INT32","shape":[1,4],"data":[0,1,2,3])"), fixed).input.tokens,
+      (std::vector<int32_t>{0, 1, 2, 3}));
 }
 
 TEST(ProtocolTokens, WrongDatatype) {

@@ -1,9 +1,12 @@
+// Over 600 lines on purpose: one suite of the serving parts that share the fake model and the
+// router fixture.
 // The server's parts without sockets: model config.ini, the dynamic batcher, the response cache,
 // the Prometheus text, the repository's load / check / swap / retire cycle (with a fake loader,
 // so no HDF5 file is needed), and the endpoints through the router.
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <bit>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -15,8 +18,10 @@
 
 #include "fake_model.h"
 #include "temp_dir.h"
-#include "tern/error.h"
-#include "tern/export.h"
+#include "tern/base/error.h"
+#include "tern/infer/export.h"
+#include "tern/infer/inference_model.h"
+#include "tern/serve/router.h"
 #include "tern/serve/server.h"
 
 namespace tern::serve {
@@ -106,7 +111,8 @@ TEST(ModelState, TrafficSplitByWeight) {
 // out[r, c] = sum(x[r]) + c: each row's answer says which row it was.
 PredictFn summing_model(int64_t features, int64_t outputs, std::vector<int64_t>* batches,
                         std::mutex* mu) {
-  return [=](const float* x, int64_t rows, float* out) {
+  return [=](const InputRows& in, int64_t rows, float* out) {
+    const float* x = in.features.data();
     if (batches) {
       std::lock_guard lock(*mu);
       batches->push_back(rows);
@@ -128,7 +134,7 @@ TEST(Batcher, FormsBatchesWithinTheDelayAndAnswersEveryRow) {
   for (int i = 0; i < 40; ++i) {
     Job job;
     job.rows = 1;
-    job.input = {static_cast<float>(i), 0.5f};
+    job.input.features = {static_cast<float>(i), 0.5f};
     job.done = [&results, i](JobResult&& r) { results[i].set_value(std::move(r)); };
     ASSERT_TRUE(batcher.submit(std::move(job)));
   }
@@ -155,7 +161,7 @@ TEST(Batcher, MultiRowRequestsAreNeverSplit) {
   for (int i = 0; i < 20; ++i) {
     Job job;
     job.rows = 1 + i % 3;
-    job.input.assign(static_cast<size_t>(job.rows), static_cast<float>(i));
+    job.input.features.assign(static_cast<size_t>(job.rows), static_cast<float>(i));
     job.done = [&results, i](JobResult&& r) { results[i].set_value(std::move(r)); };
     ASSERT_TRUE(batcher.submit(std::move(job)));
   }
@@ -171,7 +177,7 @@ TEST(Batcher, FullQueueRefusesAndStopRunsWhatIsQueued) {
   std::promise<void> release;
   std::shared_future<void> gate = release.get_future().share();
   auto stats = std::make_shared<VersionStats>("m", 1);
-  auto blocking = [gate](const float*, int64_t rows, float* out) {
+  auto blocking = [gate](const InputRows&, int64_t rows, float* out) {
     gate.wait();
     std::fill(out, out + rows, 1.0f);
   };
@@ -180,7 +186,7 @@ TEST(Batcher, FullQueueRefusesAndStopRunsWhatIsQueued) {
   auto job = [&] {
     Job j;
     j.rows = 1;
-    j.input = {0};
+    j.input.features = {0};
     j.done = [&](JobResult&& r) {
       EXPECT_TRUE(r.error.empty());
       ++answered;
@@ -202,12 +208,12 @@ TEST(Batcher, FullQueueRefusesAndStopRunsWhatIsQueued) {
 
 TEST(Batcher, ModelErrorsReachEveryRequest) {
   auto stats = std::make_shared<VersionStats>("m", 1);
-  Batcher batcher({[](const float*, int64_t, float*) { throw std::runtime_error("boom"); }}, 1, 1,
-                  {4, 0, 0}, stats);
+  Batcher batcher({[](const InputRows&, int64_t, float*) { throw std::runtime_error("boom"); }}, 1,
+                  1, {4, 0, 0}, stats);
   std::promise<JobResult> result;
   Job j;
   j.rows = 1;
-  j.input = {0};
+  j.input.features = {0};
   j.done = [&](JobResult&& r) { result.set_value(std::move(r)); };
   ASSERT_TRUE(batcher.submit(std::move(j)));
   EXPECT_NE(result.get_future().get().error.find("boom"), std::string::npos);
@@ -217,7 +223,7 @@ TEST(Batcher, ModelErrorsReachEveryRequest) {
 
 TEST(ResponseCache, KeyedByModelVersionAndInputBytes) {
   ResponseCache cache(1 << 20);
-  const std::vector<float> in = {1, 2, 3};
+  const InputRows in{{1, 2, 3}, {}};
   const auto key = ResponseCache::key("m", 1, 1, in);
   EXPECT_FALSE(cache.find(key));
   cache.insert(key, std::make_shared<const std::vector<float>>(std::vector<float>{9}));
@@ -225,7 +231,11 @@ TEST(ResponseCache, KeyedByModelVersionAndInputBytes) {
   EXPECT_EQ((*cache.find(key))[0], 9);
   EXPECT_FALSE(cache.find(ResponseCache::key("m", 2, 1, in)));
   EXPECT_FALSE(cache.find(ResponseCache::key("n", 1, 1, in)));
-  EXPECT_FALSE(cache.find(ResponseCache::key("m", 1, 1, {1, 2, 3.0001f})));
+  EXPECT_FALSE(cache.find(ResponseCache::key("m", 1, 1, InputRows{{1, 2, 3.0001f}, {}})));
+  // Token ids never share a key with features of the same bytes.
+  InputRows ids;
+  for (float v : in.features) ids.tokens.push_back(std::bit_cast<int32_t>(v));
+  EXPECT_NE(ResponseCache::key("m", 1, 1, ids), key);
   EXPECT_EQ(cache.counters().entries, 1u);
 }
 
@@ -234,7 +244,7 @@ TEST(ResponseCache, EvictsLeastRecentlyUsedWithinItsBytes) {
   auto out = std::make_shared<const std::vector<float>>(std::vector<float>(64, 1.0f));
   std::vector<std::string> keys;
   for (int i = 0; i < 100; ++i) {
-    keys.push_back(ResponseCache::key("m", 1, 1, {static_cast<float>(i)}));
+    keys.push_back(ResponseCache::key("m", 1, 1, InputRows{{static_cast<float>(i)}, {}}));
     cache.insert(keys.back(), out);
     ASSERT_TRUE(cache.find(keys[0]));  // kept in use: never the one evicted
   }
@@ -245,9 +255,9 @@ TEST(ResponseCache, EvictsLeastRecentlyUsedWithinItsBytes) {
   EXPECT_FALSE(cache.find(keys[1]));
   EXPECT_TRUE(cache.find(keys[99]));
   // An entry over an eighth of the capacity is not kept.
-  cache.insert(ResponseCache::key("m", 1, 1, {-1}),
+  cache.insert(ResponseCache::key("m", 1, 1, InputRows{{-1}, {}}),
                std::make_shared<const std::vector<float>>(std::vector<float>(1024, 0.0f)));
-  EXPECT_FALSE(cache.find(ResponseCache::key("m", 1, 1, {-1})));
+  EXPECT_FALSE(cache.find(ResponseCache::key("m", 1, 1, InputRows{{-1}, {}})));
 }
 
 // Checks the exposition format: one HELP and TYPE per family before its samples, every sample
@@ -382,7 +392,7 @@ TEST_F(RepositoryTest, ARequestKeepsItsVersionThroughASwap) {
   std::promise<JobResult> result;
   Job job;
   job.rows = 1;
-  job.input = {1};
+  job.input.features = {1};
   job.done = [&](JobResult&& r) { result.set_value(std::move(r)); };
   ASSERT_TRUE(held->batcher->submit(std::move(job)));
   EXPECT_EQ(result.get_future().get().output, std::vector<float>{101});

@@ -21,6 +21,7 @@
 
 #include "fake_model.h"
 #include "temp_dir.h"
+#include "tern/serve/router.h"
 #include "tern/serve/server.h"
 
 namespace tern::serve {

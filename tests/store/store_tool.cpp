@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "tern/store.h"
+#include "tern/io/store.h"
 
 namespace {
 

@@ -19,7 +19,8 @@
 #include <sstream>
 #include <thread>
 
-#include "tern/store.h"
+#include "tern/base/error.h"
+#include "tern/io/store.h"
 
 namespace fs = std::filesystem;
 
@@ -143,6 +144,34 @@ class StoreTest : public ::testing::TestWithParam<std::string> {
   S3Options options_;
   std::unique_ptr<ObjectStore> store_;
 };
+
+// One parser for every store URI: the kinds, and a usage error naming where it came from.
+TEST(StoreUri, ParsesEveryKindAndNamesTheSettingOfABadOne) {
+  const StoreUri s3 = StoreUri::parse("s3://bucket/runs/a//", "k");
+  EXPECT_EQ(s3.kind, StoreUri::Kind::s3);
+  EXPECT_EQ(s3.bucket, "bucket");
+  EXPECT_EQ(s3.prefix, "runs/a");
+  EXPECT_EQ(StoreUri::parse("s3://bucket", "k").prefix, "");
+  const StoreUri file = StoreUri::parse("file:///data/ckpt", "k");
+  EXPECT_EQ(file.kind, StoreUri::Kind::local);
+  EXPECT_EQ(file.path, "/data/ckpt");
+  EXPECT_EQ(StoreUri::parse("runs/ckpt", "k").path, "runs/ckpt");
+  for (const auto& [uri, words] :
+       std::vector<std::pair<std::string, std::string>>{{"", "empty"},
+                                                        {"s3://", "names no bucket"},
+                                                        {"s3:///x", "names no bucket"},
+                                                        {"file://", "names no folder"},
+                                                        {"gs://b/p", "unknown scheme gs://"}}) {
+    try {
+      StoreUri::parse(uri, "checkpoint.uri=" + uri + " (from here)");
+      ADD_FAILURE() << "'" << uri << "' parsed";
+    } catch (const tern::InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("checkpoint.uri=" + uri + " (from here): " + words),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
 
 TEST_P(StoreTest, PutGetRoundTrip) {
   put("greeting.txt", "hello, store");

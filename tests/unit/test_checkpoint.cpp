@@ -8,8 +8,8 @@
 #include <thread>
 
 #include "temp_dir.h"
-#include "tern/checkpoint.h"
-#include "tern/dist.h"
+#include "tern/dist/communicator.h"
+#include "tern/train/checkpoint.h"
 
 namespace tern {
 namespace {

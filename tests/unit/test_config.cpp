@@ -2,8 +2,8 @@
 
 #include <fstream>
 
-#include "tern/config.h"
-#include "tern/error.h"
+#include "tern/base/error.h"
+#include "tern/train/train_config.h"
 #include "test_util.h"
 
 namespace tern {

@@ -6,9 +6,9 @@
 #include <iterator>
 #include <set>
 
-#include "tern/data.h"
-#include "tern/error.h"
-#include "tern/h5.h"
+#include "tern/base/error.h"
+#include "tern/io/dataset.h"
+#include "tern/io/hdf5_file.h"
 #include "test_util.h"
 
 namespace tern {

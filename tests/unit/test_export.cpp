@@ -1,8 +1,9 @@
 #include <gtest/gtest.h>
 
-#include "tern/error.h"
-#include "tern/export.h"
-#include "tern/h5.h"
+#include "tern/base/error.h"
+#include "tern/infer/export.h"
+#include "tern/infer/inference_model.h"
+#include "tern/io/hdf5_file.h"
 #include "test_util.h"
 
 namespace tern {

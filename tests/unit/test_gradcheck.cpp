@@ -6,9 +6,10 @@
 #include <random>
 #include <set>
 
-#include "tern/error.h"
-#include "tern/layers.h"
-#include "tern/model.h"
+#include "tern/base/error.h"
+#include "tern/nn/layers.h"
+#include "tern/nn/losses.h"
+#include "tern/nn/model.h"
 #include "test_util.h"
 
 namespace tern {

@@ -1,8 +1,10 @@
-// Every op of the op list (include/tern/ops.h) has a case in the backend-consistency test
-// (tests/cuda/test_backend_consistency.cpp), which runs it on the GPU and on the CPU and compares.
-// That test skips without a GPU, so this check reads the sources instead: it runs everywhere, and
-// an op added to ops.h without a GPU-against-CPU case fails here first. A name counts as covered
-// when the consistency test calls it (`ops::name`, outside comments).
+// Every op of the op list (include/tern/compute/ops.h) has a case in the backend-consistency test
+// (tests/cuda/test_backend_consistency.cpp), which runs it on the GPU and on the CPU and compares,
+// and reaches the backend table (include/tern/compute/backend.h) rather than a path of its own.
+// The consistency test skips without a GPU, so these checks read the sources instead: they run
+// everywhere, and an op added without a GPU-against-CPU case, or a table entry no op calls, fails
+// here first. (A backend that lacks an entry of the table does not compile.) A name counts as
+// covered when the consistency test calls it (`ops::name`, outside comments).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -30,7 +32,7 @@ std::string strip_comments(const std::string& s) {
 // The functions ops.h declares in namespace tern::ops: declarations start at the beginning of a
 // line with a return type, then the name and "(".
 std::set<std::string> declared_ops() {
-  const std::string header = strip_comments(read(TERN_SOURCE_DIR "/include/tern/ops.h"));
+  const std::string header = strip_comments(read(TERN_SOURCE_DIR "/include/tern/compute/ops.h"));
   static const std::regex decl(
       R"((?:^|\n)(?:const\s+)?[A-Za-z_][\w:]*[\s*&]+([a-z_][a-z0-9_]*)\()");
   std::set<std::string> names;
@@ -63,9 +65,41 @@ TEST(OpCoverage, EveryOpHasABackendConsistencyCase) {
     const std::regex call("ops::" + op + R"(\b)");
     if (!std::regex_search(test, call)) missing += " " + op;
   }
-  EXPECT_TRUE(missing.empty())
-      << "ops of include/tern/ops.h with no case in tests/cuda/test_backend_consistency.cpp:"
-      << missing;
+  EXPECT_TRUE(missing.empty()) << "ops of include/tern/compute/ops.h with no case in "
+                                  "tests/cuda/test_backend_consistency.cpp:"
+                               << missing;
+}
+
+// The ops' sources: the op list's checks and dispatch.
+std::string op_sources() {
+  std::string all;
+  for (const char* f : {"ops.cpp", "ops_spatial.cpp", "ops_sequence.cpp"})
+    all += strip_comments(read(std::string(TERN_SOURCE_DIR "/src/compute/") + f));
+  return all;
+}
+
+TEST(OpCoverage, EveryBackendEntryIsCalledByAnOpAndNoOpBypassesTheTable) {
+  const std::string header =
+      strip_comments(read(TERN_SOURCE_DIR "/include/tern/compute/backend.h"));
+  const auto begin = header.find("class Backend {"), end = header.find("};", begin);
+  ASSERT_NE(begin, std::string::npos);
+  const std::string table = header.substr(begin, end - begin);
+  static const std::regex entry(R"(virtual\s+[\w:<>]+[\s*&]+([a-z_][a-z0-9_]*)\()");
+  std::set<std::string> entries;
+  for (std::sregex_iterator it(table.begin(), table.end(), entry), e; it != e; ++it)
+    entries.insert((*it)[1]);
+  EXPECT_GE(entries.size(), 25u);
+  const std::string ops = op_sources();
+  std::string uncalled;
+  for (const std::string& name : entries) {
+    if (name == "name" || name == "supports_bf16") continue;
+    if (!std::regex_search(ops, std::regex(R"(\bbe\.)" + name + R"(\()"))) uncalled += " " + name;
+  }
+  EXPECT_TRUE(uncalled.empty()) << "backend entries no op of src/compute/ops*.cpp calls:"
+                                << uncalled;
+  for (const char* bypass : {"#ifdef", "TERN_HAVE_CUDA", "cpu::", "cuda::"})
+    EXPECT_EQ(ops.find(bypass), std::string::npos)
+        << "src/compute/ops*.cpp holds '" << bypass << "': ops dispatch through the table only";
 }
 
 }  // namespace

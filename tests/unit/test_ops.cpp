@@ -6,8 +6,8 @@
 #include <utility>
 #include <vector>
 
-#include "tern/layers.h"
-#include "tern/ops.h"
+#include "tern/compute/ops.h"
+#include "tern/nn/layers.h"
 #include "test_util.h"
 
 namespace tern {

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "tern/optim.h"
+#include "tern/nn/optim.h"
 #include "test_util.h"
 
 namespace tern {

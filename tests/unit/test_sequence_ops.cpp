@@ -9,8 +9,8 @@
 #include <tuple>
 #include <vector>
 
-#include "tern/ops.h"
-#include "tern/trainer.h"
+#include "tern/compute/ops.h"
+#include "tern/train/trainer.h"
 #include "test_util.h"
 
 namespace tern {

@@ -4,7 +4,7 @@
 #include <random>
 #include <string>
 
-#include "tern/tensor.h"
+#include "tern/compute/tensor.h"
 
 namespace tern::testing {
 

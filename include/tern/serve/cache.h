@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "tern/serve/input_rows.h"
 #include "tern/serve/metrics.h"
 
 // The response cache: an LRU map from (model, version, input bytes) to the model's output,
@@ -25,7 +26,7 @@ class ResponseCache {
   // The key of a request: the whole input, so two requests share an entry only when their
   // inputs are bit-identical (a hash alone could collide and answer with another's output).
   static std::string key(const std::string& model, int64_t version, int64_t rows,
-                         const std::vector<float>& input);
+                         const InputRows& input);
 
   CachedOutput find(const std::string& key);
   // Entries larger than an eighth of the capacity are not kept: one would evict many.

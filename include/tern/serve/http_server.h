@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "tern/metrics.h"
+#include "tern/base/clock.h"
 
 // An HTTP/1.1 server on Boost.Beast/Asio: a few I/O threads serve many keep-alive connections,
 // and a handler answers each request through a Responder it may call later from any thread

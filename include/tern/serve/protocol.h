@@ -7,7 +7,8 @@
 #include <string_view>
 #include <vector>
 
-#include "tern/tensor.h"
+#include "tern/compute/tensor.h"
+#include "tern/serve/input_rows.h"
 
 // The Open Inference Protocol (KServe v2, Triton's HTTP/REST protocol) for one-input,
 // one-output models (FP32 features, or INT32 token ids for language models): the infer
@@ -25,10 +26,6 @@ class HttpError : public std::runtime_error {
  private:
   int status_;
 };
-
-// Token models: a row shorter than the context is right-padded with this value (no token id is
-// negative), so the model's runner can tell each row's own length.
-constexpr float kTokenPad = -1.0f;
 
 // What a model version accepts and produces, as the protocol sees it.
 struct ModelSchema {
@@ -60,8 +57,8 @@ struct RequestedOutput {
 struct InferRequest {
   std::optional<std::string> id;  // echoed in the response
   int64_t rows = 0;
-  // rows x input_features, row-major, converted to FP32; token ids padded with kTokenPad.
-  std::vector<float> input;
+  // Converted to FP32 (feature models) or checked INT32 token ids, padded with kTokenPad.
+  InputRows input;
   // Never empty after parsing: without "outputs" every output is returned.
   std::vector<RequestedOutput> outputs;
 };

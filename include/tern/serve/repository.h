@@ -14,41 +14,19 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tern/base/worker.h"
+#include "tern/io/store.h"
 #include "tern/serve/metrics.h"
+#include "tern/serve/model_adapter.h"
+#include "tern/serve/model_options.h"
 #include "tern/serve/protocol.h"
 #include "tern/serve/scheduler.h"
-#include "tern/store.h"
 
 // The model repository, in Triton's layout: <repo>/<model>/<version>/model.h5 with an optional
 // <repo>/<model>/config.ini, on local disk or in an object store. Polling loads new and changed
 // versions, checks them before they take traffic, and swaps them in while requests in flight
 // keep the version they started with.
 namespace tern::serve {
-
-struct VersionPolicy {
-  enum class Kind { latest, all, specific };
-  Kind kind = Kind::latest;
-  int64_t latest = 1;             // latest:N
-  std::vector<int64_t> versions;  // specific:1,3
-};
-
-// A model's config.ini.
-struct ModelOptions {
-  VersionPolicy policy;
-  int64_t max_batch_size = 64;
-  int64_t max_queue_delay_us = 0;
-  int64_t max_queue_size = 1024;
-  int64_t instances = 0;  // workers per version; 0: the server's [server] workers
-  std::vector<std::pair<int64_t, double>> traffic;  // (version, weight); empty: the newest
-  bool cache = false;
-};
-
-// Parses config.ini text; InputError naming `where`, the key and the value otherwise.
-ModelOptions parse_model_options(const std::string& text, const std::string& where);
-// The versions the policy serves, of `available` (any order), newest first.
-std::vector<int64_t> policy_candidates(const VersionPolicy& policy,
-                                       const std::vector<int64_t>& available);
-nlohmann::json policy_json(const VersionPolicy& policy);
 
 // A version that passed its checks and takes traffic.
 struct LoadedVersion {
@@ -73,18 +51,6 @@ struct ModelState {
 };
 
 using Snapshot = std::map<std::string, std::shared_ptr<const ModelState>>;
-
-// A model file made ready to run: its schema and one predict function per worker.
-struct LoadedModel {
-  ModelSchema schema;
-  std::vector<PredictFn> instances;
-};
-// Opens the file at `path`, checks it and warms up `instances` copies on `warmup_rows` rows of
-// zeros; throws naming what is wrong.
-using ModelLoader =
-    std::function<LoadedModel(const std::string& path, int64_t instances, int64_t warmup_rows)>;
-// The default loader: an exported model.h5 through InferenceModel.
-LoadedModel load_export(const std::string& path, int64_t instances, int64_t warmup_rows);
 
 struct RepositoryOptions {
   std::string uri;  // a folder, file://PATH or s3://BUCKET/PREFIX
@@ -162,10 +128,7 @@ class ModelRepository {
   nlohmann::json index_ = nlohmann::json::array();
 
   std::mutex poll_mu_;  // one scan at a time
-  std::mutex stop_mu_;
-  std::condition_variable stop_cv_;
-  bool stopping_ = false;
-  std::thread poller_;
+  BackgroundWorker poller_;
 };
 
 }  // namespace tern::serve

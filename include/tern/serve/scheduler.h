@@ -9,7 +9,8 @@
 #include <thread>
 #include <vector>
 
-#include "tern/metrics.h"
+#include "tern/base/clock.h"
+#include "tern/serve/input_rows.h"
 #include "tern/serve/metrics.h"
 
 // Dynamic batching for one model version (Triton's dynamic batcher): requests queue, and a
@@ -26,15 +27,15 @@ struct JobResult {
 
 // One request waiting for the model.
 struct Job {
-  std::vector<float> input;  // rows x input_features
+  InputRows input;  // rows x input_features (or x context, for token models)
   int64_t rows = 0;
   Clock::time_point enqueued = Clock::now();
   // Called once, on a worker thread; keep it short (post heavy work elsewhere).
   std::function<void(JobResult&&)> done;
 };
 
-// out[rows x output_features] = model(x[rows x input_features]); one per worker, not shared.
-using PredictFn = std::function<void(const float* x, int64_t rows, float* out)>;
+// out[rows x output_features] = model(rows of x); one per worker, not shared.
+using PredictFn = std::function<void(const InputRows& x, int64_t rows, float* out)>;
 
 struct BatcherOptions {
   int64_t max_batch_size = 64;     // rows per batch
@@ -59,8 +60,7 @@ class Batcher {
 
  private:
   void work(size_t instance);
-  void run_batch(size_t instance, std::vector<Job>& batch, std::vector<float>& in,
-                 std::vector<float>& out);
+  void run_batch(size_t instance, std::vector<Job>& batch, InputRows& in, std::vector<float>& out);
 
   std::vector<PredictFn> instances_;
   const int64_t input_features_, output_features_;

@@ -1,0 +1,38 @@
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "tern/compute/tensor.h"
+#include "tern/dist/communicator.h"
+
+namespace tern {
+
+// Averages gradients over the ranks in buckets (slices of the flat gradient buffer, from its end,
+// since backward produces the last layers' gradients first). A bucket's all-reduce starts as soon
+// as backward reports it final, so communication overlaps the rest of backward (PyTorch DDP's
+// reducer). The first bucket is small so that communication starts early.
+class GradReducer {
+ public:
+  GradReducer(Communicator& comm, Tensor grads, double bucket_mb);
+  size_t num_buckets() const { return buckets_.size(); }
+  void begin_step();
+  // Gradients in [offset, end) are final for this step.
+  void grads_ready_from(int64_t offset);
+  // Starts what is left and waits for everything.
+  void finish();
+
+ private:
+  struct Bucket {
+    int64_t offset, count;
+  };
+  bool active() const;
+  Communicator& comm_;
+  Tensor grads_;
+  // Device gradients over a host communicator (MPI without CUDA support) travel through here.
+  Tensor host_grads_;
+  std::vector<Bucket> buckets_;  // ordered from the end of the buffer
+  size_t next_ = 0;
+};
+
+}  // namespace tern

@@ -1,0 +1,149 @@
+#pragma once
+#include <algorithm>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tern/base/worker.h"
+#include "tern/compute/tensor.h"
+
+namespace tern {
+
+// One split of a dataset, in memory: x f32 [rows, features...], y i32 [rows] (classes) or
+// f32 [rows, targets] (regression).
+// A split is either rows (x, y), or a token stream read as windows: with block > 0, sample s is
+// the window starting at token s, x = tokens[s, s + block) and y = tokens[s + 1, s + block + 1]
+// (next-token targets), so there are tokens - block samples.
+struct Split {
+  std::string name;  // "train" or "val"
+  Tensor x, y;
+  Tensor tokens;      // i32 [n], when block > 0
+  int64_t block = 0;  // window length (the model's context)
+  int64_t rows() const {
+    if (block > 0) return std::max<int64_t>(tokens.numel() - block, 0);
+    return x.numel() ? x.dim(0) : 0;
+  }
+  // The window starting at token `start` into x and its next tokens into y (block ids each).
+  void window(int64_t start, int32_t* x, int32_t* y) const;
+};
+
+// Windows of `block` tokens (and their next tokens) over an i32 token stream.
+Split token_windows(std::string name, Tensor tokens, int64_t block);
+
+// A character-level token corpus, the layout `tern-data text` writes: /train/tokens and
+// /val/tokens (i32), and the root attribute "vocab", a JSON list of the characters (UTF-8 strings)
+// by token id.
+struct TokenCorpus {
+  std::vector<std::string> vocab;
+  Tensor train, val;  // i32 [n]
+  static bool is_token_file(const std::string& path);
+  // Loads and validates (every id inside the vocabulary; the first bad position is named).
+  static TokenCorpus load(const std::string& path);
+};
+
+// The characters (Unicode code points, each as its UTF-8 bytes) of a UTF-8 text. Invalid UTF-8 is
+// an InputError naming the byte offset.
+std::vector<std::string> utf8_characters(const std::string& text);
+
+// Per-feature statistics of the training inputs: the normalisation, and what an export carries
+// for drift monitoring.
+struct FeatureStats {
+  std::vector<double> mean, stddev, min, max;
+};
+FeatureStats feature_stats(const Tensor& x);
+
+// What the model expects of a data file.
+struct DataExpectation {
+  int64_t input_dim = 0;  // 0: any
+  bool classification = true;
+  int64_t classes = 0;     // labels must lie in [0, classes)
+  int64_t target_dim = 0;  // regression targets per row
+};
+
+// The layout tern-data writes: /train/x, /train/y and optionally /val/x, /val/y.
+struct Dataset {
+  std::string path;
+  Split train, val;
+  bool has_val = false;
+  // The number of input features, read from /train/x without loading it.
+  static int64_t input_dim_of(const std::string& path);
+  // Loads and validates both splits; a violation is an InputError naming the dataset and the
+  // first bad row.
+  static Dataset load(const std::string& path, const DataExpectation& expect);
+};
+
+// x = (x - mean) / std per feature (a std of zero counts as one).
+void normalize_inputs(Split& split, const FeatureStats& stats);
+
+// The global sample order: position p of the training stream is sample
+// permutation(seed, p / n)[p % n]. It depends on (seed, epoch) alone, never on the number of
+// ranks, which is what makes resuming on another number of ranks exact.
+class Sampler {
+ public:
+  Sampler(int64_t rows, uint64_t seed) : rows_(rows), seed_(seed) {}
+  int64_t sample_at(int64_t position);
+  // Valid until the next call: two epochs are cached, since a batch can straddle an epoch end.
+  const std::vector<int64_t>& permutation(int64_t epoch);
+
+ private:
+  int64_t rows_;
+  uint64_t seed_;
+  std::map<int64_t, std::vector<int64_t>> cache_;  // at most two epochs
+};
+
+// [begin, end) of `total` items owned by `part` of `parts`; parts differ by at most one item.
+std::pair<int64_t, int64_t> even_share(int64_t total, int64_t part, int64_t parts);
+
+// One rank's rows of one micro-batch. Row i is global sample first_sample + i of the stream.
+struct Batch {
+  int64_t step = 0;
+  int64_t micro = 0;
+  int64_t first_sample = 0;
+  Tensor x, y;
+};
+
+// Gives this rank its slice of every global batch, micro-batch by micro-batch, prepared on a
+// background thread `prefetch` batches ahead. Global batch s is stream positions
+// [P + (s - s0)*B, P + (s - s0 + 1)*B), where s0 is the first step and P its stream position
+// (s0*B for a run that never changed its batch size); micro-batch m of A is its m-th even share;
+// rank r takes the r-th even share of that.
+class Loader {
+ public:
+  struct Options {
+    int64_t batch_size = 1, accum_steps = 1, rank = 0, world = 1, prefetch = 4;
+    int64_t start_step = 0;
+    uint64_t seed = 0;
+    int64_t start_position = 0;  // stream position of start_step's batch
+    // Makes the batch tensors (default: Tensor::empty). Training on a GPU passes pinned memory,
+    // so batches go to the device without another copy.
+    std::function<Tensor(const Shape&, DType)> allocate;
+    // Threads that copy the rows of one batch when it is large (the copy of a 64 MB batch of
+    // random rows takes one core several milliseconds: as long as a GPU step).
+    int64_t threads = 1;
+  };
+  Loader(const Split& split, Options opt);
+  ~Loader();
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+  Batch next();
+
+ private:
+  void prefetch_loop();
+  Batch make(int64_t step, int64_t micro);
+
+  const Split& split_;
+  Options opt_;
+  Sampler sampler_;
+  // Under worker_'s lock: the batches made ahead, or the error that stopped the prefetch.
+  std::deque<Batch> ready_;
+  std::exception_ptr error_;
+  BackgroundWorker worker_;  // last: stopped before the members it uses go
+};
+
+}  // namespace tern

@@ -1,0 +1,373 @@
+#include "tern/io/dataset.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "tern/base/error.h"
+#include "tern/io/hdf5_file.h"
+
+namespace tern {
+namespace {
+
+uint64_t mix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// Unbiased integer in [0, bound) (Lemire's method), the same on every platform.
+uint64_t bounded(std::mt19937_64& rng, uint64_t bound) {
+  unsigned __int128 m = static_cast<unsigned __int128>(rng()) * bound;
+  uint64_t low = static_cast<uint64_t>(m);
+  if (low < bound) {
+    const uint64_t threshold = -bound % bound;
+    while (low < threshold) {
+      m = static_cast<unsigned __int128>(rng()) * bound;
+      low = static_cast<uint64_t>(m);
+    }
+  }
+  return static_cast<uint64_t>(m >> 64);
+}
+
+std::string bad(const std::string& path, const std::string& dataset, const std::string& what) {
+  return "data file '" + path + "': dataset " + dataset + ": " + what;
+}
+
+std::string type_name(const h5::DatasetInfo& info) {
+  std::string cls = info.type_class == h5::TypeClass::integer    ? "integer"
+                    : info.type_class == h5::TypeClass::floating ? "float"
+                                                                 : "non-numeric";
+  return cls + " (" + std::to_string(info.type_size * 8) + "-bit)";
+}
+
+void check_finite(const std::string& path, const std::string& dataset, const Tensor& t) {
+  const float* p = t.data<float>();
+  const int64_t rows = t.numel() ? t.dim(0) : 0;
+  const int64_t cols = rows ? t.numel() / rows : 0;
+  for (int64_t i = 0; i < t.numel(); ++i)
+    if (!std::isfinite(p[i]))
+      throw InputError(bad(path, dataset,
+                           "row " + std::to_string(i / cols) + ", column " +
+                               std::to_string(i % cols) + " is " +
+                               (std::isnan(p[i]) ? "NaN" : "infinite")));
+}
+
+Split load_split(const h5::File& file, const std::string& name, const DataExpectation& expect) {
+  const std::string xs = "/" + name + "/x", ys = "/" + name + "/y";
+  const std::string& path = file.path();
+  for (const auto& ds : {xs, ys})
+    if (!file.exists(ds))
+      throw InputError(
+          bad(path, ds, "missing (tern-data writes /train/x, /train/y, /val/x, /val/y)"));
+  h5::DatasetInfo xi = file.info(xs), yi = file.info(ys);
+  if (xi.type_class != h5::TypeClass::floating)
+    throw InputError(bad(path, xs, "expected float features, found " + type_name(xi)));
+  if (xi.dims.size() < 2)
+    throw InputError(
+        bad(path, xs, "expected shape [rows, features...], found " + shape_str(xi.dims)));
+  const int64_t rows = xi.dims[0];
+  const int64_t features = shape_numel(Shape(xi.dims.begin() + 1, xi.dims.end()));
+  if (expect.input_dim && features != expect.input_dim)
+    throw InputError(bad(path, xs,
+                         "rows have " + std::to_string(features) + " features, the model expects " +
+                             std::to_string(expect.input_dim) + " (model.input_dim)"));
+  if (expect.classification) {
+    if (yi.type_class != h5::TypeClass::integer)
+      throw InputError(bad(path, ys, "expected integer class labels, found " + type_name(yi)));
+    if (yi.dims.size() != 1)
+      throw InputError(bad(path, ys, "expected shape [rows], found " + shape_str(yi.dims)));
+  } else {
+    if (yi.type_class != h5::TypeClass::floating)
+      throw InputError(bad(path, ys, "expected float regression targets, found " + type_name(yi)));
+    const int64_t d = yi.dims.size() == 1 ? 1 : yi.dims.size() == 2 ? yi.dims[1] : -1;
+    if (d != expect.target_dim)
+      throw InputError(bad(path, ys,
+                           "expected shape [rows, " + std::to_string(expect.target_dim) +
+                               "], found " + shape_str(yi.dims)));
+  }
+  if (yi.dims[0] != rows)
+    throw InputError(bad(
+        path, ys,
+        "has " + std::to_string(yi.dims[0]) + " rows but " + xs + " has " + std::to_string(rows)));
+
+  Split split;
+  split.name = name;
+  split.x = file.read(xs, DType::f32);
+  check_finite(path, xs, split.x);
+  if (expect.classification) {
+    split.y = file.read(ys, DType::i32);
+    const int32_t* labels = split.y.data<int32_t>();
+    for (int64_t r = 0; r < rows; ++r)
+      if (labels[r] < 0 || labels[r] >= expect.classes)
+        throw InputError(bad(path, ys,
+                             "row " + std::to_string(r) + " has label " +
+                                 std::to_string(labels[r]) + ", outside [0, " +
+                                 std::to_string(expect.classes) + ") (the model's output size)"));
+  } else {
+    split.y = file.read(ys, DType::f32).reshape({rows, expect.target_dim});
+    check_finite(path, ys, split.y);
+  }
+  return split;
+}
+
+}  // namespace
+
+FeatureStats feature_stats(const Tensor& x) {
+  const int64_t rows = x.numel() ? x.dim(0) : 0;
+  const int64_t cols = rows ? x.numel() / rows : 0;
+  FeatureStats s;
+  s.mean.assign(cols, 0.0);
+  s.stddev.assign(cols, 0.0);
+  s.min.assign(cols, rows ? INFINITY : 0.0);
+  s.max.assign(cols, rows ? -INFINITY : 0.0);
+  const float* p = x.data<float>();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const double v = p[r * cols + c];
+      s.mean[c] += v;
+      s.min[c] = std::min(s.min[c], v);
+      s.max[c] = std::max(s.max[c], v);
+    }
+  for (auto& m : s.mean) m /= std::max<int64_t>(rows, 1);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const double d = p[r * cols + c] - s.mean[c];
+      s.stddev[c] += d * d;
+    }
+  for (auto& v : s.stddev) v = std::sqrt(v / std::max<int64_t>(rows, 1));
+  return s;
+}
+
+int64_t Dataset::input_dim_of(const std::string& path) {
+  h5::File file = h5::File::open(path);
+  if (!file.exists("/train/x") && file.exists("/train/tokens"))
+    throw InputError("data file '" + path +
+                     "' is a token corpus (tern-data text), not rows of features (/train/x)");
+  if (!file.exists("/train/x"))
+    throw InputError(
+        bad(path, "/train/x", "missing (tern-data writes /train/x, /train/y, /val/x, /val/y)"));
+  h5::DatasetInfo xi = file.info("/train/x");
+  if (xi.dims.size() < 2)
+    throw InputError(
+        bad(path, "/train/x", "expected shape [rows, features...], found " + shape_str(xi.dims)));
+  return shape_numel(Shape(xi.dims.begin() + 1, xi.dims.end()));
+}
+
+Split token_windows(std::string name, Tensor tokens, int64_t block) {
+  if (tokens.dtype() != DType::i32 || tokens.ndim() != 1)
+    throw std::invalid_argument("token_windows: tokens must be i32 [n]");
+  if (block < 1) throw std::invalid_argument("token_windows: block must be >= 1");
+  Split s;
+  s.name = std::move(name);
+  s.tokens = std::move(tokens);
+  s.block = block;
+  return s;
+}
+
+void Split::window(int64_t start, int32_t* x, int32_t* y) const {
+  const int32_t* tok = tokens.data<int32_t>() + start;
+  std::copy(tok, tok + block, x);
+  std::copy(tok + 1, tok + block + 1, y);
+}
+
+std::vector<std::string> utf8_characters(const std::string& text) {
+  std::vector<std::string> out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    const auto b = static_cast<unsigned char>(text[i]);
+    const size_t len = b < 0x80           ? 1
+                       : (b >> 5) == 0x6  ? 2
+                       : (b >> 4) == 0xE  ? 3
+                       : (b >> 3) == 0x1E ? 4
+                                          : 0;
+    bool ok = len > 0 && i + len <= text.size();
+    for (size_t k = 1; ok && k < len; ++k)
+      ok = (static_cast<unsigned char>(text[i + k]) & 0xC0) == 0x80;
+    if (!ok) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02x", b);
+      throw InputError("invalid UTF-8 at byte " + std::to_string(i) + " (byte " + hex + ")");
+    }
+    out.push_back(text.substr(i, len));
+    i += len;
+  }
+  return out;
+}
+
+bool TokenCorpus::is_token_file(const std::string& path) {
+  return h5::File::open(path).exists("/train/tokens");
+}
+
+TokenCorpus TokenCorpus::load(const std::string& path) {
+  h5::File f = h5::File::open(path);
+  TokenCorpus c;
+  nlohmann::json vocab;
+  try {
+    vocab = nlohmann::json::parse(f.read_attr_string("/", "vocab"));
+    c.vocab = vocab.get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError("token file '" + path +
+                     "': attribute /@vocab is not a JSON list of strings (" + e.what() + ")");
+  }
+  if (c.vocab.empty()) throw InputError("token file '" + path + "': the vocabulary is empty");
+  for (auto [name, out] : {std::pair{"train", &c.train}, {"val", &c.val}}) {
+    const std::string ds = std::string("/") + name + "/tokens";
+    if (!f.exists(ds)) {
+      if (std::string(name) == "train") throw InputError("token file '" + path + "': no " + ds);
+      *out = Tensor::empty({0}, DType::i32);
+      continue;
+    }
+    if (f.info(ds).type_class != h5::TypeClass::integer || f.info(ds).dims.size() != 1)
+      throw InputError("token file '" + path + "': " + ds + " must be a 1-D integer dataset");
+    *out = f.read(ds, DType::i32);
+    const int32_t* t = out->data<int32_t>();
+    for (int64_t i = 0; i < out->numel(); ++i)
+      if (t[i] < 0 || t[i] >= static_cast<int64_t>(c.vocab.size()))
+        throw InputError("token file '" + path + "': " + ds + "[" + std::to_string(i) +
+                         "] = " + std::to_string(t[i]) + ", outside the vocabulary of " +
+                         std::to_string(c.vocab.size()));
+  }
+  return c;
+}
+
+Dataset Dataset::load(const std::string& path, const DataExpectation& expect) {
+  h5::File file = h5::File::open(path);
+  Dataset ds;
+  ds.path = path;
+  ds.train = load_split(file, "train", expect);
+  if (ds.train.rows() == 0) throw InputError(bad(path, "/train/x", "has no rows"));
+  ds.has_val = file.exists("/val/x") || file.exists("/val/y");
+  if (ds.has_val) ds.val = load_split(file, "val", expect);
+  if (ds.has_val && ds.val.x.shape().size() != ds.train.x.shape().size())
+    throw InputError(bad(path, "/val/x",
+                         "shape " + shape_str(ds.val.x.shape()) + " does not match /train/x " +
+                             shape_str(ds.train.x.shape())));
+  return ds;
+}
+
+void normalize_inputs(Split& split, const FeatureStats& stats) {
+  const int64_t rows = split.rows();
+  const int64_t cols = static_cast<int64_t>(stats.mean.size());
+  float* p = split.x.data<float>();
+  std::vector<float> mean(cols), inv(cols);
+  for (int64_t c = 0; c < cols; ++c) {
+    mean[c] = static_cast<float>(stats.mean[c]);
+    inv[c] = stats.stddev[c] > 1e-12 ? static_cast<float>(1.0 / stats.stddev[c]) : 1.0f;
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) p[r * cols + c] = (p[r * cols + c] - mean[c]) * inv[c];
+}
+
+const std::vector<int64_t>& Sampler::permutation(int64_t epoch) {
+  auto it = cache_.find(epoch);
+  if (it != cache_.end()) return it->second;
+  while (cache_.size() >= 2) cache_.erase(cache_.begin());
+  std::vector<int64_t> perm(rows_);
+  for (int64_t i = 0; i < rows_; ++i) perm[i] = i;
+  std::mt19937_64 rng(mix(seed_ ^ mix(static_cast<uint64_t>(epoch) + 0x5EED)));
+  for (int64_t i = rows_ - 1; i > 0; --i)
+    std::swap(perm[i], perm[bounded(rng, static_cast<uint64_t>(i) + 1)]);
+  return cache_.emplace(epoch, std::move(perm)).first->second;
+}
+
+int64_t Sampler::sample_at(int64_t position) {
+  return permutation(position / rows_)[position % rows_];
+}
+
+std::pair<int64_t, int64_t> even_share(int64_t total, int64_t part, int64_t parts) {
+  return {total * part / parts, total * (part + 1) / parts};
+}
+
+Loader::Loader(const Split& split, Options opt)
+    : split_(split), opt_(opt), sampler_(split.rows(), opt.seed) {
+  worker_.start([this] { prefetch_loop(); });
+}
+
+Loader::~Loader() { worker_.stop(); }
+
+Batch Loader::make(int64_t step, int64_t micro) {
+  auto [mb_begin, mb_end] = even_share(opt_.batch_size, micro, opt_.accum_steps);
+  auto [r_begin, r_end] = even_share(mb_end - mb_begin, opt_.rank, opt_.world);
+  Batch b;
+  b.step = step;
+  b.micro = micro;
+  b.first_sample =
+      opt_.start_position + (step - opt_.start_step) * opt_.batch_size + mb_begin + r_begin;
+  const int64_t rows = r_end - r_begin;
+  auto allocate =
+      opt_.allocate ? opt_.allocate : [](const Shape& s, DType dt) { return Tensor::empty(s, dt); };
+  if (split_.block > 0) {
+    const int64_t T = split_.block;
+    b.x = allocate({rows, T}, DType::i32);
+    b.y = allocate({rows, T}, DType::i32);
+    for (int64_t i = 0; i < rows; ++i)
+      split_.window(sampler_.sample_at(b.first_sample + i), b.x.data<int32_t>() + i * T,
+                    b.y.data<int32_t>() + i * T);
+    return b;
+  }
+  Shape xs = split_.x.shape(), ys = split_.y.shape();
+  xs[0] = ys[0] = rows;
+  b.x = allocate(xs, split_.x.dtype());
+  b.y = allocate(ys, split_.y.dtype());
+  const size_t x_row = split_.x.nbytes() / split_.rows(), y_row = split_.y.nbytes() / split_.rows();
+  const char* xsrc = static_cast<const char*>(split_.x.raw());
+  const char* ysrc = static_cast<const char*>(split_.y.raw());
+  // The sampler is not thread-safe: look the rows up first, copy them in parallel.
+  std::vector<int64_t> source(rows);
+  for (int64_t i = 0; i < rows; ++i) source[i] = sampler_.sample_at(b.first_sample + i);
+  auto copy_rows = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t s = source[i];
+      std::memcpy(static_cast<char*>(b.x.raw()) + i * x_row, xsrc + s * x_row, x_row);
+      std::memcpy(static_cast<char*>(b.y.raw()) + i * y_row, ysrc + s * y_row, y_row);
+    }
+  };
+  constexpr size_t kParallelBytes = size_t{4}
+                                    << 20;  // below this, threads cost more than they save
+  const int64_t threads = rows * (x_row + y_row) >= kParallelBytes
+                              ? std::clamp<int64_t>(opt_.threads, 1, std::max<int64_t>(rows, 1))
+                              : 1;
+  std::vector<std::thread> helpers;
+  for (int64_t t = 1; t < threads; ++t)
+    helpers.emplace_back(copy_rows, rows * t / threads, rows * (t + 1) / threads);
+  copy_rows(0, rows / threads);
+  for (auto& h : helpers) h.join();
+  return b;
+}
+
+void Loader::prefetch_loop() {
+  try {
+    for (int64_t step = opt_.start_step;; ++step)
+      for (int64_t micro = 0; micro < opt_.accum_steps; ++micro) {
+        Batch b = make(step, micro);
+        auto lock = worker_.lock();
+        if (!worker_.wait(lock,
+                          [&] { return static_cast<int64_t>(ready_.size()) < opt_.prefetch; }))
+          return;
+        ready_.push_back(std::move(b));
+        worker_.notify();
+      }
+  } catch (...) {
+    auto lock = worker_.lock();
+    error_ = std::current_exception();
+    worker_.notify();
+  }
+}
+
+Batch Loader::next() {
+  auto lock = worker_.lock();
+  worker_.wait_until(lock, [&] { return !ready_.empty() || error_; });
+  if (ready_.empty()) std::rethrow_exception(error_);
+  Batch b = std::move(ready_.front());
+  ready_.pop_front();
+  worker_.notify();
+  return b;
+}
+
+}  // namespace tern

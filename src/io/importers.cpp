@@ -1,0 +1,241 @@
+// The importers of tern-data: CSV tables and synthetic data into the HDF5 dataset layout,
+// UTF-8 text into character tokens (docs/data.md).
+#include "tern/io/importers.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "tern/base/error.h"
+#include "tern/io/dataset.h"
+#include "tern/io/hdf5_file.h"
+
+namespace tern {
+namespace {
+
+std::string trim(const std::string& s) {
+  const char* ws = " \t\r\n";
+  size_t b = s.find_first_not_of(ws);
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
+
+std::vector<std::string> split_csv_line(const std::string& line) {
+  std::vector<std::string> out;
+  std::string field;
+  bool quoted = false;
+  for (char c : line) {
+    if (c == '"')
+      quoted = !quoted;
+    else if (c == ',' && !quoted)
+      out.push_back(trim(field)), field.clear();
+    else
+      field += c;
+  }
+  out.push_back(trim(field));
+  return out;
+}
+
+bool parse_number(const std::string& s, double* out) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  *out = std::strtod(s.c_str(), &end);
+  return end == s.c_str() + s.size();
+}
+
+// Shuffles row indices with the seed and cuts off the validation fraction.
+std::pair<std::vector<int64_t>, std::vector<int64_t>> split_rows(int64_t n, double val_fraction,
+                                                                 uint64_t seed) {
+  std::vector<int64_t> idx(n);
+  for (int64_t i = 0; i < n; ++i) idx[i] = i;
+  std::mt19937_64 rng(seed);
+  for (int64_t i = n - 1; i > 0; --i) std::swap(idx[i], idx[rng() % static_cast<uint64_t>(i + 1)]);
+  const int64_t n_val = static_cast<int64_t>(std::llround(val_fraction * static_cast<double>(n)));
+  return {std::vector<int64_t>(idx.begin() + n_val, idx.end()),
+          std::vector<int64_t>(idx.begin(), idx.begin() + n_val)};
+}
+
+void write_split(h5::File& out, const std::string& name, const std::vector<int64_t>& rows,
+                 const std::vector<float>& x, int64_t features, const std::vector<double>& y,
+                 bool classification) {
+  const int64_t n = static_cast<int64_t>(rows.size());
+  Tensor tx = Tensor::empty({n, features});
+  for (int64_t i = 0; i < n; ++i)
+    std::copy_n(x.begin() + rows[i] * features, features, tx.data<float>() + i * features);
+  out.write("/" + name + "/x", tx);
+  if (classification) {
+    Tensor ty = Tensor::empty({n}, DType::i32);
+    for (int64_t i = 0; i < n; ++i) ty.data<int32_t>()[i] = static_cast<int32_t>(y[rows[i]]);
+    out.write("/" + name + "/y", ty);
+  } else {
+    Tensor ty = Tensor::empty({n, 1});
+    for (int64_t i = 0; i < n; ++i) ty.data<float>()[i] = static_cast<float>(y[rows[i]]);
+    out.write("/" + name + "/y", ty);
+  }
+}
+
+}  // namespace
+
+ImportSummary import_csv(const CsvImport& job) {
+  const std::string& input = job.input;
+  const std::string& output = job.output;
+  const std::string& label_column = job.label_column;
+  const std::string& header = job.header;
+  const std::string& task = job.task;
+  const double val_fraction = job.val_fraction;
+  const uint64_t seed = job.seed;
+  if (!(val_fraction >= 0 && val_fraction < 1))
+    throw InputError("--val-fraction must be in [0, 1)");
+  if (task != "classification" && task != "regression")
+    throw InputError("--task=" + task + ": expected classification or regression");
+  if (header != "auto" && header != "yes" && header != "no")
+    throw InputError("--header=" + header + ": expected auto, yes or no");
+  const bool classification = task == "classification";
+
+  std::ifstream in(input);
+  if (!in) throw InputError("CSV file '" + input + "' cannot be read (missing?)");
+  std::vector<std::string> names;
+  std::vector<float> x;
+  std::vector<double> y;
+  int64_t columns = -1, label = -1, features = 0, line_no = 0;
+  std::string line;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (trim(line).empty()) continue;
+    std::vector<std::string> fields = split_csv_line(line);
+    if (columns < 0) {
+      columns = static_cast<int64_t>(fields.size());
+      if (columns < 2)
+        throw InputError(input + ":" + std::to_string(line_no) + ": need at least 2 columns");
+      double v;
+      bool is_header = header == "yes";
+      if (header == "auto")
+        for (const auto& f : fields) is_header |= !parse_number(f, &v);
+      if (is_header) names = fields;
+      char* end = nullptr;
+      long idx = std::strtol(label_column.c_str(), &end, 10);
+      if (end == label_column.c_str() + label_column.size() && !label_column.empty()) {
+        label = idx < 0 ? columns + idx : idx;
+      } else {
+        auto it = std::find(names.begin(), names.end(), label_column);
+        if (it == names.end())
+          throw InputError("--label-column=" + label_column + ": no such column in the header of " +
+                           input);
+        label = it - names.begin();
+      }
+      if (label < 0 || label >= columns)
+        throw InputError("--label-column=" + label_column + ": " + input + " has " +
+                         std::to_string(columns) + " columns");
+      features = columns - 1;
+      if (is_header) continue;
+    }
+    if (static_cast<int64_t>(fields.size()) != columns)
+      throw InputError(input + ":" + std::to_string(line_no) + ": " +
+                       std::to_string(fields.size()) + " fields, expected " +
+                       std::to_string(columns));
+    for (int64_t c = 0; c < columns; ++c) {
+      double v;
+      if (!parse_number(fields[c], &v) || !std::isfinite(v))
+        throw InputError(input + ":" + std::to_string(line_no) + ", column " +
+                         std::to_string(c + 1) + ": '" + fields[c] + "' is not a finite number");
+      if (c == label) {
+        if (classification && (v < 0 || v != std::floor(v) || v > INT32_MAX))
+          throw InputError(input + ":" + std::to_string(line_no) + ", column " +
+                           std::to_string(c + 1) + ": label '" + fields[c] +
+                           "' is not a non-negative integer (--task=classification)");
+        y.push_back(v);
+      } else {
+        x.push_back(static_cast<float>(v));
+      }
+    }
+  }
+  const int64_t n = static_cast<int64_t>(y.size());
+  if (n == 0) throw InputError("CSV file '" + input + "' has no data rows");
+  auto [train_rows, val_rows] = split_rows(n, val_fraction, seed);
+  h5::File out = h5::File::create(output);
+  write_split(out, "train", train_rows, x, features, y, classification);
+  if (!val_rows.empty()) write_split(out, "val", val_rows, x, features, y, classification);
+  if (!names.empty()) names.erase(names.begin() + label);
+  out.write_attr("/", "source", input);
+  out.write_attr("/", "task", task);
+  out.write_attr("/", "feature_names", nlohmann::json(names).dump());
+  out.write_attr("/", "created_by", job.created_by);
+  return {n, features, static_cast<int64_t>(train_rows.size()),
+          static_cast<int64_t>(val_rows.size())};
+}
+
+void import_synthetic(const SyntheticImport& job) {
+  const int64_t rows = job.rows, features = job.features, classes = job.classes;
+  const uint64_t seed = job.seed;
+  const double val_fraction = job.val_fraction;
+  const std::string& output = job.output;
+  if (rows < 1 || features < 1 || classes < 2)
+    throw InputError("synth: need rows >= 1, features >= 1, classes >= 2");
+  // Gaussian blobs around one random centre per class: learnable, and cheap to make.
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> centres(classes * features);
+  for (auto& c : centres) c = normal(rng);
+  std::vector<float> x(rows * features);
+  std::vector<double> y(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t k = static_cast<int64_t>(rng() % static_cast<uint64_t>(classes));
+    y[r] = static_cast<double>(k);
+    for (int64_t f = 0; f < features; ++f)
+      x[r * features + f] = centres[k * features + f] + 2.0f * normal(rng);
+  }
+  auto [train_rows, val_rows] = split_rows(rows, val_fraction, seed);
+  h5::File out = h5::File::create(output);
+  write_split(out, "train", train_rows, x, features, y, true);
+  if (!val_rows.empty()) write_split(out, "val", val_rows, x, features, y, true);
+  out.write_attr("/", "task", std::string("classification"));
+  out.write_attr("/", "source", std::string("synthetic"));
+  out.write_attr("/", "created_by", job.created_by);
+}
+
+TextSummary import_text(const TextImport& job) {
+  const std::string& input = job.input;
+  const std::string& output = job.output;
+  const double val_fraction = job.val_fraction;
+  if (!(val_fraction >= 0.0 && val_fraction < 1.0))
+    throw InputError("text: --val-fraction must be in [0, 1)");
+  std::ifstream in(input, std::ios::binary);
+  if (!in) throw InputError("text: cannot read '" + input + "'");
+  std::stringstream buf;
+  buf << in.rdbuf();
+  std::vector<std::string> chars;
+  try {
+    chars = utf8_characters(buf.str());
+  } catch (const InputError& e) {
+    throw InputError("text: '" + input + "': " + e.what());
+  }
+  if (chars.size() < 2) throw InputError("text: '" + input + "' has fewer than 2 characters");
+  // The vocabulary: the distinct characters in byte order (code point order for UTF-8).
+  std::vector<std::string> vocab(chars);
+  std::sort(vocab.begin(), vocab.end());
+  vocab.erase(std::unique(vocab.begin(), vocab.end()), vocab.end());
+  std::map<std::string, int32_t> id;
+  for (size_t i = 0; i < vocab.size(); ++i) id[vocab[i]] = static_cast<int32_t>(i);
+  const int64_t n = static_cast<int64_t>(chars.size());
+  const int64_t n_val = static_cast<int64_t>(std::floor(static_cast<double>(n) * val_fraction));
+  Tensor train = Tensor::empty({n - n_val}, DType::i32), val = Tensor::empty({n_val}, DType::i32);
+  for (int64_t i = 0; i < n; ++i)
+    (i < n - n_val ? train.data<int32_t>()[i] : val.data<int32_t>()[i - (n - n_val)]) =
+        id[chars[i]];
+  h5::File out = h5::File::create(output);
+  out.write("/train/tokens", train);
+  if (n_val > 0) out.write("/val/tokens", val);
+  out.write_attr("/", "vocab", nlohmann::json(vocab).dump());
+  out.write_attr("/", "task", std::string("language_model"));
+  out.write_attr("/", "source", input);
+  out.write_attr("/", "created_by", job.created_by);
+  return {n, vocab.size(), n - n_val, n_val};
+}
+
+}  // namespace tern
