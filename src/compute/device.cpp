@@ -18,26 +18,15 @@ using Stream = DeviceRuntime::Stream;
 namespace {
 // The GPU runtime of the CUDA module; loads it (and throws naming it) on first use.
 DeviceRuntime& gpu() { return *compute::cuda_module().device; }
-}  // namespace
 
-bool cuda_built() { return compute::cuda_module_built(); }
-
-namespace {
 // A GPU's device nodes (Linux, and WSL's): without them there is nothing to load the module for.
 bool gpu_device_nodes() {
-  return std::filesystem::exists("/dev/nvidiactl") || std::filesystem::exists("/dev/dxg");
-}
-}  // namespace
-
-int cuda_device_count() {
-  if (!compute::cuda_module_built() || !gpu_device_nodes()) return 0;
-  try {
-    return gpu().device_count();
-  } catch (const std::exception&) {
-    return 0;  // no loadable module: as good as no GPU, and resolve_device says why
-  }
+  static const bool present =
+      std::filesystem::exists("/dev/nvidiactl") || std::filesystem::exists("/dev/dxg");
+  return present;
 }
 
+// Why run.device=cuda cannot be had here: no CUDA build, a module that does not load, or no GPU.
 std::string cuda_unavailable_reason() {
   if (!compute::cuda_module_built())
     return "this build has no CUDA backend (configure with -DTERN_CUDA=ON on a machine with the "
@@ -48,6 +37,18 @@ std::string cuda_unavailable_reason() {
     return e.what();
   }
   return "no GPU is visible to this process";
+}
+}  // namespace
+
+bool cuda_built() { return compute::cuda_module_built(); }
+
+int cuda_device_count() {
+  if (!compute::cuda_module_built() || !gpu_device_nodes()) return 0;
+  try {
+    return gpu().device_count();
+  } catch (const std::exception&) {
+    return 0;  // no loadable module: as good as no GPU, and resolve_device says why
+  }
 }
 
 Device use_cuda_device(int index) {
@@ -100,7 +101,7 @@ PinnedPool& pinned_pool() {
 }  // namespace
 
 Tensor pinned_empty(const Shape& shape, DType dt) {
-  if (cuda_device_count() == 0) return Tensor::empty(shape, dt);
+  if (!compute::cuda_module_built()) return Tensor::empty(shape, dt);
   const size_t bytes = std::max<size_t>(shape_numel(shape) * dtype_size(dt), 1);
   void* p = nullptr;
   {
@@ -200,7 +201,6 @@ std::pair<Tensor, Tensor> BatchUploader::upload(const Tensor& x, const Tensor& y
 Device resolve_device(const std::string& setting, int local_rank, int local_world,
                       const std::string& option) {
   if (setting == "cpu") return {};
-  if (setting == "auto" && !compute::cuda_module_built()) return {};
   const int n = cuda_device_count();
   if (setting == "auto" && n == 0) return {};
   if (setting == "auto" && local_world > n) return {};

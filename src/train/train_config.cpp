@@ -1,11 +1,8 @@
 #include "tern/train/train_config.h"
 
 #include <cstdio>
-#include <filesystem>
-#include <sstream>
 
 #include "tern/base/error.h"
-#include "tern/base/version.h"
 #include "tern/io/store.h"
 #include "tern/nn/layers.h"
 #include "tern/nn/losses.h"
