@@ -9,6 +9,7 @@ TERN_PACKAGES=(
   libcurl4-openssl-dev libssl-dev libpugixml-dev curl wrk
   python3-venv
   clang-14 libclang-rt-14-dev prometheus
+  iproute2 iputils-ping nftables
 )
 
 # Installs the Debian packages of TERN_PACKAGES (plus any given) that are not installed yet.

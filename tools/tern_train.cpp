@@ -33,8 +33,10 @@ int main(int argc, char** argv) {
     if (cfg.dist.backend == "none" && group.world() > 1)
       throw InputError(options.describe("dist.backend") + ": " + std::to_string(group.world()) +
                        " ranks need a communication backend");
-    auto comm =
-        group.world() > 1 ? make_mpi_communicator(MpiScope::world) : make_single_communicator();
+    auto comm = group.world() > 1
+                    ? make_mpi_communicator(MpiScope::world,
+                                            {cfg.dist.timeout_seconds, cfg.dist.straggler_seconds})
+                    : make_single_communicator();
     const int threads = configure_cpu_threads(cfg.run.threads, group.local_world());
     if (tool.root())
       spdlog::info("tern-train {}: {} rank(s), {} on this node, {} BLAS thread(s) per rank",

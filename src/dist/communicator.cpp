@@ -1,14 +1,20 @@
 #include "tern/dist/communicator.h"
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #ifdef TERN_HAVE_MPI
 #include <mpi.h>
+
+#include "mpi_watchdog.h"
 #endif
 
 namespace tern {
@@ -34,36 +40,64 @@ void check(int rc, const char* what) {
 
 class MpiCommunicator final : public Communicator {
  public:
-  explicit MpiCommunicator(MPI_Comm comm) : comm_(comm) {
+  // watchdog: the job's, for the communicator the training loop waits in (null otherwise).
+  MpiCommunicator(MPI_Comm comm, std::shared_ptr<MpiWatchdog> watchdog)
+      : comm_(comm), watchdog_(std::move(watchdog)) {
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  void set_step(int64_t step) override {
+    if (watchdog_) watchdog_->set_step(step);
+  }
 
+  // The gradient all-reduces are non-blocking, and MPI advances them only inside MPI calls: a
+  // progress thread tests them every 50 us while any is in flight, so that they move while
+  // backward computes (the overlap), without spinning a core. Requests are touched under mu_.
   void allreduce_sum_start(float* data, int64_t count) override {
     if (count > INT32_MAX) throw std::length_error("MPI all-reduce bucket over 2^31 elements");
-    requests_.push_back(MPI_REQUEST_NULL);
-    check(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_FLOAT, MPI_SUM, comm_,
-                         &requests_.back()),
-          "MPI_Iallreduce");
+    if (watchdog_) watchdog_->started();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      requests_.push_back(MPI_REQUEST_NULL);
+      check(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_FLOAT, MPI_SUM, comm_,
+                           &requests_.back()),
+            "MPI_Iallreduce");
+      in_flight_ = true;
+      if (watchdog_ && !progress_thread_.joinable())
+        progress_thread_ = std::thread([this] { progress_loop(); });
+    }
+    cv_.notify_one();
   }
   void progress() override {
-    if (requests_.empty()) return;
-    int done = 0;
-    check(MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &done,
-                      MPI_STATUSES_IGNORE),
-          "MPI_Testall");
+    std::lock_guard<std::mutex> lock(mu_);
+    test_all();
   }
   void wait_all() override {
-    check(MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE),
-          "MPI_Waitall");
+    // Bucket by bucket, so that the watchdog can say which one a lost peer left unfinished.
+    std::lock_guard<std::mutex> lock(mu_);
+    const int n = static_cast<int>(requests_.size());
+    Watch watch(watchdog_.get(), "the gradient all-reduce", 0);
+    std::vector<int> done(n);
+    int first = 0;
+    while (first < n) {
+      int count = 0;
+      check(MPI_Waitsome(n, requests_.data(), &count, done.data(), MPI_STATUSES_IGNORE),
+            "MPI_Waitsome");
+      if (count == MPI_UNDEFINED) break;
+      while (first < n && requests_[first] == MPI_REQUEST_NULL) ++first;
+      if (watchdog_) watchdog_->set_bucket(first);
+    }
     requests_.clear();
+    in_flight_ = false;
   }
   void allreduce_sum(double* data, int count) override {
+    Watch watch(watchdog_.get(), "an all-reduce of float64 sums");
     check(MPI_Allreduce(MPI_IN_PLACE, data, count, MPI_DOUBLE, MPI_SUM, comm_), "MPI_Allreduce");
   }
   void broadcast(void* data, size_t bytes, int root) override {
+    Watch watch(watchdog_.get(), "a broadcast");
     // MPI counts are ints: send large buffers in pieces.
     constexpr size_t kPiece = size_t{1} << 30;
     for (size_t off = 0; off < bytes; off += kPiece)
@@ -72,11 +106,13 @@ class MpiCommunicator final : public Communicator {
             "MPI_Bcast");
   }
   void allgather(const void* in, size_t bytes, void* out) override {
+    Watch watch(watchdog_.get(), "an all-gather");
     check(MPI_Allgather(in, static_cast<int>(bytes), MPI_BYTE, out, static_cast<int>(bytes),
                         MPI_BYTE, comm_),
           "MPI_Allgather");
   }
   void gatherv(const void* in, size_t bytes, void* out, int root) override {
+    Watch watch(watchdog_.get(), "a gather");
     // Point to point from each rank in turn (MPI_Gatherv's int counts and displacements would
     // cap the total at 2 GiB). The tag keeps these messages apart; nothing else here uses p2p.
     constexpr size_t kPiece = size_t{1} << 30;
@@ -106,25 +142,80 @@ class MpiCommunicator final : public Communicator {
       dst += counts[r];
     }
   }
-  void barrier() override { check(MPI_Barrier(comm_), "MPI_Barrier"); }
+  void barrier() override {
+    Watch watch(watchdog_.get(), "a barrier");
+    check(MPI_Barrier(comm_), "MPI_Barrier");
+  }
   std::unique_ptr<Communicator> duplicate() override {
     MPI_Comm dup;
     check(MPI_Comm_dup(comm_, &dup), "MPI_Comm_dup");
-    auto out = std::make_unique<MpiCommunicator>(dup);
+    // Not watched: its collectives (checkpoint commits, on a background thread) may wait on
+    // uploads; a lost peer is still seen by the watchdog's heartbeats.
+    auto out = std::make_unique<MpiCommunicator>(dup, nullptr);
     out->owned_ = true;
     return out;
   }
   ~MpiCommunicator() override {
+    if (progress_thread_.joinable()) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        stop_ = true;
+      }
+      cv_.notify_one();
+      progress_thread_.join();
+    }
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (owned_ && !finalized) MPI_Comm_free(&comm_);
   }
 
  private:
+  void test_all() {  // mu_ held
+    if (!in_flight_) return;
+    int done = 0;
+    check(MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &done,
+                      MPI_STATUSES_IGNORE),
+          "MPI_Testall");
+    if (done) in_flight_ = false;
+  }
+  void progress_loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      cv_.wait(lock, [this] { return stop_ || in_flight_; });
+      if (stop_) return;
+      int done = 0;
+      // Not check(): an MPI error is fatal to the job by default, and this thread cannot throw.
+      MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &done, MPI_STATUSES_IGNORE);
+      if (done) in_flight_ = false;
+      lock.unlock();
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+      lock.lock();
+    }
+  }
+  // Tells the watchdog this rank waits in a collective, for as long as it lives.
+  class Watch {
+   public:
+    Watch(MpiWatchdog* w, const char* what, int bucket = -1) : w_(w) {
+      if (w_) w_->begin(what, bucket);
+    }
+    ~Watch() {
+      if (w_) w_->end();
+    }
+    Watch(const Watch&) = delete;
+    Watch& operator=(const Watch&) = delete;
+
+   private:
+    MpiWatchdog* w_;
+  };
   bool owned_ = false;
   MPI_Comm comm_;
+  std::shared_ptr<MpiWatchdog> watchdog_;
   int rank_ = 0, size_ = 1;
-  std::vector<MPI_Request> requests_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<MPI_Request> requests_;      // under mu_
+  bool in_flight_ = false, stop_ = false;  // under mu_
+  std::thread progress_thread_;
 };
 
 }  // namespace
@@ -155,13 +246,15 @@ void ProcessGroup::abort(int code) const {
   std::exit(code);
 }
 
-std::unique_ptr<Communicator> make_mpi_communicator(MpiScope scope) {
+std::unique_ptr<Communicator> make_mpi_communicator(MpiScope scope,
+                                                    const WatchdogOptions& watchdog) {
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized)
     throw std::runtime_error("MPI communicator requested, but MPI is not initialised");
-  return std::make_unique<MpiCommunicator>(scope == MpiScope::world ? MPI_COMM_WORLD
-                                                                    : MPI_COMM_SELF);
+  if (scope == MpiScope::self) return std::make_unique<MpiCommunicator>(MPI_COMM_SELF, nullptr);
+  return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD,
+                                           std::make_shared<MpiWatchdog>(MPI_COMM_WORLD, watchdog));
 }
 
 #else
@@ -174,7 +267,7 @@ ProcessGroup::ProcessGroup(int*, char***) {
 ProcessGroup::~ProcessGroup() = default;
 void ProcessGroup::abort(int code) const { std::exit(code); }
 
-std::unique_ptr<Communicator> make_mpi_communicator(MpiScope) {
+std::unique_ptr<Communicator> make_mpi_communicator(MpiScope, const WatchdogOptions&) {
   throw std::runtime_error("this tern was built without MPI (TERN_MPI=OFF)");
 }
 

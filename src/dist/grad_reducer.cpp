@@ -10,8 +10,8 @@ namespace {
 constexpr double kFirstBucketMb = 1.0;
 }  // namespace
 
-GradReducer::GradReducer(Communicator& comm, Tensor grads, double bucket_mb)
-    : comm_(comm), grads_(std::move(grads)) {
+GradReducer::GradReducer(Communicator& comm, Tensor grads, double bucket_mb, bool overlap)
+    : comm_(comm), grads_(std::move(grads)), overlap_(overlap) {
   if (comm_.device_buffers() && !grads_.on_cuda())
     throw std::invalid_argument("GradReducer: a GPU communicator needs gradients on the GPU");
   if (!comm_.device_buffers() && grads_.on_cuda() && comm_.size() > 1)
@@ -37,7 +37,11 @@ bool GradReducer::active() const {
 }
 
 void GradReducer::grads_ready_from(int64_t offset) {
-  if (!active()) return;
+  if (!active() || !overlap_) return;
+  start_from(offset);
+}
+
+void GradReducer::start_from(int64_t offset) {
   const bool staged = host_grads_.defined();
   float* g = staged ? host_grads_.data<float>() : grads_.data<float>();
   while (next_ < buckets_.size() && buckets_[next_].offset >= offset) {
@@ -51,7 +55,7 @@ void GradReducer::grads_ready_from(int64_t offset) {
 
 void GradReducer::finish() {
   if (!active()) return;
-  grads_ready_from(0);
+  start_from(0);
   comm_.wait_all();
   if (host_grads_.defined()) grads_.copy_from(host_grads_);
 }

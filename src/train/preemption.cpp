@@ -2,6 +2,8 @@
 
 #include <curl/curl.h>
 
+#include <unistd.h>
+
 #include <csignal>
 
 #include "tern/base/log.h"
@@ -53,7 +55,12 @@ bool spot_interruption_scheduled(const std::string& base_url) {
   const long status = request(base_url + "/latest/meta-data/spot/instance-action", "GET", h, &body);
   curl_slist_free_all(h);
   // 404 until AWS schedules a stop or termination; then 200 with {"action": ..., "time": ...}.
-  if (status == 200) spdlog::warn("spot interruption notice: {}", body);
+  // The host is named so that a launcher can leave it out of the next attempt (run-elastic.sh).
+  if (status == 200) {
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    spdlog::warn("spot interruption notice on host {}: {}", host, body);
+  }
   return status == 200;
 }
 

@@ -83,8 +83,15 @@ void register_trainer_options(OptionSet& o, TrainerConfig& c) {
   o.add("dist.backend", &c.dist.backend,
         "gradient all-reduce: auto (NCCL on a GPU, else MPI) | nccl | mpi | none (world size 1)");
   o.add("dist.bucket_mb", &c.dist.bucket_mb, "all-reduce bucket size in MB");
+  o.add("dist.overlap", &c.dist.overlap,
+        "start each bucket's all-reduce during backward (off: all after backward, to measure "
+        "what the overlap hides)");
   o.add("dist.timeout_seconds", &c.dist.timeout_seconds,
-        "an NCCL collective not done after this long aborts the job instead of hanging");
+        "a peer rank silent (dead, stopped, cut off) or without progress for this long ends the "
+        "job with exit 76 instead of hanging it (MPI watchdog; NCCL collectives abort)");
+  o.add("dist.straggler_seconds", &c.dist.straggler_seconds,
+        "a peer this rank waits for longer than this in a collective is reported as a straggler "
+        "(0 = dist.timeout_seconds / 4)");
 
   o.add("checkpoint.uri", &c.checkpoint.uri,
         "where checkpoints go: a path, file://PATH or s3://BUCKET/PREFIX; empty = none");
@@ -167,6 +174,7 @@ void validate_trainer_config(const OptionSet& o, const TrainerConfig& c) {
           "expected auto, nccl, mpi or none");
   require(c.dist.timeout_seconds > 0, o, "dist.timeout_seconds", "must be > 0");
   require(c.dist.bucket_mb > 0, o, "dist.bucket_mb", "must be > 0");
+  require(c.dist.straggler_seconds >= 0, o, "dist.straggler_seconds", "must be >= 0");
   // Store URIs are parsed here, once, so a bad one is a usage error before any rank starts.
   if (!c.checkpoint.uri.empty()) StoreUri::parse(c.checkpoint.uri, o.describe("checkpoint.uri"));
   if (c.checkpoint.resume != "auto" && c.checkpoint.resume != "never") {

@@ -68,7 +68,7 @@ Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_in
   if (device_.on_gpu() && (backend == "nccl" || (backend == "auto" && !shared_gpu)))
     grad_comm_ = make_nccl_communicator(comm_, cfg_.dist.timeout_seconds);
   reducer_ = std::make_unique<GradReducer>(grad_comm_ ? *grad_comm_ : comm_, model_->grads(),
-                                           cfg_.dist.bucket_mb);
+                                           cfg_.dist.bucket_mb, cfg_.dist.overlap);
 
   bool resumed = false;
   if (!cfg_.checkpoint.uri.empty()) {
@@ -297,6 +297,7 @@ TrainResult Trainer::run() {
 
   int64_t step = start_step_;
   while (step < tc.steps) {
+    comm_.set_step(step + 1);
     StepTimes t;
     model_->zero_grads();
     reducer_->begin_step();
@@ -354,20 +355,23 @@ TrainResult Trainer::run() {
 
     if (preempted) {
       result.preempted = true;
+      // The flag may have been raised on another rank (a spot notice on its host only).
+      const std::string reason =
+          preemption.requested() ? preemption.reason() : "requested on another rank";
       result.train_loss = interval_loss / interval_steps;
       const bool saved = ckpt_ && ckpt_->last_committed() == step;
       log_.write({{"event", "preempted"},
                   {"step", step},
-                  {"reason", preemption.reason()},
+                  {"reason", reason},
                   {"checkpoint", saved}});
       if (comm_.rank() == 0) {
         if (saved)
           spdlog::warn(
               "preempted ({}): checkpoint of step {} committed; exiting with {} to be requeued",
-              preemption.reason(), step, 75);
+              reason, step, 75);
         else
           spdlog::error("preempted ({}) at step {}, and {}; a requeued job resumes from step {}",
-                        preemption.reason(), step,
+                        reason, step,
                         ckpt_ ? "the checkpoint failed" : "checkpoint.uri is not set",
                         ckpt_ ? std::max<int64_t>(ckpt_->last_committed(), 0) : 0);
       }

@@ -7,6 +7,9 @@
 #        again while the cluster is up changes nothing.
 # stop:  cancels every job (so no job process outlives the daemons), stops slurmd and slurmctld,
 #        and munged if this script started it.
+# With TERN_SLURM_HOSTS="h1 h2" (test hosts of tests/net/hosts.sh, already up): one slurmd per
+# host, inside its namespace (NodeAddr = its address, a spool folder per node), slurmctld here on
+# the bridge address, and a node that misses SlurmdTimeout (10 s) is DOWN.
 # Exit 77 ("skip") where the machine has a slurm.conf of its own, or where Slurm cannot be installed
 # (a failure instead under CI=true or TERN_TEST_STRICT=1: tests/require.sh).
 set -euo pipefail
@@ -27,6 +30,8 @@ conf=/etc/slurm/slurm.conf
 state=/var/spool/tern-slurm                 # StateSaveLocation, SlurmdSpoolDir, pid files
 logs=/var/log/tern-slurm                    # slurmctld.log, slurmd.log (the test prints them on failure)
 marker="# written by tern tests/e2e/slurm_cluster.sh"
+hosts_sh="$(cd "$(dirname "${BASH_SOURCE[0]}")/../net" && pwd)/hosts.sh"
+read -ra nodes <<<"${TERN_SLURM_HOSTS:-localhost}"
 
 alive() {  # alive PIDFILE NAME: the process in PIDFILE runs and is NAME
   local pid
@@ -65,19 +70,31 @@ write_conf() {
   # "NodeName=host CPUs=2 Boards=1 ... RealMemory=24105": keep the hardware, name the node localhost.
   local hw
   hw=$(slurmd -C | head -1 | sed 's/^NodeName=[^ ]* //')
-  mkdir -p /etc/slurm "$state/ctld" "$state/d" "$logs"
+  mkdir -p /etc/slurm "$state/ctld" "$logs"
+  for n in "${nodes[@]}"; do mkdir -p "$state/d-$n"; done
+  local ctld=localhost node_lines="" n
+  if [ "${nodes[*]}" = localhost ]; then
+    node_lines="NodeName=localhost $hw State=UNKNOWN"
+  else
+    ctld="localhost($("$hosts_sh" addr "${nodes[0]}" | sed 's/\.[0-9]*$/.1/'))"  # the bridge
+    for n in "${nodes[@]}"; do
+      node_lines+="NodeName=$n NodeAddr=$("$hosts_sh" addr "$n") $hw State=UNKNOWN"$'\n'
+    done
+  fi
   cat >"$conf.new" <<EOF
 $marker
 ClusterName=tern-test
-SlurmctldHost=localhost
+SlurmctldHost=$ctld
 SlurmUser=root
 AuthType=auth/munge
 StateSaveLocation=$state/ctld
-SlurmdSpoolDir=$state/d
+SlurmdSpoolDir=$state/d-%n
 SlurmctldPidFile=$state/slurmctld.pid
-SlurmdPidFile=$state/slurmd.pid
+SlurmdPidFile=$state/slurmd-%n.pid
 SlurmctldLogFile=$logs/slurmctld.log
-SlurmdLogFile=$logs/slurmd.log
+SlurmdLogFile=$logs/slurmd-%n.log
+# A node silent this long is DOWN (its jobs requeued).
+SlurmdTimeout=10
 # No cgroups in containers: track processes by parent id, no task binding.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -90,8 +107,8 @@ ReturnToService=2
 JobRequeue=1
 # Finished jobs stay visible to scontrol for 5 minutes (there is no accounting database).
 MinJobAge=300
-NodeName=localhost $hw State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+$node_lines
+PartitionName=debug Nodes=$(IFS=,; echo "${nodes[*]}") Default=YES MaxTime=INFINITE State=UP
 EOF
   mv "$conf.new" "$conf"
 }
@@ -113,32 +130,52 @@ start_munge() {
   wait_for 10 munge_ok || { echo "slurm_cluster: munged did not start" >&2; exit 1; }
 }
 
-node_idle() {
+node_idle() {  # node_idle NODE
   local s
-  s=$(sinfo -h -n localhost -o %t 2>/dev/null) || return 1
+  s=$(sinfo -h -n "$1" -o %t 2>/dev/null) || return 1
   case $s in
     idle) return 0 ;;
-    down* | drain* | drng*) scontrol update nodename=localhost state=resume >/dev/null 2>&1 ;;
+    down* | drain* | drng*) scontrol update nodename="$1" state=resume >/dev/null 2>&1 ;;
   esac
   return 1
+}
+nodes_idle() {
+  local n
+  for n in "${nodes[@]}"; do node_idle "$n" || return 1; done
+}
+slurmds_alive() {
+  local n
+  for n in "${nodes[@]}"; do alive "$state/slurmd-$n.pid" slurmd || return 1; done
+}
+start_slurmd() {  # start_slurmd NODE: here, or inside the test host's namespace
+  alive "$state/slurmd-$1.pid" slurmd && return 0
+  if [ "$1" = localhost ]; then
+    slurmd -N localhost
+  else
+    "$hosts_sh" exec "$1" slurmd -N "$1"
+  fi
 }
 
 start() {
   install_slurm
-  if alive "$state/slurmctld.pid" slurmctld && alive "$state/slurmd.pid" slurmd; then
-    wait_for 60 node_idle || true   # up already; a running job may keep the node busy
+  if alive "$state/slurmctld.pid" slurmctld && slurmds_alive &&
+    grep -q "^PartitionName=debug Nodes=$(IFS=,; echo "${nodes[*]}") " "$conf"; then
+    wait_for 60 nodes_idle || true   # up already; a running job may keep the node busy
     sinfo
     return 0
   fi
+  # Up with other nodes (the one-node cluster, or other test hosts): start over.
+  alive "$state/slurmctld.pid" slurmctld && stop
   write_conf
   start_munge
   alive "$state/slurmctld.pid" slurmctld || slurmctld
   wait_for 30 scontrol ping || { echo "slurm_cluster: slurmctld did not come up" >&2; tail -20 "$logs/slurmctld.log" >&2; exit 1; }
-  alive "$state/slurmd.pid" slurmd || slurmd -N localhost
-  if ! wait_for 60 node_idle; then
+  local n
+  for n in "${nodes[@]}"; do start_slurmd "$n"; done
+  if ! wait_for 60 nodes_idle; then
     echo "slurm_cluster: node did not become idle" >&2
     sinfo -N -l >&2 || true
-    tail -20 "$logs/slurmctld.log" "$logs/slurmd.log" >&2 || true
+    tail -20 "$logs/slurmctld.log" "$logs"/slurmd-*.log >&2 || true
     exit 1
   fi
   sinfo
@@ -163,7 +200,8 @@ stop() {
     squeue -h -o %A 2>/dev/null | xargs -r scancel 2>/dev/null || true
     wait_for 60 no_jobs || echo "slurm_cluster: jobs still listed after 60 s" >&2
   fi
-  stop_daemon "$state/slurmd.pid" slurmd
+  local pidfile
+  for pidfile in "$state"/slurmd-*.pid "$state/slurmd.pid"; do stop_daemon "$pidfile" slurmd; done
   stop_daemon "$state/slurmctld.pid" slurmctld
   [ -f "$state/munged.ours" ] && stop_daemon /run/munge/munged.pid munged
   rm -f "$state/munged.ours"

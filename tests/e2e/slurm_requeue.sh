@@ -30,7 +30,7 @@ dump() {
     echo "---- scontrol show job $job" && scontrol show job "$job"
     echo "---- metrics.jsonl (events)" && grep event "$WORK/run/metrics.jsonl"
     echo "---- slurmctld.log" && tail -25 /var/log/tern-slurm/slurmctld.log
-    echo "---- slurmd.log" && tail -25 /var/log/tern-slurm/slurmd.log
+    echo "---- slurmd.log" && tail -25 /var/log/tern-slurm/slurmd-localhost.log
   } >&2 || true
 }
 die() { fail "$*"; dump; exit 1; }

@@ -54,18 +54,29 @@ class Communicator {
   // buffers travel in pieces.
   virtual void gatherv(const void* in, size_t bytes, void* out, int root) = 0;
   virtual void barrier() = 0;
+  // The training step this rank is on, for the watchdog's reports (MPI world communicator).
+  virtual void set_step(int64_t) {}
   // A communicator over the same ranks whose collectives never match this one's: for a
   // background thread (checkpoint commits) running beside the training loop's collectives.
   // Collective: every rank calls it.
   virtual std::unique_ptr<Communicator> duplicate() = 0;
 };
 
+// The MPI job's watchdog (src/dist/mpi_watchdog.h): a peer silent or without progress for
+// timeout_seconds ends the job (exit kExitPeerLost); one this rank waits for longer than
+// straggler_seconds (0: timeout_seconds / 4) is reported.
+struct WatchdogOptions {
+  double timeout_seconds = 600;
+  double straggler_seconds = 0;
+};
+
 // World size 1: every collective is the identity.
 std::unique_ptr<Communicator> make_single_communicator();
-// MPI over the job's ranks (world) or over this process alone (self, for tests comparing a
-// W-rank run with a 1-rank run in one job).
+// MPI over the job's ranks (world, watched) or over this process alone (self, for tests comparing
+// a W-rank run with a 1-rank run in one job).
 enum class MpiScope { world, self };
-std::unique_ptr<Communicator> make_mpi_communicator(MpiScope scope);
+std::unique_ptr<Communicator> make_mpi_communicator(MpiScope scope,
+                                                    const WatchdogOptions& watchdog = {});
 
 // NCCL over this process's GPU, for gradient buffers in device memory (CUDA builds only; throws
 // otherwise). The unique id travels over `host`; a collective that does not finish within

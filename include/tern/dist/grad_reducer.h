@@ -14,7 +14,8 @@ namespace tern {
 // reducer). The first bucket is small so that communication starts early.
 class GradReducer {
  public:
-  GradReducer(Communicator& comm, Tensor grads, double bucket_mb);
+  // overlap false: every all-reduce starts after backward (to measure what the overlap hides).
+  GradReducer(Communicator& comm, Tensor grads, double bucket_mb, bool overlap = true);
   size_t num_buckets() const { return buckets_.size(); }
   void begin_step();
   // Gradients in [offset, end) are final for this step.
@@ -27,12 +28,14 @@ class GradReducer {
     int64_t offset, count;
   };
   bool active() const;
+  void start_from(int64_t offset);
   Communicator& comm_;
   Tensor grads_;
   // Device gradients over a host communicator (MPI without CUDA support) travel through here.
   Tensor host_grads_;
   std::vector<Bucket> buckets_;  // ordered from the end of the buffer
   size_t next_ = 0;
+  bool overlap_;
 };
 
 }  // namespace tern

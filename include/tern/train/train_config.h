@@ -52,7 +52,9 @@ struct RunConfig {
 struct DistConfig {
   std::string backend = "auto";  // auto | nccl | mpi | none
   double bucket_mb = 25.0;
+  bool overlap = true;
   double timeout_seconds = 600.0;
+  double straggler_seconds = 0;  // 0 = timeout_seconds / 4
 };
 
 // Everything tern-train reads.
