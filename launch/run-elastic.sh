@@ -91,13 +91,14 @@ reachable() {  # prints the hosts that answer, in the given order
 }
 
 # Open MPI's daemons hold TCP connections to mpirun that are idle while the job runs: keepalive
-# makes a host that is cut off a lost daemon soon after the timeout (the default, 5 minutes of
-# idleness before the first probe, would hold a failed job that long). Not sooner than the
-# timeout, so that the ranks' watchdog speaks first and names the ranks it lost.
-ka=$(( timeout > 1 ? timeout : 1 ))
+# makes a host that is cut off a lost daemon within about the timeout (the default, 5 minutes of
+# idleness before the first probe, would hold a failed job that long). A probe may fall just
+# after the link went, so Open MPI can report the lost daemon before the ranks' watchdog speaks:
+# the output watcher below then names the ranks that were on that host.
+ka=$(( timeout + 2 ))
 export OMPI_MCA_oob_tcp_keepalive_time=${OMPI_MCA_oob_tcp_keepalive_time:-$ka}
 export OMPI_MCA_oob_tcp_keepalive_intvl=${OMPI_MCA_oob_tcp_keepalive_intvl:-1}
-export OMPI_MCA_oob_tcp_keepalive_probes=${OMPI_MCA_oob_tcp_keepalive_probes:-3}
+export OMPI_MCA_oob_tcp_keepalive_probes=${OMPI_MCA_oob_tcp_keepalive_probes:-2}
 
 work=$(mktemp -d /tmp/tern-elastic.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -110,12 +111,21 @@ trap 'forward TERM' TERM
 trap 'forward USR1' USR1
 
 now() { date +%s.%N; }
+# Open MPI lost the daemon on HOST: the ranks it ran (mpirun fills each host's slots in turn).
+lost_host() {
+  local i
+  i=$(awk -v h="$1" '$1 == h {print NR - 1; exit}' "$work/hostfile")
+  [ -n "$i" ] && log "lost host $1 (Open MPI lost its daemon there): ranks $((i * slots))-$((i * slots + slots - 1)) (host $1) stopped answering"
+}
 # Echoes the job's output; the first line saying the trainer resumed (or started) marks the job
 # as training again, and how long after the failure that was is printed.
 watch_output() {
   local line marked=""
   while IFS= read -r line; do
     printf '%s\n' "$line"
+    if [[ $line =~ Remote\ daemon:.*\ on\ node\ ([^[:space:]]+) ]]; then
+      lost_host "${BASH_REMATCH[1]}"
+    fi
     if [[ $line =~ spot\ interruption\ notice\ on\ host\ ([^:[:space:]]+) ]]; then
       echo "${BASH_REMATCH[1]} $(date +%s)" >>"$work/spot_hosts"
     fi

@@ -40,16 +40,18 @@ void check(int rc, const char* what) {
 
 class MpiCommunicator final : public Communicator {
  public:
-  // watchdog: the job's, for the communicator the training loop waits in (null otherwise).
-  MpiCommunicator(MPI_Comm comm, std::shared_ptr<MpiWatchdog> watchdog)
-      : comm_(comm), watchdog_(std::move(watchdog)) {
+  // watchdog: the job's (null for MPI_COMM_SELF). watched: this is the communicator the training
+  // loop waits in, whose collectives the watchdog follows; the others' (the checkpoint thread's)
+  // only count as this rank's progress.
+  MpiCommunicator(MPI_Comm comm, std::shared_ptr<MpiWatchdog> watchdog, bool watched)
+      : comm_(comm), watchdog_(std::move(watchdog)), watched_(watched) {
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   void set_step(int64_t step) override {
-    if (watchdog_) watchdog_->set_step(step);
+    if (watched_) watchdog_->set_step(step);
   }
 
   // The gradient all-reduces are non-blocking, and MPI advances them only inside MPI calls: a
@@ -57,7 +59,7 @@ class MpiCommunicator final : public Communicator {
   // backward computes (the overlap), without spinning a core. Requests are touched under mu_.
   void allreduce_sum_start(float* data, int64_t count) override {
     if (count > INT32_MAX) throw std::length_error("MPI all-reduce bucket over 2^31 elements");
-    if (watchdog_) watchdog_->started();
+    if (watched_) watchdog_->started();
     {
       std::lock_guard<std::mutex> lock(mu_);
       requests_.push_back(MPI_REQUEST_NULL);
@@ -65,7 +67,7 @@ class MpiCommunicator final : public Communicator {
                            &requests_.back()),
             "MPI_Iallreduce");
       in_flight_ = true;
-      if (watchdog_ && !progress_thread_.joinable())
+      if (watched_ && !progress_thread_.joinable())
         progress_thread_ = std::thread([this] { progress_loop(); });
     }
     cv_.notify_one();
@@ -78,7 +80,7 @@ class MpiCommunicator final : public Communicator {
     // Bucket by bucket, so that the watchdog can say which one a lost peer left unfinished.
     std::lock_guard<std::mutex> lock(mu_);
     const int n = static_cast<int>(requests_.size());
-    Watch watch(watchdog_.get(), "the gradient all-reduce", 0);
+    Watch watch(*this, "the gradient all-reduce", 0);
     std::vector<int> done(n);
     int first = 0;
     while (first < n) {
@@ -87,17 +89,17 @@ class MpiCommunicator final : public Communicator {
             "MPI_Waitsome");
       if (count == MPI_UNDEFINED) break;
       while (first < n && requests_[first] == MPI_REQUEST_NULL) ++first;
-      if (watchdog_) watchdog_->set_bucket(first);
+      if (watched_) watchdog_->set_bucket(first);
     }
     requests_.clear();
     in_flight_ = false;
   }
   void allreduce_sum(double* data, int count) override {
-    Watch watch(watchdog_.get(), "an all-reduce of float64 sums");
+    Watch watch(*this, "an all-reduce of float64 sums");
     check(MPI_Allreduce(MPI_IN_PLACE, data, count, MPI_DOUBLE, MPI_SUM, comm_), "MPI_Allreduce");
   }
   void broadcast(void* data, size_t bytes, int root) override {
-    Watch watch(watchdog_.get(), "a broadcast");
+    Watch watch(*this, "a broadcast");
     // MPI counts are ints: send large buffers in pieces.
     constexpr size_t kPiece = size_t{1} << 30;
     for (size_t off = 0; off < bytes; off += kPiece)
@@ -106,13 +108,13 @@ class MpiCommunicator final : public Communicator {
             "MPI_Bcast");
   }
   void allgather(const void* in, size_t bytes, void* out) override {
-    Watch watch(watchdog_.get(), "an all-gather");
+    Watch watch(*this, "an all-gather");
     check(MPI_Allgather(in, static_cast<int>(bytes), MPI_BYTE, out, static_cast<int>(bytes),
                         MPI_BYTE, comm_),
           "MPI_Allgather");
   }
   void gatherv(const void* in, size_t bytes, void* out, int root) override {
-    Watch watch(watchdog_.get(), "a gather");
+    Watch watch(*this, "a gather");
     // Point to point from each rank in turn (MPI_Gatherv's int counts and displacements would
     // cap the total at 2 GiB). The tag keeps these messages apart; nothing else here uses p2p.
     constexpr size_t kPiece = size_t{1} << 30;
@@ -143,15 +145,15 @@ class MpiCommunicator final : public Communicator {
     }
   }
   void barrier() override {
-    Watch watch(watchdog_.get(), "a barrier");
+    Watch watch(*this, "a barrier");
     check(MPI_Barrier(comm_), "MPI_Barrier");
   }
   std::unique_ptr<Communicator> duplicate() override {
     MPI_Comm dup;
     check(MPI_Comm_dup(comm_, &dup), "MPI_Comm_dup");
     // Not watched: its collectives (checkpoint commits, on a background thread) may wait on
-    // uploads; a lost peer is still seen by the watchdog's heartbeats.
-    auto out = std::make_unique<MpiCommunicator>(dup, nullptr);
+    // uploads; they count as progress, and a lost peer is still seen by the heartbeats.
+    auto out = std::make_unique<MpiCommunicator>(dup, watchdog_, false);
     out->owned_ = true;
     return out;
   }
@@ -192,24 +194,34 @@ class MpiCommunicator final : public Communicator {
       lock.lock();
     }
   }
-  // Tells the watchdog this rank waits in a collective, for as long as it lives.
+  // Tells the watchdog this rank waits in a collective, for as long as it lives (or, on a
+  // communicator it does not follow, that this rank progresses).
   class Watch {
    public:
-    Watch(MpiWatchdog* w, const char* what, int bucket = -1) : w_(w) {
-      if (w_) w_->begin(what, bucket);
+    Watch(const MpiCommunicator& c, const char* what, int bucket = -1)
+        : w_(c.watchdog_.get()), watched_(c.watched_) {
+      if (watched_)
+        w_->begin(what, bucket);
+      else if (w_)
+        w_->touch();
     }
     ~Watch() {
-      if (w_) w_->end();
+      if (watched_)
+        w_->end();
+      else if (w_)
+        w_->touch();
     }
     Watch(const Watch&) = delete;
     Watch& operator=(const Watch&) = delete;
 
    private:
     MpiWatchdog* w_;
+    bool watched_;
   };
   bool owned_ = false;
   MPI_Comm comm_;
   std::shared_ptr<MpiWatchdog> watchdog_;
+  bool watched_ = false;
   int rank_ = 0, size_ = 1;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -252,9 +264,10 @@ std::unique_ptr<Communicator> make_mpi_communicator(MpiScope scope,
   MPI_Initialized(&initialized);
   if (!initialized)
     throw std::runtime_error("MPI communicator requested, but MPI is not initialised");
-  if (scope == MpiScope::self) return std::make_unique<MpiCommunicator>(MPI_COMM_SELF, nullptr);
-  return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD,
-                                           std::make_shared<MpiWatchdog>(MPI_COMM_WORLD, watchdog));
+  if (scope == MpiScope::self)
+    return std::make_unique<MpiCommunicator>(MPI_COMM_SELF, nullptr, false);
+  return std::make_unique<MpiCommunicator>(
+      MPI_COMM_WORLD, std::make_shared<MpiWatchdog>(MPI_COMM_WORLD, watchdog), true);
 }
 
 #else

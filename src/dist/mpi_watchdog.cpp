@@ -120,6 +120,8 @@ void MpiWatchdog::end() {
   progress_ = now();
 }
 
+void MpiWatchdog::touch() { progress_ = now(); }
+
 void MpiWatchdog::started() {
   seq_.fetch_add(1);
   progress_ = now();

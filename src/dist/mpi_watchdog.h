@@ -43,6 +43,8 @@ class MpiWatchdog {
   void end();
   // A non-blocking collective was started (it counts in the sequence, and is progress).
   void started();
+  // This rank progresses outside the watched collectives (the checkpoint thread's).
+  void touch();
 
  private:
   struct Beat {  // what a heartbeat carries; all int64 so that it travels as MPI_INT64_T

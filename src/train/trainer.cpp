@@ -360,10 +360,8 @@ TrainResult Trainer::run() {
           preemption.requested() ? preemption.reason() : "requested on another rank";
       result.train_loss = interval_loss / interval_steps;
       const bool saved = ckpt_ && ckpt_->last_committed() == step;
-      log_.write({{"event", "preempted"},
-                  {"step", step},
-                  {"reason", reason},
-                  {"checkpoint", saved}});
+      log_.write(
+          {{"event", "preempted"}, {"step", step}, {"reason", reason}, {"checkpoint", saved}});
       if (comm_.rank() == 0) {
         if (saved)
           spdlog::warn(
@@ -371,8 +369,7 @@ TrainResult Trainer::run() {
               reason, step, 75);
         else
           spdlog::error("preempted ({}) at step {}, and {}; a requeued job resumes from step {}",
-                        reason, step,
-                        ckpt_ ? "the checkpoint failed" : "checkpoint.uri is not set",
+                        reason, step, ckpt_ ? "the checkpoint failed" : "checkpoint.uri is not set",
                         ckpt_ ? std::max<int64_t>(ckpt_->last_committed(), 0) : 0);
       }
       return result;

@@ -178,7 +178,10 @@ faults() {
         pass "$fault: the job ended $(since "$t0" "$t_end") s after the fault (limit $((timeout + 10)) s)" ||
         fail "$fault: the job ended $(since "$t0" "$t_end") s after the fault"
       # SIGKILL: mpirun sees the process end and names it; otherwise the ranks' watchdog does.
+      # (or, for a link down, Open MPI's keepalive may find the daemon lost first: the launcher
+      # then names the ranks that were on the host).
       local names='watchdog: rank [0-9]+ \(host h2, pid [0-9]+\)[^;]*'
+      [ "$fault" = link ] && names="$names|ranks 2-3 \\(host h2\\) stopped answering"
       [ "$fault" = kill ] && names='process rank [0-9]+ with PID [0-9]+ on node h2 exited[^.]*'
       if grep -qE "$names" "$WORK/$fault.log"; then
         pass "$fault: the failure names the rank: $(grep -ohE "$names" "$WORK/$fault.log" | head -1)"
