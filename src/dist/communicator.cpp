@@ -74,7 +74,7 @@ class MpiCommunicator final : public Communicator {
   }
   void progress() override {
     std::lock_guard<std::mutex> lock(mu_);
-    test_all();
+    check(test_in_flight(), "MPI_Testall");
   }
   void wait_all() override {
     // Bucket by bucket, so that the watchdog can say which one a lost peer left unfinished.
@@ -172,23 +172,22 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
-  void test_all() {  // mu_ held
-    if (!in_flight_) return;
+  // mu_ held. Returns MPI's status rather than throwing: the progress thread cannot throw.
+  int test_in_flight() {
+    if (!in_flight_) return MPI_SUCCESS;
     int done = 0;
-    check(MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &done,
-                      MPI_STATUSES_IGNORE),
-          "MPI_Testall");
+    const int rc = MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &done,
+                               MPI_STATUSES_IGNORE);
     if (done) in_flight_ = false;
+    return rc;
   }
   void progress_loop() {
     std::unique_lock<std::mutex> lock(mu_);
     while (true) {
       cv_.wait(lock, [this] { return stop_ || in_flight_; });
       if (stop_) return;
-      int done = 0;
-      // Not check(): an MPI error is fatal to the job by default, and this thread cannot throw.
-      MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &done, MPI_STATUSES_IGNORE);
-      if (done) in_flight_ = false;
+      // An MPI error is fatal to the job by default; the training loop's own calls report others.
+      test_in_flight();
       lock.unlock();
       std::this_thread::sleep_for(std::chrono::microseconds(50));
       lock.lock();

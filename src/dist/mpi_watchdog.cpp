@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "tern/base/clock.h"
 #include "tern/base/error.h"
 #include "tern/base/log.h"
 
@@ -40,7 +41,7 @@ struct Identity {
 }  // namespace
 
 double MpiWatchdog::now() const {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
 }
 
 MpiWatchdog::MpiWatchdog(MPI_Comm world, const WatchdogOptions& options)
