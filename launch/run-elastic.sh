@@ -126,6 +126,9 @@ watch_output() {
     if [[ $line =~ Remote\ daemon:.*\ on\ node\ ([^[:space:]]+) ]]; then
       lost_host "${BASH_REMATCH[1]}"
     fi
+    # The watchdog ended the job; mpirun may still wait on a daemon behind a cut link (TCP
+    # retransmitting what it sent there), which the main loop does not wait out.
+    [[ $line == *"watchdog: "*"ending the job (exit 76)"* ]] && [ ! -s "$work/ended" ] && date +%s >"$work/ended"
     if [[ $line =~ spot\ interruption\ notice\ on\ host\ ([^:[:space:]]+) ]]; then
       echo "${BASH_REMATCH[1]} $(date +%s)" >>"$work/spot_hosts"
     fi
@@ -162,7 +165,16 @@ while :; do
     > >(watch_output) 2>&1 &
   launcher=$!
   grow_next=$((SECONDS + grow))
+  : >"$work/ended"
+  stopping=""
   while kill -0 "$launcher" 2>/dev/null; do
+    if [ -s "$work/ended" ] && [ $(($(date +%s) - $(cat "$work/ended"))) -ge 10 ]; then
+      # Stopped mpirun's daemons on the hosts it still reaches end their ranks with it.
+      log "mpirun still runs after the watchdog ended the job: SIG${stopping:-TERM} to it"
+      kill -"${stopping:-TERM}" "$launcher" 2>/dev/null
+      stopping=KILL
+      echo $(($(date +%s) - 5)) >"$work/ended"
+    fi
     if [ "$grow" -gt 0 ] && [ ${#up[@]} -lt ${#hosts[@]} ] && [ $SECONDS -ge $grow_next ] && [ -z "$signalled" ]; then
       grow_next=$((SECONDS + grow))
       mapfile -t now_up < <(reachable)

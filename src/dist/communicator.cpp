@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -233,6 +234,10 @@ class MpiCommunicator final : public Communicator {
 
 ProcessGroup::ProcessGroup(int* argc, char*** argv) {
   if (!launched_by_mpi()) return;
+  // A peer that is gone leaves its sockets (and, with its host's daemon gone, this rank's stdout)
+  // closed: a write there must be an error that the watchdog reports, not a SIGPIPE that ends
+  // this rank first and makes mpirun name it as the one lost.
+  ::signal(SIGPIPE, SIG_IGN);
   // Checkpoint commits run their collectives on a background thread, on their own communicator.
   int provided = 0;
   check(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");

@@ -2,11 +2,13 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <utility>
 
 #include "tern/base/clock.h"
 #include "tern/base/error.h"
@@ -239,9 +241,14 @@ void MpiWatchdog::end_job(const std::string& why) {
   const pid_t daemon = getppid();
   if (is_orted(daemon) && fork() == 0) {
     setsid();
-    for (int signal : {SIGTERM, SIGKILL}) {
-      sleep(5);
-      if (!is_orted(daemon)) _exit(0);
+    // Five seconds for mpirun, then SIGTERM, then three more for the daemon to go before SIGKILL;
+    // the helper leaves as soon as the daemon has gone.
+    const struct timespec tick = {0, 100'000'000};
+    for (auto [signal, ticks] : {std::pair{SIGTERM, 50}, std::pair{SIGKILL, 30}}) {
+      for (int i = 0; i < ticks; ++i) {
+        if (!is_orted(daemon)) _exit(0);
+        nanosleep(&tick, nullptr);
+      }
       kill(daemon, signal);
     }
     _exit(0);

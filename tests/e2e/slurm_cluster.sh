@@ -101,8 +101,9 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MpiDefault=none
-# A node that was down comes back by itself when its slurmd registers.
-ReturnToService=2
+# A node that went down by not responding comes back by itself when its slurmd registers; one
+# an administrator set DOWN stays down until resumed (2 would bring even that back at once).
+ReturnToService=1
 # Batch jobs may be requeued (sbatch --requeue, scontrol requeue).
 JobRequeue=1
 # Finished jobs stay visible to scontrol for 5 minutes (there is no accounting database).

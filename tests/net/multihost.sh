@@ -9,13 +9,15 @@
 #            within dist.timeout_seconds + 10 s, naming the rank; no process is left on the
 #            hosts; the launcher resumes on the hosts that answer and finishes; the result equals
 #            the uninterrupted run (bit-identical on the same ranks, within the elastic-resume
-#            tolerance on fewer).
+#            tolerance on fewer). Then growth: with h2 back after a link down, the job on h1
+#            checkpoints and stops, and the launcher relaunches it on both hosts.
 # spot:      an EC2 metadata endpoint on host h2 announces an interruption: the ranks save, exit
 #            75, and the launcher resumes on h1 alone, not counting it as a failure.
-# slurm:     slurmctld here and a slurmd on each host (tests/e2e/slurm_cluster.sh); a 2-node job
-#            of slurm/train-multinode.sbatch, h2 cut off mid-run: the job goes on within its
-#            allocation on h1 (Slurm sets h2 DOWN), resumes from the newest checkpoint and
-#            finishes within the elastic-resume tolerance of the uninterrupted run.
+# slurm:     slurmctld here and a slurmd on each host (tests/e2e/slurm_cluster.sh); two 2-node
+#            jobs of slurm/train-multinode.sbatch, h2 cut off mid-run in one, set DOWN by
+#            scontrol in the other: the job goes on within its allocation on h1, resumes from the
+#            newest checkpoint and finishes within the elastic-resume tolerance of the
+#            uninterrupted run.
 # Run from the repository root, as root (namespaces). Needs iproute2, iputils-ping, nftables
 # (loss without the kernel's netem) and the Python test env (moto): tests/require.sh.
 set -euo pipefail
@@ -70,14 +72,22 @@ ranks() {
     "${config[@]}" --run.dir="$WORK/$name" --checkpoint.uri="s3://tern-net/$name" "$@" \
     >"$WORK/$name.log" 2>&1 || { fail "$name: mpirun exited $?: $(tail -5 "$WORK/$name.log")"; return 1; }
 }
-left_on_hosts() {  # processes still running in the test hosts' namespaces (zombies aside)
+left_on_hosts() {  # [HOST]: processes still running in the test hosts' namespaces (zombies aside)
   local ns pid
-  for ns in tern-h1 tern-h2; do
+  for ns in ${1:-tern-h1 tern-h2}; do
     for pid in $(ip netns pids "$ns" 2>/dev/null); do
       [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && continue
       echo "$ns:$pid:$(cat "/proc/$pid/comm" 2>/dev/null)"
     done
   done
+}
+# gone_by EPOCH [HOST]: until nothing runs on the hosts (or HOST), by EPOCH at the latest; prints
+# what is left then. A rank whose host daemon went first ends by its own watchdog, a timeout
+# after the fault: the bound, not the moment the relaunched run finished, is what counts.
+gone_by() {
+  local left
+  while left=$(left_on_hosts "${2:-}"); [ -n "$left" ] && awk -v t="$1" -v n="$(now)" 'BEGIN {exit !(n < t)}'; do sleep 0.5; done
+  echo "$left"
 }
 
 invariant() {
@@ -108,13 +118,14 @@ invariant() {
 }
 
 # elastic NAME ARGS...: the launcher in the background over h1 and h2 (2 ranks each); sets ELASTIC.
+# GROW_SECONDS (default 0: never) is how often it probes a host left out.
 elastic() {
   local name=$1
   shift
   # Both hosts answer first (a link just set up again may take a moment).
   for _ in $(seq 50); do "$nets" probe h1 && "$nets" probe h2 && break; sleep 0.2; done
   launch/run-elastic.sh --hosts "h1 h2" --slots 2 --probe "$nets probe" --timeout-seconds "$timeout" \
-    --grow-seconds 0 --max-failures 2 -- "${config[@]}" --run.dir="$WORK/$name" \
+    --grow-seconds "${GROW_SECONDS:-0}" --max-failures 2 -- "${config[@]}" --run.dir="$WORK/$name" \
     --checkpoint.uri="s3://tern-net/$name" "$@" >"$WORK/$name.log" 2>&1 &
   ELASTIC=$!
 }
@@ -138,6 +149,7 @@ rank_pid() {  # rank_pid HOST: a tern-train process running on HOST
   return 1
 }
 now() { date +%s.%N; }
+later() { awk -v a="$1" -v d="$2" 'BEGIN {printf "%.1f", a + d}'; }
 since() { awk -v a="$1" -v b="${2:-$(now)}" 'BEGIN {printf "%.1f", b - a}'; }
 wait_line() {  # wait_line NAME PATTERN SECONDS: until NAME's log has PATTERN; prints the time
   local deadline=$((SECONDS + $3))
@@ -154,6 +166,7 @@ faults() {
   local want
   want=$(done_of base param_checksum)
   for fault in ${TERN_TEST_FAULTS:-kill stop link loss}; do
+    [ "$fault" = grow ] && continue
     elastic "$fault" "${steps[@]}"
     wait_step "$fault" 150 || { kill "$ELASTIC"; continue; }
     grep -q "attempt 1: 4 rank(s) on 2 of 2 host(s)" "$WORK/$fault.log" ||
@@ -203,8 +216,8 @@ faults() {
       if [ "$fault" = link ]; then
         # Still cut off: whatever ran on h2 must have ended by itself (the watchdog's exit, and
         # Open MPI's daemon there with it), without the link coming back.
-        local deadline=$((SECONDS + timeout + 10)) left
-        while left=$(left_on_hosts | grep tern-h2 || true); [ -n "$left" ] && [ $SECONDS -lt $deadline ]; do sleep 0.5; done
+        local left
+        left=$(gone_by "$(later "$t0" $((timeout + 10)))" tern-h2)
         [ -z "$left" ] && pass "link: nothing left running on the cut-off host" ||
           fail "link: still running on the cut-off host h2: $left"
       fi
@@ -215,8 +228,9 @@ faults() {
     [ "$rc" = 0 ] && pass "$fault: the launcher finished the run" ||
       { fail "$fault: the launcher exited $rc: $(tail -8 "$WORK/$fault.log")"; continue; }
     local left
-    left=$(left_on_hosts)
-    [ -z "$left" ] && pass "$fault: no process left on the hosts" || fail "$fault: left behind: $left"
+    left=$(gone_by "$(later "$t0" $((timeout + 10)))")
+    [ -z "$left" ] && pass "$fault: no process left on the hosts $((timeout + 10)) s after the fault" ||
+      fail "$fault: left behind $((timeout + 10)) s after the fault: $left"
     case $fault in
       loss)
         grep -q "the job failed" "$WORK/$fault.log" && fail "loss: the job was declared failed under 30% loss" ||
@@ -241,6 +255,40 @@ faults() {
         ;;
     esac
   done
+  [[ " ${TERN_TEST_FAULTS:-grow} " == *" grow "* ]] && grow
+}
+
+# After a link down the job goes on with h1 alone; when h2 answers again the launcher asks that
+# job to checkpoint and stop (exit 75, not a failure) and relaunches on both. A checkpoint every
+# other step slows the 2-rank attempt (its steps take well under a millisecond) so that it is
+# still running when h2 comes back; the numbers are those of `faults` (same schedule).
+grow() {
+  local steps=(--train.steps=500 --checkpoint.every_steps=2)
+  [ -d "$WORK/base" ] || ranks 4 "h1 h2" base "${steps[@]}"
+  GROW_SECONDS=1 elastic grow "${steps[@]}"
+  wait_step grow 150 || { kill "$ELASTIC"; return; }
+  "$nets" link h2 down
+  wait_line grow "attempt 2: 2 rank\(s\) on 1 of 2 host\(s\): h1" $((timeout + 30)) >/dev/null ||
+    { fail "grow: no attempt on h1 alone: $(tail -20 "$WORK/grow.log")"; kill "$ELASTIC"; "$nets" link h2 up; return; }
+  # Whatever ran on h2 ends by itself, as in `faults`, before h2 rejoins.
+  local left
+  left=$(gone_by "$(later "$(now)" $((timeout + 10)))" tern-h2)
+  [ -z "$left" ] || fail "grow: still running on the cut-off host h2: $left"
+  "$nets" link h2 up
+  local rc=0
+  wait "$ELASTIC" || rc=$?
+  [ "$rc" = 0 ] && pass "grow: the launcher finished the run" ||
+    { fail "grow: the launcher exited $rc: $(tail -8 "$WORK/grow.log")"; return; }
+  grep -q "grown: the job checkpointed and stopped (exit 75)" "$WORK/grow.log" &&
+    grep -q "attempt 3: 4 rank(s) on 2 of 2 host(s): h1 h2" "$WORK/grow.log" &&
+    pass "grow: h2 back: $(grep -o 'resumed from [^ ]* (step [0-9]*, written by 2 rank(s))' "$WORK/grow.log" | tail -1), on 4 ranks again" ||
+    fail "grow: not grown back to 2 hosts: $(grep -E 'run-elastic' "$WORK/grow.log" | tr '\n' ' ')"
+  grep -q "failure 2" "$WORK/grow.log" && fail "grow: growing was counted as a failure" ||
+    pass "grow: growing not counted as a failure"
+  local d
+  d=$(distance "s3://tern-net/grow" "s3://tern-net/base")
+  below "$d" 1e-3 && pass "grow: 4 -> 2 -> 4 ranks: within $d (relative) of the uninterrupted run" ||
+    fail "grow: relative distance $d from the uninterrupted run"
 }
 
 spot() {
@@ -282,36 +330,61 @@ slurm() {
   [ "$rc" = 77 ] && { cat "$WORK/cluster.log"; exit 77; }
   [ "$rc" = 0 ] || { fail "the Slurm cluster did not start: $(tail -20 "$WORK/cluster.log")"; return; }
   pass "slurmctld and a slurmd on h1 and h2: $(sinfo -h -o '%N %t' | tr '\n' ' ')"
-  local job
+  slurm_job cut "${steps[@]}"
+  slurm_job down "${steps[@]}"
+}
+
+# slurm_job cut|down STEPS...: a 2-node job; mid-run h2 is cut off (link down) or set DOWN by
+# the administrator while its daemons still run. The job goes on within its allocation on h1.
+slurm_job() {
+  local how=$1 name=slurm-$1 job
+  shift
+  # Both nodes idle again (a node back from DOWN, or its link back) before the job is submitted.
+  for _ in $(seq 60); do
+    [ "$(sinfo -h -n h1,h2 -o '%t' | sort -u | tr -d '\n')" = idle ] && break
+    sleep 1
+  done
   # The job runs mpirun inside its allocation (Open MPI's Slurm launcher), not the test's agent.
   job=$(env -u OMPI_MCA_plm_rsh_agent TERN_BIN="$(cd "$TERN_BIN" && pwd)" sbatch --parsable \
-    --nodes=2 --ntasks-per-node=2 --output="$WORK/slurm.log" slurm/train-multinode.sbatch \
-    configs/digits_mlp.ini --run.progress=off --train.log_every=10 "${steps[@]}" \
-    --run.dir="$WORK/slurm" --checkpoint.uri=s3://tern-net/slurm --dist.timeout_seconds="$timeout")
-  local config=(--config configs/digits_mlp.ini)  # for wait_step's log name only
-  wait_step slurm 150 || { scancel "$job"; return; }
-  grep -q "attempt 1 on h\[1-2\]" "$WORK/slurm.log" && pass "slurm: job $job runs on h1 and h2" ||
-    fail "slurm: the first attempt is not on both nodes: $(grep attempt "$WORK/slurm.log")"
-  "$nets" link h2 down
+    --nodes=2 --ntasks-per-node=2 --output="$WORK/$name.log" slurm/train-multinode.sbatch \
+    configs/digits_mlp.ini --run.progress=off --train.log_every=10 "$@" \
+    --run.dir="$WORK/$name" --checkpoint.uri="s3://tern-net/$name" --dist.timeout_seconds="$timeout")
+  wait_step "$name" 150 || { scancel "$job"; return; }
+  grep -q "attempt 1 on h\[1-2\]" "$WORK/$name.log" && pass "$name: job $job runs on h1 and h2" ||
+    fail "$name: the first attempt is not on both nodes: $(grep attempt "$WORK/$name.log")"
+  case $how in
+    cut) "$nets" link h2 down ;;
+    down) scontrol update NodeName=h2 State=DOWN Reason="set down mid-job" ||
+      fail "slurm-down: scontrol could not set h2 DOWN" ;;
+  esac
   local deadline=$((SECONDS + 180)) st=""
   while [ $SECONDS -lt $deadline ]; do
     st=$(scontrol show job "$job" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)
     [ "$st" = COMPLETED ] || [ "$st" = FAILED ] || [ "$st" = CANCELLED ] && break
-    sleep 5
+    sleep 2
   done
-  "$nets" link h2 up
-  [ "$st" = COMPLETED ] && pass "slurm: h2 cut off mid-run; the job completed" ||
-    fail "slurm: job $job is $st: $(tail -30 "$WORK/slurm.log")"
-  grep -q "relaunching 2 rank(s) on h1$" "$WORK/slurm.log" &&
-    pass "slurm: $(grep -o 'mpirun exited .*relaunching 2 rank(s) on h1' "$WORK/slurm.log")" ||
-    fail "slurm: not relaunched on h1 alone: $(grep -E '^tern:|watchdog' "$WORK/slurm.log" | tr '\n' ' ')"
-  grep -q "resumed from s3://tern-net/slurm/ckpt/step-" "$WORK/slurm.log" &&
-    pass "slurm: $(grep -o 'resumed from [^ ]* (step [0-9]*, written by [0-9]* rank(s))' "$WORK/slurm.log" | tail -1)" ||
-    fail "slurm: did not resume from a checkpoint"
+  case $how in
+    cut) "$nets" link h2 up ;;
+    down) scontrol update NodeName=h2 State=RESUME || fail "slurm-down: scontrol could not resume h2" ;;
+  esac
+  local what_happened="cut off"
+  [ "$how" = down ] && what_happened="set DOWN"
+  [ "$st" = COMPLETED ] && pass "$name: h2 $what_happened mid-run; the job completed" ||
+    fail "$name: job $job is $st: $(tail -30 "$WORK/$name.log")"
+  grep -q "relaunching 2 rank(s) on h1$" "$WORK/$name.log" &&
+    pass "$name: $(grep -o 'mpirun exited .*relaunching 2 rank(s) on h1' "$WORK/$name.log")" ||
+    fail "$name: not relaunched on h1 alone: $(grep -E '^tern:|watchdog' "$WORK/$name.log" | tr '\n' ' ')"
+  if [ "$how" = down ]; then
+    grep -q "tern: node h2 is DOWN.*: left out" "$WORK/$name.log" && pass "$name: h2, DOWN, left out though it answers" ||
+      fail "$name: h2 not left out as DOWN: $(grep '^tern:' "$WORK/$name.log" | tr '\n' ' ')"
+  fi
+  grep -q "resumed from s3://tern-net/$name/ckpt/step-" "$WORK/$name.log" &&
+    pass "$name: $(grep -o 'resumed from [^ ]* (step [0-9]*, written by [0-9]* rank(s))' "$WORK/$name.log" | tail -1)" ||
+    fail "$name: did not resume from a checkpoint"
   local d
-  d=$(distance "s3://tern-net/slurm" "s3://tern-net/base")
-  below "$d" 1e-3 && pass "slurm: 4 -> 2 ranks: within $d (relative) of the uninterrupted run" ||
-    fail "slurm: relative distance $d from the uninterrupted run"
+  d=$(distance "s3://tern-net/$name" "s3://tern-net/base")
+  below "$d" 1e-3 && pass "$name: 4 -> 2 ranks: within $d (relative) of the uninterrupted run" ||
+    fail "$name: relative distance $d from the uninterrupted run"
 }
 
 "$what"
