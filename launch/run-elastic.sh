@@ -166,14 +166,19 @@ while :; do
   launcher=$!
   grow_next=$((SECONDS + grow))
   : >"$work/ended"
-  stopping=""
+  sent=""
   while kill -0 "$launcher" 2>/dev/null; do
-    if [ -s "$work/ended" ] && [ $(($(date +%s) - $(cat "$work/ended"))) -ge 10 ]; then
-      # Stopped mpirun's daemons on the hosts it still reaches end their ranks with it.
-      log "mpirun still runs after the watchdog ended the job: SIG${stopping:-TERM} to it"
-      kill -"${stopping:-TERM}" "$launcher" 2>/dev/null
-      stopping=KILL
-      echo $(($(date +%s) - 5)) >"$work/ended"
+    # 10 s after the watchdog ended the job, SIGTERM to an mpirun still there, SIGKILL 5 s later
+    # (its daemons on the hosts it still reaches end their ranks when it goes).
+    if [ -s "$work/ended" ]; then
+      late=$(($(date +%s) - $(cat "$work/ended"))) sig=""
+      [ "$late" -ge 10 ] && sig=TERM
+      [ "$late" -ge 15 ] && sig=KILL
+      if [ -n "$sig" ] && [ "$sig" != "$sent" ]; then
+        log "mpirun still runs $late s after the watchdog ended the job: SIG$sig to it"
+        kill -"$sig" "$launcher" 2>/dev/null
+        sent=$sig
+      fi
     fi
     if [ "$grow" -gt 0 ] && [ ${#up[@]} -lt ${#hosts[@]} ] && [ $SECONDS -ge $grow_next ] && [ -z "$signalled" ]; then
       grow_next=$((SECONDS + grow))

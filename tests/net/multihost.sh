@@ -61,6 +61,14 @@ distance() {  # relative distance between two checkpoint stores' newest checkpoi
   "$TERN_BIN/tern-ckpt" compare "$1" "$2" | sed 's/.*relative distance \([^,]*\),.*/\1/'
 }
 below() { python3 -c "import sys; sys.exit(0 if abs(float('$1')) <= float('$2') else 1)"; }
+# near_base NAME WHAT: NAME's newest checkpoint within the elastic-resume tolerance (1e-3 relative,
+# docs/checkpoints.md: another world size sums in another order) of the uninterrupted run's.
+near_base() {
+  local d
+  d=$(distance "s3://tern-net/$1" "s3://tern-net/base")
+  below "$d" 1e-3 && pass "$1: $2: within $d (relative) of the uninterrupted run" ||
+    fail "$1: relative distance $d from the uninterrupted run"
+}
 # ranks NP HOSTS NAME ARGS...: NP ranks spread over HOSTS ("h1 h2") with mpirun.
 ranks() {
   local np=$1 hosts=$2 name=$3 slots
@@ -242,11 +250,7 @@ faults() {
         grep -q "attempt 2: 2 rank(s) on 1 of 2 host(s): h1" "$WORK/$fault.log" &&
           pass "link: resumed on the survivor (2 ranks on h1)" ||
           fail "link: not resumed on h1 alone: $(grep 'attempt' "$WORK/$fault.log")"
-        local d
-        d=$(distance "s3://tern-net/$fault" "s3://tern-net/base")
-        # docs/checkpoints.md: another world size sums in another order (float rounding).
-        below "$d" 1e-3 && pass "link: 4 -> 2 ranks: within $d (relative) of the uninterrupted run" ||
-          fail "link: relative distance $d from the uninterrupted run"
+        near_base link "4 -> 2 ranks"
         ;;
       *)
         [ "$(done_of $fault param_checksum)" = "$want" ] &&
@@ -285,10 +289,7 @@ grow() {
     fail "grow: not grown back to 2 hosts: $(grep -E 'run-elastic' "$WORK/grow.log" | tr '\n' ' ')"
   grep -q "failure 2" "$WORK/grow.log" && fail "grow: growing was counted as a failure" ||
     pass "grow: growing not counted as a failure"
-  local d
-  d=$(distance "s3://tern-net/grow" "s3://tern-net/base")
-  below "$d" 1e-3 && pass "grow: 4 -> 2 -> 4 ranks: within $d (relative) of the uninterrupted run" ||
-    fail "grow: relative distance $d from the uninterrupted run"
+  near_base grow "4 -> 2 -> 4 ranks"
 }
 
 spot() {
@@ -316,10 +317,7 @@ spot() {
     fail "spot: not resumed on h1 alone: $(grep attempt "$WORK/spot.log")"
   grep -q "failure 1" "$WORK/spot.log" && fail "spot: the preemption was counted as a failure" ||
     pass "spot: not counted as a failure"
-  local d
-  d=$(distance "s3://tern-net/spot" "s3://tern-net/base")
-  below "$d" 1e-3 && pass "spot: 4 -> 2 ranks: within $d (relative) of the uninterrupted run" ||
-    fail "spot: relative distance $d from the uninterrupted run"
+  near_base spot "4 -> 2 ranks"
 }
 
 slurm() {
@@ -381,10 +379,7 @@ slurm_job() {
   grep -q "resumed from s3://tern-net/$name/ckpt/step-" "$WORK/$name.log" &&
     pass "$name: $(grep -o 'resumed from [^ ]* (step [0-9]*, written by [0-9]* rank(s))' "$WORK/$name.log" | tail -1)" ||
     fail "$name: did not resume from a checkpoint"
-  local d
-  d=$(distance "s3://tern-net/$name" "s3://tern-net/base")
-  below "$d" 1e-3 && pass "$name: 4 -> 2 ranks: within $d (relative) of the uninterrupted run" ||
-    fail "$name: relative distance $d from the uninterrupted run"
+  near_base "$name" "4 -> 2 ranks"
 }
 
 "$what"
