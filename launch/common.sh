@@ -8,7 +8,7 @@ TERN_PACKAGES=(
   libspdlog-dev nlohmann-json3-dev libxxhash-dev libgtest-dev
   libcurl4-openssl-dev libssl-dev libpugixml-dev curl wrk
   python3-venv
-  clang-14 libclang-rt-14-dev prometheus
+  clang-14 libclang-rt-14-dev prometheus prometheus-alertmanager
   iproute2 iputils-ping nftables
 )
 
@@ -28,7 +28,8 @@ install_packages() {
 
 # The Python side of the tests: a venv at .venv-test with moto (S3 server) and boto3 (an
 # independent S3 client), for tests/store/s3_interop.sh, and tritonclient[http] (Triton's own
-# client) for tests/e2e/serve.sh. Exports TERN_TEST_PYTHON.
+# client) for tests/e2e/serve.sh, scipy and Evidently (drift references) for tests/monitoring.
+# Exports TERN_TEST_PYTHON.
 setup_python_test_env() {
   local venv=.venv-test
   # Debian's python3 makes a venv without pip when python3-venv is missing: start over then.
@@ -37,8 +38,12 @@ setup_python_test_env() {
     rm -rf "$venv"
     python3 -m venv "$venv"
   fi
-  if ! "$venv/bin/python" -c 'import moto.server, boto3, tritonclient.http, numpy, h5py' 2>/dev/null; then
-    "$venv/bin/pip" install -q 'moto[server]>=5,<6' boto3 'tritonclient[http]' numpy h5py
+  if ! "$venv/bin/python" -c 'import moto.server, boto3, tritonclient.http, numpy, h5py, scipy
+import evidently.legacy.calculations.stattests.psi' 2>/dev/null; then
+    # Evidently (the drift reference of tests/monitoring) imports pandas internals that pandas 3
+    # removed.
+    "$venv/bin/pip" install -q 'moto[server]>=5,<6' boto3 'tritonclient[http]' numpy h5py scipy \
+      'pandas<3' 'evidently>=0.7,<0.8'
   fi
   export TERN_TEST_PYTHON=$PWD/$venv/bin/python
 }

@@ -13,6 +13,7 @@
 
 #include "tern/base/error.h"
 #include "tern/base/version.h"
+#include "tern/io/data_validation.h"
 #include "tern/io/dataset.h"
 #include "tern/io/hdf5_file.h"
 #include "tern/io/importers.h"
@@ -30,14 +31,20 @@ Commands:
   info      print a dataset file's schema and per-feature statistics
   synth     write a synthetic classification dataset (for benchmarks)
   text      UTF-8 text -> character-level tokens (/train/tokens, /val/tokens, vocabulary)
+  validate  check a data file against a model's training data (schema, values, ranges, drift)
+  import-log  tern-serve's request log -> HDF5, labelled by feedback or the model's answers
 
 tern-data <command> --help lists the command's options.
 )";
 
-// Parses a command's options into their variables; false when --help was asked for (and printed).
-bool parse_options(int argc, char** argv, const po::options_description& desc) {
+// Parses a command's options into their variables, arguments without a name going to option
+// `positional` (up to `count` of them; -1: any); false when --help was asked for (and printed).
+bool parse_options(int argc, char** argv, const po::options_description& desc,
+                   const char* positional = nullptr, int count = 0) {
+  po::positional_options_description pos;
+  if (positional) pos.add(positional, count);
   po::variables_map vm;
-  po::store(po::parse_command_line(argc, argv, desc), vm);
+  po::store(po::command_line_parser(argc, argv).options(desc).positional(pos).run(), vm);
   if (vm.count("help")) {
     std::cout << desc;
     return false;
@@ -186,6 +193,76 @@ int info(int argc, char** argv) {
   return kExitOk;
 }
 
+// Exit 0 when every check passes, 1 when one fails, 2 on bad input (usage, unreadable files).
+int validate(int argc, char** argv) {
+  std::string reference, path, json_path;
+  ValidationOptions opt;
+  po::options_description desc("tern-data validate --reference=model.h5|data.h5 NEW.h5");
+  desc.add_options()("help", "this text")(
+      "reference", po::value(&reference)->required(),
+      "an export (its reference_profile) or the data file the model was trained on")(
+      "file", po::value(&path)->required(), "the data file to check")(
+      "json", po::value(&json_path), "also write the report as JSON to this path")(
+      "split", po::value(&opt.split)->default_value("all"), "train | val | all (those present)")(
+      "method", po::value(&opt.rule.method)->default_value("psi"),
+      "drift method: psi | jensen_shannon | wasserstein | auto (Jensen-Shannon for categorical, "
+      "Wasserstein for numeric features, as Evidently)")(
+      "psi-threshold", po::value(&opt.rule.psi)->default_value(0.2), "PSI above this: drifted")(
+      "jensen-shannon-threshold", po::value(&opt.rule.jensen_shannon)->default_value(0.1),
+      "Jensen-Shannon distance above this: drifted")(
+      "wasserstein-threshold", po::value(&opt.rule.wasserstein)->default_value(0.1),
+      "Wasserstein-1 in training standard deviations above this: drifted")(
+      "dataset-share", po::value(&opt.rule.dataset_share)->default_value(0.5),
+      "the data set drifted when at least this share of features did (reported)")(
+      "max-drifted-share", po::value(&opt.max_drifted_share)->default_value(0.0),
+      "the drift check fails above this share of drifted features (0: any)")(
+      "range-margin", po::value(&opt.range_margin)->default_value(0.1),
+      "share of a feature's training range added on either side")(
+      "max-out-of-range-share", po::value(&opt.max_out_of_range_share)->default_value(0.01),
+      "the range check fails above this share of a feature's values outside")(
+      "max-missing-share", po::value(&opt.max_missing_share)->default_value(0.0),
+      "the missing check fails above this share of NaN or infinite values");
+  if (!parse_options(argc, argv, desc, "file", 1)) return kExitOk;
+  opt.rule.validate("tern-data validate");
+  if (opt.split != "all" && opt.split != "train" && opt.split != "val")
+    throw InputError("--split=" + opt.split + ": expected train, val or all");
+  const DataReference ref = load_reference(reference);
+  const ValidationReport rep = validate_data(ref, path, opt);
+  std::printf("%s against %s (%s reference, %zu features)\n%s\n", path.c_str(), reference.c_str(),
+              ref.kind.c_str(), ref.inputs.columns.size(), rep.table.c_str());
+  for (const std::string& f : rep.failures) std::printf("FAILED %s\n", f.c_str());
+  std::printf("%s\n", rep.passed ? "all checks passed" : "validation failed");
+  if (!json_path.empty()) {
+    std::ofstream out(json_path);
+    out << rep.json.dump(2) << "\n";
+    if (!out) throw std::runtime_error("cannot write the report to '" + json_path + "'");
+  }
+  return rep.passed ? kExitOk : kExitError;
+}
+
+int import_log(int argc, char** argv) {
+  RequestLogImport job;
+  po::options_description desc("tern-data import-log --output data.h5 LOG...");
+  desc.add_options()("help", "this text")("input", po::value(&job.inputs)->required()->multitoken(),
+                                          "request log files (PATH, PATH.1, ...)")(
+      "output", po::value(&job.output)->required(), "HDF5 file to write")(
+      "model", po::value(&job.model), "only this model's requests")(
+      "labels", po::value(&job.labels)->default_value("feedback"),
+      "feedback (rows whose ground truth came back) | predicted (the model's answers)")(
+      "task", po::value(&job.task)->default_value("classification"), "classification | regression")(
+      "val-fraction", po::value(&job.val_fraction)->default_value(0.0),
+      "share of rows held out as /val")("seed", po::value(&job.seed)->default_value(0),
+                                        "seed of the split");
+  if (!parse_options(argc, argv, desc, "input", -1)) return kExitOk;
+  job.created_by = std::string("tern-data ") + version_string();
+  const RequestLogSummary s = import_request_log(job);
+  std::printf("%s: %lld requests, %lld rows, %lld labelled (%s), %lld features\n",
+              job.output.c_str(), static_cast<long long>(s.requests),
+              static_cast<long long>(s.rows), static_cast<long long>(s.labelled),
+              job.labels.c_str(), static_cast<long long>(s.features));
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -195,6 +272,8 @@ int main(int argc, char** argv) {
                           if (cmd == "info") return info(argc - 1, argv + 1);
                           if (cmd == "synth") return synth(argc - 1, argv + 1);
                           if (cmd == "text") return text(argc - 1, argv + 1);
+                          if (cmd == "validate") return validate(argc - 1, argv + 1);
+                          if (cmd == "import-log") return import_log(argc - 1, argv + 1);
                           return std::nullopt;
                         });
 }

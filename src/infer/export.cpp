@@ -45,6 +45,9 @@ nlohmann::json export_info_to_json(const ExportInfo& info) {
       {"normalization",
        {{"kind", info.normalization}, {"mean", info.norm.mean}, {"std", info.norm.stddev}}},
       {"feature_stats", stats_json(info.feature_stats)},
+      {"reference_profile",
+       {{"inputs", profile_to_json(info.input_profile)},
+        {"predictions", profile_to_json(info.prediction_profile)}}},
       {"lineage", info.lineage}};
 }
 
@@ -64,6 +67,13 @@ ExportInfo export_info_from_json(const nlohmann::json& j, const std::string& whe
     info.norm.stddev = j.at("normalization").value("std", std::vector<double>{});
     info.feature_stats = stats_from(j.value("feature_stats", nlohmann::json::object()));
     info.lineage = j.value("lineage", nlohmann::json::object());
+    if (auto ref = j.find("reference_profile"); ref != j.end() && ref->is_object()) {
+      if (ref->contains("inputs"))
+        info.input_profile = profile_from_json(ref->at("inputs"), where + " reference inputs");
+      if (ref->contains("predictions"))
+        info.prediction_profile =
+            profile_from_json(ref->at("predictions"), where + " reference predictions");
+    }
     return info;
   } catch (const nlohmann::json::exception& e) {
     throw InputError(where + ": malformed model description: " + e.what());
@@ -79,8 +89,8 @@ void write_export(const std::string& path, const ExportInfo& info,
     for (const ParamInfo& p : table) f.write(dataset_of(p.name), params.slice(p.offset, p.shape));
     const nlohmann::json j = export_info_to_json(info);
     f.write_attr("/", "format", std::string(kFormat));
-    for (const char* key :
-         {"model_spec", "input_schema", "outputs", "normalization", "feature_stats", "lineage"})
+    for (const char* key : {"model_spec", "input_schema", "outputs", "normalization",
+                            "feature_stats", "reference_profile", "lineage"})
       f.write_attr("/", key, j.at(key).dump());
   } catch (...) {
     std::filesystem::remove(tmp, ec);  // no half-written file left behind
@@ -99,8 +109,9 @@ ExportInfo read_export_info(const std::string& path) {
   if (format != kFormat)
     throw InputError("'" + path + "': format '" + format + "', expected " + kFormat);
   nlohmann::json j;
-  for (const char* key :
-       {"model_spec", "input_schema", "outputs", "normalization", "feature_stats", "lineage"}) {
+  for (const char* key : {"model_spec", "input_schema", "outputs", "normalization", "feature_stats",
+                          "reference_profile", "lineage"}) {
+    if (std::string(key) == "reference_profile" && !f.has_attr("/", key)) continue;  // older
     try {
       j[key] = nlohmann::json::parse(f.read_attr_string("/", key));
     } catch (const nlohmann::json::exception& e) {

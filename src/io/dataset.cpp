@@ -242,6 +242,7 @@ Dataset Dataset::load(const std::string& path, const DataExpectation& expect) {
   ds.path = path;
   ds.train = load_split(file, "train", expect);
   if (ds.train.rows() == 0) throw InputError(bad(path, "/train/x", "has no rows"));
+  ds.feature_names = feature_names_of(file);
   ds.has_val = file.exists("/val/x") || file.exists("/val/y");
   if (ds.has_val) ds.val = load_split(file, "val", expect);
   if (ds.has_val && ds.val.x.shape().size() != ds.train.x.shape().size())
@@ -249,6 +250,19 @@ Dataset Dataset::load(const std::string& path, const DataExpectation& expect) {
                          "shape " + shape_str(ds.val.x.shape()) + " does not match /train/x " +
                              shape_str(ds.train.x.shape())));
   return ds;
+}
+
+std::vector<std::string> feature_names_of(const h5::File& file) {
+  if (!file.has_attr("/", "feature_names")) return {};
+  const nlohmann::json j =
+      nlohmann::json::parse(file.read_attr_string("/", "feature_names"), nullptr, false);
+  if (!j.is_array()) return {};
+  std::vector<std::string> names;
+  for (const auto& n : j) {
+    if (!n.is_string()) return {};
+    names.push_back(n.get<std::string>());
+  }
+  return names;
 }
 
 void normalize_inputs(Split& split, const FeatureStats& stats) {

@@ -193,6 +193,10 @@ void File::write_attr(const std::string& object, const std::string& name, double
     throw std::runtime_error("'" + path_ + "': cannot write attribute " + object + "@" + name);
 }
 
+bool File::has_attr(const std::string& object, const std::string& name) const {
+  return H5Aexists_by_name(id_, object.c_str(), name.c_str(), H5P_DEFAULT) > 0;
+}
+
 std::string File::read_attr_string(const std::string& object, const std::string& name) const {
   if (H5Aexists_by_name(id_, object.c_str(), name.c_str(), H5P_DEFAULT) <= 0)
     throw InputError(where(object) + " has no attribute '" + name + "'");

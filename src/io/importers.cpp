@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -236,6 +237,112 @@ TextSummary import_text(const TextImport& job) {
   out.write_attr("/", "source", input);
   out.write_attr("/", "created_by", job.created_by);
   return {n, vocab.size(), n - n_val, n_val};
+}
+
+RequestLogSummary import_request_log(const RequestLogImport& job) {
+  if (job.labels != "feedback" && job.labels != "predicted")
+    throw InputError("--labels=" + job.labels + ": expected feedback or predicted");
+  if (job.task != "classification" && job.task != "regression")
+    throw InputError("--task=" + job.task + ": expected classification or regression");
+  const bool classification = job.task == "classification";
+  struct Request {
+    std::string where;
+    std::optional<std::string> id;
+    std::vector<std::vector<double>> input, output;
+  };
+  std::vector<Request> requests;
+  std::map<std::string, std::vector<double>> truth;  // by request id
+  for (const std::string& path : job.inputs) {
+    std::ifstream in(path);
+    if (!in) throw InputError("request log '" + path + "' cannot be read (missing?)");
+    std::string line;
+    for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
+      if (trim(line).empty()) continue;
+      const std::string where = path + ":" + std::to_string(line_no);
+      const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+      if (!j.is_object()) throw InputError(where + ": not a JSON object");
+      if (!job.model.empty() && j.value("model", "") != job.model) continue;
+      try {
+        if (auto fb = j.find("feedback"); fb != j.end()) {
+          const std::string id = fb->at("id").get<std::string>();
+          std::vector<double> values;
+          const char* key = fb->contains("labels")  ? "labels"
+                            : fb->contains("label") ? "label"
+                                                    : "target";
+          const auto& v = fb->at(key);
+          if (v.is_array())
+            for (const auto& e : v) values.push_back(e.get<double>());
+          else
+            values.push_back(v.get<double>());
+          truth[id] = std::move(values);
+          continue;
+        }
+        Request r;
+        r.where = where;
+        if (j.contains("id")) r.id = j.at("id").get<std::string>();
+        r.input = j.at("input").get<std::vector<std::vector<double>>>();
+        r.output = j.at("output").get<std::vector<std::vector<double>>>();
+        if (r.input.size() != r.output.size())
+          throw InputError(where + ": " + std::to_string(r.input.size()) + " input rows but " +
+                           std::to_string(r.output.size()) + " output rows");
+        requests.push_back(std::move(r));
+      } catch (const nlohmann::json::exception& e) {
+        throw InputError(where + ": not a request log line (" + e.what() + ")");
+      }
+    }
+  }
+  RequestLogSummary summary;
+  summary.requests = static_cast<int64_t>(requests.size());
+  std::vector<float> x;
+  std::vector<double> y;
+  for (const Request& r : requests) {
+    summary.rows += static_cast<int64_t>(r.input.size());
+    const std::vector<double>* labels = nullptr;
+    if (job.labels == "feedback") {
+      auto it = r.id ? truth.find(*r.id) : truth.end();
+      if (it == truth.end()) continue;
+      if (it->second.size() != r.input.size())
+        throw InputError(r.where + ": feedback for id '" + *r.id + "' has " +
+                         std::to_string(it->second.size()) + " value(s) for " +
+                         std::to_string(r.input.size()) + " row(s)");
+      labels = &it->second;
+    }
+    for (size_t i = 0; i < r.input.size(); ++i) {
+      const auto& row = r.input[i];
+      if (summary.features == 0) summary.features = static_cast<int64_t>(row.size());
+      if (static_cast<int64_t>(row.size()) != summary.features)
+        throw InputError(r.where + ": row " + std::to_string(i) + " has " +
+                         std::to_string(row.size()) + " features, earlier rows " +
+                         std::to_string(summary.features) + " (mixed models? use --model)");
+      if (!classification && r.output[i].size() != 1)
+        throw InputError(r.where + ": regression rows need one output, this one has " +
+                         std::to_string(r.output[i].size()));
+      double label;
+      if (labels) {
+        label = (*labels)[i];
+      } else if (classification) {
+        const auto& out = r.output[i];
+        label = static_cast<double>(std::max_element(out.begin(), out.end()) - out.begin());
+      } else {
+        label = r.output[i][0];
+      }
+      for (double v : row) x.push_back(static_cast<float>(v));
+      y.push_back(label);
+      ++summary.labelled;
+    }
+  }
+  if (summary.labelled == 0)
+    throw InputError("the request log holds no " +
+                     std::string(job.labels == "feedback" ? "row with feedback" : "row") +
+                     (job.model.empty() ? "" : " of model '" + job.model + "'"));
+  auto [train_rows, val_rows] = split_rows(summary.labelled, job.val_fraction, job.seed);
+  h5::File out = h5::File::create(job.output);
+  write_split(out, "train", train_rows, x, summary.features, y, classification);
+  if (!val_rows.empty()) write_split(out, "val", val_rows, x, summary.features, y, classification);
+  out.write_attr("/", "source", std::string("tern-serve request log"));
+  out.write_attr("/", "task", job.task);
+  out.write_attr("/", "created_by", job.created_by);
+  return summary;
 }
 
 }  // namespace tern

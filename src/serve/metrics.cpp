@@ -1,8 +1,16 @@
 #include "tern/serve/metrics.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <charconv>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <functional>
+#include <iterator>
+#include <sstream>
 
 namespace tern::serve {
 
@@ -98,6 +106,58 @@ std::vector<std::shared_ptr<VersionStats>> StatsRegistry::all() const {
   return out;
 }
 
+void VersionStats::count_rejected(const std::string& reason) {
+  auto& counter = reason == "non_finite"          ? rejected_non_finite
+                  : reason == "not_representable" ? rejected_not_representable
+                                                  : rejected_out_of_range;
+  counter.fetch_add(1, std::memory_order_relaxed);
+}
+
+void render_process_metrics(std::string& out) {
+  auto gauge = [&](const char* name, const char* type, const char* help, double v) {
+    char value[64];
+    std::snprintf(value, sizeof value, "%.17g", v);
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
+           name + " " + value + "\n";
+  };
+  // /proc/self/stat: fields after the command name (which may hold spaces, so split at its ')').
+  std::ifstream stat_file("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  std::vector<std::string> f{std::istream_iterator<std::string>(fields),
+                             std::istream_iterator<std::string>()};
+  // Field numbers of proc(5) minus 3 (pid and comm are gone, and it counts from 1).
+  auto field = [&](size_t n) { return n - 3 < f.size() ? std::stod(f[n - 3]) : 0.0; };
+  const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  const double page = static_cast<double>(::sysconf(_SC_PAGESIZE));
+  double boot = 0;
+  std::ifstream proc_stat("/proc/stat");
+  for (std::string key; proc_stat >> key;)
+    if (key == "btime") {
+      proc_stat >> boot;
+      break;
+    }
+  size_t fds = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+    ++fds;
+  struct rlimit limit {};
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  gauge("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
+        (field(14) + field(15)) / ticks);
+  gauge("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+        field(24) * page);
+  gauge("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", field(23));
+  gauge("process_open_fds", "gauge", "Number of open file descriptors.",
+        static_cast<double>(fds > 0 ? fds - 1 : 0));  // less the one listing them
+  gauge("process_max_fds", "gauge", "Maximum number of open file descriptors.",
+        static_cast<double>(limit.rlim_cur));
+  gauge("process_start_time_seconds", "gauge",
+        "Start time of the process since unix epoch in seconds.", boot + field(22) / ticks);
+  gauge("process_threads", "gauge", "Number of OS threads in the process.", field(20));
+}
+
 void ServerCounters::count_status(int status) {
   auto& counter = status < 400 ? http_2xx : status < 500 ? http_4xx : http_5xx;
   counter.fetch_add(1, std::memory_order_relaxed);
@@ -190,6 +250,18 @@ std::string render_prometheus(const std::vector<std::shared_ptr<VersionStats>>& 
   for (const auto& h : histograms) {
     family(h.name, "histogram", h.help);
     for (const auto& s : stats) ((*s).*(h.member)).render(out, h.name, labels(*s));
+  }
+
+  family("tern_input_rejected_total", "counter",
+         "Inference requests refused (400) for a value of their input, by reason");
+  for (const auto& s : stats) {
+    const std::pair<const char*, const std::atomic<uint64_t>*> reasons[] = {
+        {"non_finite", &s->rejected_non_finite},
+        {"not_representable", &s->rejected_not_representable},
+        {"out_of_range", &s->rejected_out_of_range}};
+    for (const auto& [reason, counter] : reasons)
+      out += "tern_input_rejected_total{" + labels(*s) + ",reason=\"" + reason + "\"} " +
+             std::to_string(load(*counter)) + "\n";
   }
 
   family("tern_http_responses_total", "counter", "HTTP responses sent, by status class");

@@ -80,6 +80,12 @@ LoadedModel load_export(const std::string& path, int64_t instances, int64_t warm
   out.schema.output_features = first->output_features();
   out.schema.labels = info.labels;
   out.schema.input_datatype = info.input_datatype;
+  for (const auto& c : info.input_profile.columns) out.schema.feature_names.push_back(c.name);
+  out.reference.feature_stats = info.feature_stats;
+  out.reference.inputs = info.input_profile;
+  out.reference.predictions = info.prediction_profile;
+  out.reference.classification = first->classification();
+  out.reference.weight_bytes = first->parameter_bytes();
   ModelSchema& s = out.schema;
   if (s.input_datatype != "FP32" && s.input_datatype != "INT32")
     throw InputError("input datatype '" + s.input_datatype +

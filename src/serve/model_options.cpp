@@ -90,21 +90,40 @@ std::vector<std::pair<int64_t, double>> parse_traffic(const std::string& text,
 ModelOptions parse_model_options(const std::string& text, const std::string& where) {
   namespace po = boost::program_options;
   ModelOptions o;
+  MonitoringOptions& m = o.monitoring;
   std::string policy = "latest:1", traffic;
   po::options_description desc;
   desc.add_options()("version_policy", po::value(&policy))(
       "max_batch_size", po::value(&o.max_batch_size))("max_queue_delay_microseconds",
                                                       po::value(&o.max_queue_delay_us))(
       "max_queue_size", po::value(&o.max_queue_size))("instances", po::value(&o.instances))(
-      "traffic", po::value(&traffic))("cache", po::value(&o.cache));
+      "traffic", po::value(&traffic))("cache", po::value(&o.cache))(
+      "input_checks.range", po::value(&m.range_policy))("input_checks.range_margin",
+                                                        po::value(&m.range_margin))(
+      "drift.enabled", po::value(&m.drift))("drift.window_rows", po::value(&m.drift_window_rows))(
+      "drift.window_seconds", po::value(&m.drift_window_seconds))(
+      "drift.min_rows", po::value(&m.drift_min_rows))("drift.method",
+                                                      po::value(&m.drift_rule.method))(
+      "drift.psi_threshold", po::value(&m.drift_rule.psi))("drift.jensen_shannon_threshold",
+                                                           po::value(&m.drift_rule.jensen_shannon))(
+      "drift.wasserstein_threshold", po::value(&m.drift_rule.wasserstein))(
+      "drift.dataset_share", po::value(&m.drift_rule.dataset_share))(
+      "feedback.capacity", po::value(&m.feedback_capacity))(
+      "feedback.ttl_seconds", po::value(&m.feedback_ttl_seconds))("feedback.window",
+                                                                  po::value(&m.feedback_window))(
+      "request_log.path", po::value(&m.request_log))("request_log.sample",
+                                                     po::value(&m.request_log_sample))(
+      "request_log.max_bytes", po::value(&m.request_log_max_bytes))("request_log.keep",
+                                                                    po::value(&m.request_log_keep));
   std::istringstream in(text);
   try {
     po::parsed_options parsed = po::parse_config_file(in, desc, true);
     for (const auto& opt : parsed.options)
-      if (opt.unregistered)
-        throw InputError(where + ": unknown key '" + opt.string_key +
-                         "'; keys: version_policy, max_batch_size, "
-                         "max_queue_delay_microseconds, max_queue_size, instances, traffic, cache");
+      if (opt.unregistered) {
+        std::string keys;
+        for (const auto& d : desc.options()) keys += (keys.empty() ? "" : ", ") + d->long_name();
+        throw InputError(where + ": unknown key '" + opt.string_key + "'; keys: " + keys);
+      }
     po::variables_map vm;
     po::store(parsed, vm);
     po::notify(vm);
@@ -114,6 +133,10 @@ ModelOptions parse_model_options(const std::string& text, const std::string& whe
   auto require = [&](bool ok, const std::string& key, int64_t value, const char* what) {
     if (!ok) throw InputError(where + ": " + key + " = " + std::to_string(value) + ": " + what);
   };
+  auto require_real = [&](bool ok, const std::string& key, double value, const char* what) {
+    if (!ok || !std::isfinite(value))
+      throw InputError(where + ": " + key + " = " + std::to_string(value) + ": " + what);
+  };
   require(o.max_batch_size >= 1 && o.max_batch_size <= (1 << 20), "max_batch_size",
           o.max_batch_size, "must lie in [1, 1048576]");
   require(o.max_queue_delay_us >= 0 && o.max_queue_delay_us <= 10'000'000,
@@ -122,6 +145,26 @@ ModelOptions parse_model_options(const std::string& text, const std::string& whe
           "must be >= 0 (0 = unbounded)");
   require(o.instances >= 0 && o.instances <= 256, "instances", o.instances,
           "must lie in [0, 256] (0 = the server's workers)");
+  if (m.range_policy != "reject" && m.range_policy != "flag" && m.range_policy != "off")
+    throw InputError(where + ": input_checks.range = '" + m.range_policy +
+                     "': expected reject, flag or off");
+  require_real(m.range_margin >= 0, "input_checks.range_margin", m.range_margin, "must be >= 0");
+  require(m.drift_window_rows >= 10 && m.drift_window_rows <= 100'000'000, "drift.window_rows",
+          m.drift_window_rows, "must lie in [10, 100000000]");
+  require_real(m.drift_window_seconds >= 0, "drift.window_seconds", m.drift_window_seconds,
+               "must be >= 0 (0 = a window of drift.window_rows rows)");
+  require(m.drift_min_rows >= 1, "drift.min_rows", m.drift_min_rows, "must be >= 1");
+  m.drift_rule.validate(where + ": [drift]");
+  require(m.feedback_capacity >= 1, "feedback.capacity", m.feedback_capacity, "must be >= 1");
+  require_real(m.feedback_ttl_seconds > 0, "feedback.ttl_seconds", m.feedback_ttl_seconds,
+               "must be > 0");
+  require(m.feedback_window >= 1, "feedback.window", m.feedback_window, "must be >= 1");
+  require_real(m.request_log_sample >= 0 && m.request_log_sample <= 1, "request_log.sample",
+               m.request_log_sample, "must lie in [0, 1]");
+  require(m.request_log_max_bytes >= 4096, "request_log.max_bytes", m.request_log_max_bytes,
+          "must be >= 4096");
+  require(m.request_log_keep >= 1 && m.request_log_keep <= 1000, "request_log.keep",
+          m.request_log_keep, "must lie in [1, 1000]");
   o.policy = parse_policy(policy, where);
   o.traffic = parse_traffic(traffic, where);
   return o;

@@ -4,6 +4,7 @@
 #include <bit>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -78,6 +79,39 @@ void read_binary(const char* src, size_t n, Out* dst) {
       std::memcpy(&v, src + i * sizeof(T), sizeof(T));
       dst[i] = static_cast<Out>(v);
     }
+  }
+}
+
+// Every feature value finite and within FP32's range. A JSON number or a wider binary type that
+// became infinite when converted was not representable; NaN and infinities of the request itself
+// are not finite. binary: the input's bytes when it came as binary data.
+void check_feature_values(const std::vector<float>& values, const ModelSchema& schema,
+                          const std::string& input, std::string_view type, const char* binary) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (std::isfinite(values[i])) continue;
+    const int64_t features = schema.input_features();
+    const int64_t row = static_cast<int64_t>(i) / features, f = static_cast<int64_t>(i) % features;
+    std::string where =
+        "input " + quote(input) + " row " + std::to_string(row) + ", feature " + std::to_string(f);
+    if (static_cast<size_t>(f) < schema.feature_names.size())
+      where += " (" + quote(schema.feature_names[f]) + ")";
+    double original = values[i];
+    if (binary && type == "FP64")
+      std::memcpy(&original, binary + i * sizeof(double), sizeof(double));
+    const bool given_non_finite = binary ? !std::isfinite(original) : false;
+    if (given_non_finite)
+      throw InputValueError("non_finite",
+                            where + ": value " +
+                                std::string(std::isnan(original) ? "NaN" : "infinite") +
+                                " is not a finite number");
+    char text[96];
+    if (std::isfinite(original))
+      std::snprintf(text, sizeof text, "value %g", original);
+    else
+      std::snprintf(text, sizeof text, "a value beyond +-3.40282e+38");
+    throw InputValueError(
+        "not_representable",
+        where + ": " + text + " is not representable as FP32, the model's " + "input type");
   }
 }
 
@@ -424,7 +458,11 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> he
         bad("input " + quote(n) + ": 'data' has " + std::to_string(got) + " values, shape " +
             shape_text(shape) + " needs " + std::to_string(numel));
     }
-    if (schema.tokens()) req.input.tokens = pad_tokens(ids, req.rows, row_values, schema, n);
+    if (schema.tokens())
+      req.input.tokens = pad_tokens(ids, req.rows, row_values, schema, n);
+    else
+      check_feature_values(req.input.features, schema, n, type->name,
+                           binary_size ? binary.data() + binary_used - *binary_size : nullptr);
   }
   if (!seen) bad("missing input " + quote(schema.input_name));
   if (binary_used != binary.size())

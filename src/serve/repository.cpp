@@ -169,6 +169,8 @@ std::shared_ptr<LoadedVersion> ModelRepository::load_version(const std::string& 
   lv->options = options;
   lv->instances = instances;
   lv->stats = stats_.get(model, version);
+  lv->monitor = std::make_shared<VersionMonitor>(model, version, loaded.reference,
+                                                 options.monitoring, lv->schema, instances);
   lv->signature = signature;
   BatcherOptions batching{options.max_batch_size, options.max_queue_delay_us,
                           options.max_queue_size};

@@ -201,7 +201,7 @@ HttpResponse Router::route(HttpRequest& request, Responder& respond, bool& answe
                           {"version", version_string()},
                           {"extensions",
                            {"binary_tensor_data", "classification", "model_configuration",
-                            "model_repository", "statistics"}}});
+                            "model_repository", "statistics", "tern_monitoring"}}});
   }
   if (n == 3 && seg[1] == "health" && (seg[2] == "live" || seg[2] == "ready")) {
     require_method(request, "GET");
@@ -248,11 +248,13 @@ HttpResponse Router::route(HttpRequest& request, Responder& respond, bool& answe
     answered = true;
     return {};
   }
-  if (action == "?" ||
-      (!action.empty() && action != "ready" && action != "config" && action != "stats"))
+  if (action == "feedback" && !version) return feedback(request, model);
+  if (action == "?" || (!action.empty() && action != "ready" && action != "config" &&
+                        action != "stats" && action != "drift"))
     throw HttpError(404, "unknown endpoint " + request.method + " " + request.target);
   require_method(request, "GET");
   if (action == "stats") return model_stats(model, version);
+  if (action == "drift") return drift(model, version);
   if (action == "ready") {
     // The protocol's readiness is the status alone: 200 ready, 4xx not.
     Resolved r;
@@ -367,10 +369,18 @@ HttpResponse Router::model_stats(const std::string& model,
 HttpResponse Router::metrics() const {
   CacheCounters cache;
   if (cache_) cache = cache_->counters();
-  return {200,
-          "text/plain; version=0.0.4; charset=utf-8",
-          render_prometheus(stats_.all(), counters_, cache, repository_.load_failures()),
-          {}};
+  std::string text = render_prometheus(stats_.all(), counters_, cache, repository_.load_failures());
+  const auto snap = repository_.snapshot();
+  std::vector<MonitoredVersion> versions;
+  for (const auto& [name, state] : *snap)
+    for (const auto& [v, lv] : state->versions) versions.push_back({name, v, lv->monitor});
+  std::map<std::string, int64_t> ready;
+  for (const auto& entry : repository_.index(false)) ready.emplace(entry.value("name", ""), 0);
+  for (const auto& [name, state] : *snap)
+    ready[name] = static_cast<int64_t>(state->versions.size());
+  render_monitoring(text, versions, ready, watches_);
+  render_process_metrics(text);
+  return {200, "text/plain; version=0.0.4; charset=utf-8", std::move(text), {}};
 }
 
 void Router::infer(HttpRequest& request, const std::string& model,
@@ -387,6 +397,10 @@ void Router::infer(HttpRequest& request, const std::string& model,
     auto call = std::make_shared<InferCall>();
     call->version = r.version;
     call->request = parse_infer_request(request.body, header_length, r.version->schema);
+    if (!call->request.input.features.empty())
+      r.version->monitor->checks().check(call->request.input.features.data(), call->request.rows,
+                                         r.version->schema.input_features(),
+                                         r.version->schema.input_name);
     call->received = request.received;
     call->respond = respond;
     std::string().swap(request.body);  // the parsed copy is all that is needed from here on
@@ -398,7 +412,7 @@ void Router::infer(HttpRequest& request, const std::string& model,
       if (auto hit = cache_->find(call->cache_key)) {
         stats.cache_hit.add(ns_since(lookup));
         call->cache_key.clear();  // nothing to insert
-        finish(*call, JobResult{*hit, "", 0, 0, 0, 0});
+        finish(*call, JobResult{*hit, "", 0, 0, 0, 0, std::move(call->request.input)});
         return;
       }
       stats.cache_miss.add(ns_since(lookup));
@@ -423,6 +437,10 @@ void Router::infer(HttpRequest& request, const std::string& model,
                                ": the queue is full (max_queue_size " +
                                std::to_string(r.version->options.max_queue_size) +
                                "); retry later");
+  } catch (const InputValueError& e) {
+    stats.count_rejected(e.reason());
+    stats.fail.add(ns_since(request.received));
+    throw;
   } catch (const HttpError&) {
     stats.fail.add(ns_since(request.received));
     throw;
@@ -455,6 +473,68 @@ void Router::finish(InferCall& call, JobResult&& result) {
   stats.inference_count.fetch_add(static_cast<uint64_t>(call.request.rows),
                                   std::memory_order_relaxed);
   call.respond(std::move(response));
+  watch(call, result);
+}
+
+// After the answer went out, so no client waits for it: the rows into the drift window, the
+// prediction kept for feedback, the request into the request log.
+void Router::watch(const InferCall& call, const JobResult& result) {
+  const LoadedVersion& lv = *call.version;
+  VersionMonitor& monitor = *lv.monitor;
+  const int64_t rows = call.request.rows, width = lv.schema.output_features;
+  const std::shared_ptr<ModelWatch> model_watch = watches_.get(lv.model, monitor);
+  const bool keep = call.request.id.has_value() && !lv.schema.tokens();
+  if (!monitor.drift() && !keep && !model_watch->log) return;
+  std::vector<float> predicted = monitor.predictions(result.output.data(), rows, width);
+  monitor.observe(result.input, rows, lv.schema.input_features(), predicted);
+  if (model_watch->log)
+    model_watch->log->write_request(lv.model, lv.version, call.request.id, rows, result.input,
+                                    lv.schema.input_features(), result.output.data(), width);
+  if (keep) model_watch->feedback->record(*call.request.id, lv.version, rows, std::move(predicted));
+}
+
+HttpResponse Router::feedback(HttpRequest& request, const std::string& model) {
+  require_method(request, "POST");
+  const Resolved r = resolve(repository_, model, std::nullopt, false);
+  if (!r.version) throw HttpError(503, "model '" + model + "' has no ready version");
+  if (r.version->schema.tokens())
+    throw HttpError(400, "model '" + model + "': feedback is for feature models");
+  const json body = json::parse(request.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object())
+    throw HttpError(400,
+                    "the feedback request must be a JSON object: {\"id\": ..., \"label\": ...} "
+                    "or {\"feedback\": [items]}");
+  json items = json::array();
+  if (auto list = body.find("feedback"); list != body.end()) {
+    if (!list->is_array()) throw HttpError(400, "'feedback' must be an array of items");
+    items = *list;
+  } else {
+    items.push_back(body);
+  }
+  const std::shared_ptr<ModelWatch> w = watches_.get(model, *r.version->monitor);
+  FeedbackJoin::Result total;
+  for (const auto& item : items) {
+    const FeedbackJoin::Result one = w->feedback->add(item, r.version->schema.labels);
+    total.matched += one.matched;
+    total.unmatched += one.unmatched;
+    total.late += one.late;
+    if (w->log) w->log->write_feedback(model, item);
+  }
+  return json_response(
+      {{"matched", total.matched}, {"unmatched", total.unmatched}, {"late", total.late}});
+}
+
+HttpResponse Router::drift(const std::string& model, const std::optional<std::string>& version) {
+  const Resolved r = resolve(repository_, model, version, false);
+  if (!r.version) throw HttpError(503, "model '" + model + "' has no ready version");
+  const DriftWindow* d = r.version->monitor->drift();
+  if (!d)
+    throw HttpError(404, "model '" + model + "' version " + std::to_string(r.version->version) +
+                             " measures no drift (drift.enabled = false, or a token model)");
+  json body = drift_report_json(*d, d->report());
+  body["model_name"] = model;
+  body["model_version"] = std::to_string(r.version->version);
+  return json_response(body);
 }
 
 }  // namespace tern::serve

@@ -139,6 +139,7 @@ void Batcher::run_batch(size_t instance, std::vector<Job>& batch, InputRows& in,
     r.input_ns = input_ns;
     r.infer_ns = infer_ns;
     r.output_ns = output_ns;
+    r.input = std::move(batch[i].input);
     // Triton's accounting: each request is charged the phases of the batch it ran in.
     stats_->queue.add(r.queue_ns);
     stats_->queue_seconds.observe_ns(r.queue_ns);

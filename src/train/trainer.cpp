@@ -129,6 +129,9 @@ void Trainer::load_rows(DType compute) {
   expect.target_dim = expect.classification ? 0 : shape_numel(model_->output_shape());
   data_ = Dataset::load(cfg_.data.path, expect);
   stats_ = feature_stats(data_.train.x);
+  // Every rank holds the whole training split, so the reference is the same for any world size.
+  export_info_.input_profile = profile_columns(data_.train.x.data<float>(), data_.train.rows(),
+                                               file_dim, data_.feature_names);
   if (cfg_.data.normalize == "standard") {
     normalize_inputs(data_.train, stats_);
     if (data_.has_val) normalize_inputs(data_.val, stats_);
@@ -192,6 +195,38 @@ void Trainer::describe_export() {
                {"dataset_checksum", data_sum},
                {"config", effective_ini_},
                {"code_version", version_string()}};
+}
+
+// The distribution of the model's answers on the whole validation split: the predicted class
+// (classification) or each output (regression). Token models have none.
+DataProfile Trainer::prediction_profile() {
+  DataProfile out;
+  if (!data_.has_val || data_.val.block) return out;
+  const Split& val = data_.val;
+  const bool classes = model_->loss_fn().classification();
+  const int64_t width = shape_numel(model_->output_shape());
+  std::vector<int64_t> predicted;
+  std::vector<float> outputs;
+  StepContext ctx{false, static_cast<uint64_t>(cfg_.train.seed), 0, nullptr};
+  for (int64_t r = 0; r < val.rows(); r += cfg_.train.eval_batch_size) {
+    const int64_t n = std::min(cfg_.train.eval_batch_size, val.rows() - r);
+    auto [x, y] = on_device(val.x.rows(r, n), val.y.rows(r, n));
+    const Tensor host = model_->forward(x, ctx).to(Device{});
+    const float* o = host.data<float>();
+    for (int64_t i = 0; i < n; ++i) {
+      if (classes)
+        predicted.push_back(std::max_element(o + i * width, o + (i + 1) * width) - (o + i * width));
+      else
+        outputs.insert(outputs.end(), o + i * width, o + (i + 1) * width);
+    }
+  }
+  if (classes) {
+    out.columns.push_back(profile_classes(predicted, width, "predicted_class"));
+    return out;
+  }
+  std::vector<std::string> names;
+  for (int64_t k = 0; k < width; ++k) names.push_back("output_" + std::to_string(k));
+  return profile_columns(outputs.data(), val.rows(), width, names);
 }
 
 EvalResult Trainer::evaluate() {
@@ -434,6 +469,7 @@ TrainResult Trainer::finish(TrainResult result, int64_t step, double wall) {
   }
   if (comm_.rank() == 0 && !cfg_.run.dir.empty()) {
     ExportInfo e = export_info_;
+    e.prediction_profile = prediction_profile();
     e.lineage["step"] = step;
     e.lineage["metrics"] = {{"train_loss", result.train_loss}};
     if (data_.has_val)

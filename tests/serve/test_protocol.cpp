@@ -98,9 +98,12 @@ TEST(Protocol, NestedDataMustMatchShape) {
 TEST(Protocol, ConvertsOtherNumericTypes) {
   auto i64 = parse(one_input(R"("datatype":"INT64","shape":[1,4],"data":[1,-2,3,40000000000])"));
   EXPECT_EQ(i64.input.features, (std::vector<float>{1, -2, 3, 4e10f}));
-  auto f64 = parse(one_input(R"("datatype":"FP64","shape":[1,4],"data":[0.5,1e300,-1,2])"));
+  auto f64 = parse(one_input(R"("datatype":"FP64","shape":[1,4],"data":[0.5,1e30,-1,2])"));
   EXPECT_EQ(f64.input.features[0], 0.5f);
-  EXPECT_TRUE(std::isinf(f64.input.features[1]));
+  EXPECT_EQ(f64.input.features[1], 1e30f);
+  // Beyond FP32's range: refused, never served as infinity.
+  expect_400(one_input(R"("datatype":"FP64","shape":[1,4],"data":[0.5,1e300,-1,2])"),
+             {"'input'", "row 0, feature 1", "not representable as FP32"});
   auto u8 = parse(one_input(R"("datatype":"UINT8","shape":[1,4],"data":[0,1,254,255])"));
   EXPECT_EQ(u8.input.features, (std::vector<float>{0, 1, 254, 255}));
 }

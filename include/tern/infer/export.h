@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tern/io/dataset.h"
+#include "tern/io/profile.h"
 #include "tern/nn/model.h"
 
 // The export format (DESIGN.md section 6): model.h5, readable with h5py.
@@ -14,8 +15,10 @@
 //   root attributes (JSON text where structured):
 //     format = "tern-model/1", model_spec (layers, loss), input_schema (name, shape, dtype),
 //     outputs (name, shape, dtype, labels), normalization (kind, mean, std),
-//     feature_stats (mean, std, min, max of the training inputs), lineage (dataset path and
-//     checksum, config, config hash, code version, step, final metrics)
+//     feature_stats (mean, std, min, max of the training inputs), reference_profile (the
+//     distributions drift is measured against: {"inputs": the training split's columns,
+//     "predictions": the model's outputs on the validation split}; absent in older exports),
+//     lineage (dataset path and checksum, config, config hash, code version, step, final metrics)
 namespace tern {
 
 struct ExportInfo {
@@ -29,6 +32,8 @@ struct ExportInfo {
   std::string normalization = "none";   // standard | none
   FeatureStats norm;                    // mean/std applied before the first layer (standard)
   FeatureStats feature_stats;           // of the training inputs, for drift monitoring
+  DataProfile input_profile;            // of the training split (raw inputs); empty: none
+  DataProfile prediction_profile;       // of the outputs on the validation split; empty: none
   nlohmann::json lineage = nlohmann::json::object();
 };
 

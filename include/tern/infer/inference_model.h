@@ -22,6 +22,8 @@ class InferenceModel {
   const ExportInfo& info() const { return info_; }
   int64_t input_features() const { return shape_numel(info_.input_shape); }
   int64_t output_features() const { return shape_numel(model_->output_shape()); }
+  int64_t parameter_bytes() const { return model_->num_params() * 4; }  // f32 weights
+  bool classification() const { return model_->loss_fn().classification(); }
   // Of one row: [positions, vocab] for a language model.
   const Shape& output_shape() const { return model_->output_shape(); }
   // The number of token ids the first layer takes (its embedding table's rows); 0 when the first

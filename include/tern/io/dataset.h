@@ -14,6 +14,9 @@
 #include "tern/compute/tensor.h"
 
 namespace tern {
+namespace h5 {
+class File;
+}
 
 // One split of a dataset, in memory: x f32 [rows, features...], y i32 [rows] (classes) or
 // f32 [rows, targets] (regression).
@@ -71,12 +74,16 @@ struct Dataset {
   std::string path;
   Split train, val;
   bool has_val = false;
+  std::vector<std::string> feature_names;  // the root attribute feature_names; may be empty
   // The number of input features, read from /train/x without loading it.
   static int64_t input_dim_of(const std::string& path);
   // Loads and validates both splits; a violation is an InputError naming the dataset and the
   // first bad row.
   static Dataset load(const std::string& path, const DataExpectation& expect);
 };
+
+// The root attribute feature_names of a data file (a JSON list); empty when it has none.
+std::vector<std::string> feature_names_of(const h5::File& file);
 
 // x = (x - mean) / std per feature (a std of zero counts as one).
 void normalize_inputs(Split& split, const FeatureStats& stats);

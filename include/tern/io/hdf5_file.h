@@ -40,6 +40,7 @@ class File {
   void write_attr(const std::string& object, const std::string& name, const std::string& value);
   void write_attr(const std::string& object, const std::string& name, double value);
   std::string read_attr_string(const std::string& object, const std::string& name) const;
+  bool has_attr(const std::string& object, const std::string& name) const;
 
  private:
   File(std::string path, int64_t id) : path_(std::move(path)), id_(id) {}

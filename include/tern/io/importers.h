@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace tern {
 
@@ -46,5 +47,23 @@ struct TextSummary {
   int64_t train_tokens = 0, val_tokens = 0;
 };
 TextSummary import_text(const TextImport& job);
+
+// The request log of tern-serve (JSON lines: answered requests, and the feedback they were given)
+// into a data set: the live data to retrain on. labels: "feedback" keeps the rows whose ground
+// truth came back, "predicted" labels every row with the model's own answer.
+struct RequestLogImport {
+  std::vector<std::string> inputs;  // log files (rotated ones too), any order
+  std::string output;
+  std::string model;                // only this model's requests; empty: every model
+  std::string labels = "feedback";  // feedback | predicted
+  std::string task = "classification";
+  double val_fraction = 0.0;
+  uint64_t seed = 0;
+  std::string created_by;
+};
+struct RequestLogSummary {
+  int64_t requests = 0, rows = 0, labelled = 0, features = 0;
+};
+RequestLogSummary import_request_log(const RequestLogImport& job);
 
 }  // namespace tern

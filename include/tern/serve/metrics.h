@@ -53,6 +53,10 @@ struct VersionStats {
       cache_miss;
   Histogram request_seconds, queue_seconds, compute_seconds;
   std::atomic<int64_t> pending{0};  // requests queued or running
+  // Requests refused (400) for their values, by reason.
+  std::atomic<uint64_t> rejected_non_finite{0}, rejected_not_representable{0},
+      rejected_out_of_range{0};
+  void count_rejected(const std::string& reason);
 
   // One batch of `rows` rows ran with these phase times.
   void record_batch(int64_t rows, uint64_t input_ns, uint64_t infer_ns, uint64_t output_ns);
@@ -93,6 +97,11 @@ struct CacheCounters {
 std::string render_prometheus(const std::vector<std::shared_ptr<VersionStats>>& stats,
                               const ServerCounters& server, const CacheCounters& cache,
                               uint64_t load_failures);
+
+// Prometheus's standard process series (process_cpu_seconds_total, process_resident_memory_bytes,
+// process_virtual_memory_bytes, process_open_fds, process_max_fds, process_start_time_seconds,
+// process_threads), from /proc/self; appended to `out`.
+void render_process_metrics(std::string& out);
 
 // A label value with \, " and newline escaped.
 std::string escape_label(const std::string& value);

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "tern/serve/monitoring.h"
 #include "tern/serve/protocol.h"
 #include "tern/serve/scheduler.h"
 
@@ -14,6 +15,7 @@ namespace tern::serve {
 struct LoadedModel {
   ModelSchema schema;
   std::vector<PredictFn> instances;
+  ModelReference reference;  // what it knows of its training data, for monitoring
 };
 // Opens the file at `path`, checks it and warms up `instances` copies on `warmup_rows` rows of
 // zeros; throws naming what is wrong.

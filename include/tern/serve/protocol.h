@@ -27,6 +27,18 @@ class HttpError : public std::runtime_error {
   int status_;
 };
 
+// A 400 for a value of an input that the model cannot take; reason (non_finite,
+// not_representable, out_of_range) labels the count in the metrics.
+class InputValueError : public HttpError {
+ public:
+  InputValueError(std::string reason, const std::string& message)
+      : HttpError(400, message), reason_(std::move(reason)) {}
+  const std::string& reason() const { return reason_; }
+
+ private:
+  std::string reason_;
+};
+
 // What a model version accepts and produces, as the protocol sees it.
 struct ModelSchema {
   std::string input_name = "input";
@@ -43,6 +55,7 @@ struct ModelSchema {
   int64_t min_tokens = 0;
   bool tokens() const { return input_datatype == "INT32"; }
   int64_t input_features() const { return shape_numel(input_shape); }
+  std::vector<std::string> feature_names;  // of the training data, for messages; may be empty
 };
 
 // One output the client asked for.
@@ -66,6 +79,7 @@ struct InferRequest {
 // Parses an infer request for `schema`. header_length is the Inference-Header-Content-Length
 // header: the JSON is the first header_length bytes and the binary tensor data follows it.
 // Throws HttpError (400) naming the input or field and what was wrong; never anything else.
+// Feature values must be finite and within FP32's range (InputValueError naming row and feature).
 // Token models take every numeric datatype whose values are whole numbers: INT32 as declared,
 // the other integer types, and FP32/FP64 holding integers (as tern converts any numeric type
 // for feature models; a value that is no whole number is refused, never rounded).

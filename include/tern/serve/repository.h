@@ -36,6 +36,7 @@ struct LoadedVersion {
   ModelOptions options;
   int64_t instances = 0;  // workers, each with its own copy of the model
   std::shared_ptr<VersionStats> stats;
+  std::shared_ptr<VersionMonitor> monitor;  // input checks and drift
   std::unique_ptr<Batcher> batcher;
   std::string signature;  // of the file it was loaded from (size, mtime)
 };

@@ -8,6 +8,7 @@
 #include "tern/serve/cache.h"
 #include "tern/serve/http_server.h"
 #include "tern/serve/metrics.h"
+#include "tern/serve/monitoring.h"
 #include "tern/serve/repository.h"
 
 namespace tern::serve {
@@ -27,6 +28,9 @@ class Router {
   void infer(HttpRequest& request, const std::string& model,
              const std::optional<std::string>& version, Responder respond);
   void finish(InferCall& call, JobResult&& result);
+  void watch(const InferCall& call, const JobResult& result);
+  HttpResponse feedback(HttpRequest& request, const std::string& model);
+  HttpResponse drift(const std::string& model, const std::optional<std::string>& version);
   HttpResponse model_metadata(const ModelState& model, const LoadedVersion* version) const;
   HttpResponse model_config(const ModelState& model, const LoadedVersion& version) const;
   HttpResponse model_stats(const std::string& model,
@@ -37,6 +41,7 @@ class Router {
   StatsRegistry& stats_;
   const ServerCounters& counters_;
   ResponseCache* cache_;
+  ModelWatches watches_;  // feedback joins and request logs, by model
   std::function<bool()> ready_;
   std::function<void(std::function<void()>)> post_;
 };

@@ -23,6 +23,7 @@ struct JobResult {
   std::vector<float> output;  // rows x output_features
   std::string error;          // empty on success
   uint64_t queue_ns = 0, input_ns = 0, infer_ns = 0, output_ns = 0;
+  InputRows input;  // the job's rows, handed back for monitoring after the answer
 };
 
 // One request waiting for the model.

@@ -41,6 +41,7 @@ class Trainer {
   ~Trainer();
   TrainResult run();
   EvalResult evaluate();
+  DataProfile prediction_profile();
   Model& model() { return *model_; }
   const Dataset& dataset() const { return data_; }
   Device device() const { return device_; }

@@ -1,0 +1,260 @@
+#include "tern/serve/monitoring.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+
+#include <spdlog/spdlog.h>
+
+#include "tern/serve/metrics.h"
+
+namespace tern::serve {
+namespace {
+
+std::string number(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  char buf[32];
+  return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+}
+
+std::string signature(const MonitoringOptions& o) {
+  return std::to_string(o.feedback_capacity) + "/" + number(o.feedback_ttl_seconds) + "/" +
+         std::to_string(o.feedback_window) + "/" + o.request_log + "/" +
+         number(o.request_log_sample) + "/" + std::to_string(o.request_log_max_bytes) + "/" +
+         std::to_string(o.request_log_keep);
+}
+
+std::vector<std::string> column_names(const DataProfile& p) {
+  std::vector<std::string> out;
+  for (const auto& c : p.columns) out.push_back(c.name);
+  return out;
+}
+
+}  // namespace
+
+VersionMonitor::VersionMonitor(const std::string& model, int64_t version,
+                               const ModelReference& reference, const MonitoringOptions& options,
+                               const ModelSchema& schema, int64_t instances)
+    : checks_(schema.tokens() ? FeatureStats{} : reference.feature_stats,
+              column_names(reference.inputs), options.range_policy, options.range_margin),
+      classification_(reference.classification),
+      memory_bytes_(reference.weight_bytes * instances),
+      options_(options),
+      watch_key_(signature(options) + (reference.classification ? "/c" : "/r")) {
+  if (schema.tokens() || !options.drift) return;
+  const bool inputs_fit =
+      static_cast<int64_t>(reference.inputs.columns.size()) == schema.input_features();
+  if (reference.inputs.empty() || !inputs_fit)
+    spdlog::warn(
+        "model '{}' version {}: the export carries no reference distribution of its inputs "
+        "(exported before tern-model reference profiles): input drift is not measured",
+        model, version);
+  if (reference.predictions.empty())
+    spdlog::warn(
+        "model '{}' version {}: the export carries no reference distribution of its "
+        "predictions: prediction drift is not measured",
+        model, version);
+  DriftWindowOptions w;
+  w.window_rows = options.drift_window_rows;
+  w.window_seconds = options.drift_window_seconds;
+  w.min_rows = options.drift_min_rows;
+  w.rule = options.drift_rule;
+  drift_ = std::make_unique<DriftWindow>(inputs_fit ? reference.inputs : DataProfile{},
+                                         reference.predictions, w);
+}
+
+std::vector<float> VersionMonitor::predictions(const float* output, int64_t rows,
+                                               int64_t width) const {
+  std::vector<float> out;
+  if (!classification_) return std::vector<float>(output, output + rows * width);
+  out.reserve(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = output + r * width;
+    out.push_back(static_cast<float>(std::max_element(row, row + width) - row));
+  }
+  return out;
+}
+
+void VersionMonitor::observe(const InputRows& input, int64_t rows, int64_t features,
+                             const std::vector<float>& predictions) {
+  if (!drift_ || input.features.empty()) return;
+  drift_->observe(input.features.data(), rows, features,
+                  drift_->has_predictions() ? predictions.data() : nullptr);
+}
+
+std::shared_ptr<ModelWatch> ModelWatches::get(const std::string& model,
+                                              const VersionMonitor& monitor) {
+  std::lock_guard lock(mu_);
+  auto& w = watches_[model];
+  if (w && w->key == monitor.watch_key()) return w;
+  const MonitoringOptions& options = monitor.options();
+  const bool classification = monitor.classification();
+  auto next = std::make_shared<ModelWatch>();
+  next->key = monitor.watch_key();
+  next->feedback = std::make_unique<FeedbackJoin>(
+      FeedbackOptions{options.feedback_capacity, options.feedback_ttl_seconds,
+                      options.feedback_window},
+      classification);
+  if (!options.request_log.empty()) {
+    try {
+      next->log = std::make_unique<RequestLog>(
+          RequestLogOptions{options.request_log, options.request_log_sample,
+                            options.request_log_max_bytes, options.request_log_keep});
+    } catch (const std::exception& e) {
+      spdlog::error("model '{}': {}; requests are not logged", model, e.what());
+    }
+  }
+  w = std::move(next);
+  return w;
+}
+
+std::shared_ptr<ModelWatch> ModelWatches::find(const std::string& model) const {
+  std::lock_guard lock(mu_);
+  auto it = watches_.find(model);
+  return it == watches_.end() ? nullptr : it->second;
+}
+
+std::map<std::string, std::shared_ptr<ModelWatch>> ModelWatches::all() const {
+  std::lock_guard lock(mu_);
+  return watches_;
+}
+
+void render_monitoring(std::string& out, const std::vector<MonitoredVersion>& versions,
+                       const std::map<std::string, int64_t>& ready_versions,
+                       const ModelWatches& watches) {
+  auto family = [&](const char* name, const char* type, const char* help) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  };
+  auto labels = [](const MonitoredVersion& v) {
+    return "model=\"" + escape_label(v.model) + "\",version=\"" + std::to_string(v.version) + "\"";
+  };
+  auto line = [&](const char* name, const std::string& l, double v) {
+    out += std::string(name) + "{" + l + "} " + number(v) + "\n";
+  };
+
+  auto scores = [&](const char* name, const std::string& l, const DriftScores& s) {
+    line(name, l + ",method=\"psi\"", s.psi);
+    line(name, l + ",method=\"jensen_shannon\"", s.jensen_shannon);
+    line(name, l + ",method=\"wasserstein\"", s.wasserstein);
+  };
+
+  family("tern_model_versions_ready", "gauge",
+         "Ready versions of each model found in the repository (0: the model serves nothing)");
+  for (const auto& [model, n] : ready_versions)
+    line("tern_model_versions_ready", "model=\"" + escape_label(model) + "\"",
+         static_cast<double>(n));
+  family("tern_model_ready", "gauge", "1 for each loaded version that takes traffic");
+  for (const auto& v : versions) line("tern_model_ready", labels(v), 1);
+  family("tern_model_memory_bytes", "gauge",
+         "Weights held by a version's workers (one copy each), in bytes");
+  for (const auto& v : versions)
+    line("tern_model_memory_bytes", labels(v), static_cast<double>(v.monitor->memory_bytes()));
+
+  family("tern_input_out_of_range_total", "counter",
+         "Feature values outside the training range (widened by input_checks.range_margin), "
+         "flagged or rejected");
+  for (const auto& v : versions) {
+    const InputChecks& c = v.monitor->checks();
+    if (!c.active()) continue;
+    for (size_t f = 0; f < c.features(); ++f)
+      line("tern_input_out_of_range_total",
+           labels(v) + ",feature=\"" + escape_label(c.feature_name(f)) + "\"",
+           static_cast<double>(c.out_of_range(f)));
+  }
+
+  struct Drift {
+    const MonitoredVersion* version;
+    DriftWindow::Report report;
+  };
+  std::vector<Drift> drifts;
+  for (const auto& v : versions)
+    if (const DriftWindow* d = v.monitor->drift()) drifts.push_back({&v, d->report()});
+  family("tern_drift_reference_available", "gauge",
+         "1 when the export carries the reference distribution (part: inputs, predictions)");
+  for (const auto& d : drifts) {
+    const DriftWindow& w = *d.version->monitor->drift();
+    line("tern_drift_reference_available", labels(*d.version) + ",part=\"inputs\"", w.has_inputs());
+    line("tern_drift_reference_available", labels(*d.version) + ",part=\"predictions\"",
+         w.has_predictions());
+  }
+  family("tern_drift_window_rows", "gauge", "Rows in the drift window");
+  for (const auto& d : drifts)
+    line("tern_drift_window_rows", labels(*d.version), static_cast<double>(d.report.rows));
+  family("tern_feature_drift", "gauge",
+         "Drift of a feature over the window against the training data, by method (psi, "
+         "jensen_shannon, wasserstein in training standard deviations)");
+  for (const auto& d : drifts)
+    for (const auto& c : d.report.inputs) {
+      scores("tern_feature_drift", labels(*d.version) + ",feature=\"" + escape_label(c.name) + "\"",
+             c.scores);
+    }
+  family("tern_feature_drifted", "gauge",
+         "1 when a feature's drift exceeds the threshold of the model's drift method");
+  for (const auto& d : drifts)
+    for (const auto& c : d.report.inputs)
+      line("tern_feature_drifted", labels(*d.version) + ",feature=\"" + escape_label(c.name) + "\"",
+           c.drifted);
+  family("tern_drift_features_share", "gauge", "Share of the features that drifted");
+  for (const auto& d : drifts)
+    if (d.version->monitor->drift()->has_inputs())
+      line("tern_drift_features_share", labels(*d.version), d.report.drifted_share);
+  family("tern_dataset_drift", "gauge",
+         "1 when at least drift.dataset_share of the features drifted (the data set drifted)");
+  for (const auto& d : drifts)
+    if (d.version->monitor->drift()->has_inputs())
+      line("tern_dataset_drift", labels(*d.version), d.report.dataset_drift);
+  family("tern_prediction_drift", "gauge",
+         "Drift of the model's predictions over the window against its validation answers");
+  for (const auto& d : drifts)
+    for (const auto& c : d.report.predictions) {
+      scores("tern_prediction_drift",
+             labels(*d.version) + ",output=\"" + escape_label(c.name) + "\"", c.scores);
+    }
+
+  const auto all = watches.all();
+  // Each family's lines together, as the text format requires.
+  auto per_live = [&](const char* name, const char* type, const char* help, bool classification,
+                      auto value) {
+    family(name, type, help);
+    for (const auto& [model, w] : all)
+      if (classification == w->feedback->classification())
+        for (const auto& l : w->feedback->live())
+          if (l.rows)
+            line(name,
+                 "model=\"" + escape_label(model) + "\",version=\"" + std::to_string(l.version) +
+                     "\"",
+                 value(l));
+  };
+  per_live("tern_live_accuracy", "gauge",
+           "Accuracy over the last feedback.window labelled rows (classification)", true,
+           [](const FeedbackJoin::Live& l) { return l.accuracy; });
+  per_live("tern_live_mae", "gauge", "Mean absolute error over the last labelled rows (regression)",
+           false, [](const FeedbackJoin::Live& l) { return l.mae; });
+  per_live("tern_live_rmse", "gauge", "Root mean squared error over the last labelled rows", false,
+           [](const FeedbackJoin::Live& l) { return l.rmse; });
+  family("tern_feedback_window_rows", "gauge", "Labelled rows the live figures cover");
+  for (const auto& [model, w] : all)
+    for (const auto& l : w->feedback->live())
+      line("tern_feedback_window_rows",
+           "model=\"" + escape_label(model) + "\",version=\"" + std::to_string(l.version) + "\"",
+           static_cast<double>(l.rows));
+  family("tern_feedback_matched_total", "counter", "Feedback items joined with a prediction");
+  for (const auto& [model, w] : all)
+    for (const auto& l : w->feedback->live())
+      line("tern_feedback_matched_total",
+           "model=\"" + escape_label(model) + "\",version=\"" + std::to_string(l.version) + "\"",
+           static_cast<double>(l.matched));
+  family("tern_feedback_unmatched_total", "counter",
+         "Feedback items whose id names no kept prediction (never seen, evicted, or given twice)");
+  for (const auto& [model, w] : all)
+    line("tern_feedback_unmatched_total", "model=\"" + escape_label(model) + "\"",
+         static_cast<double>(w->feedback->unmatched()));
+  family("tern_feedback_late_total", "counter",
+         "Feedback items that came after feedback.ttl_seconds: counted, not joined");
+  for (const auto& [model, w] : all)
+    line("tern_feedback_late_total", "model=\"" + escape_label(model) + "\"",
+         static_cast<double>(w->feedback->late()));
+}
+
+}  // namespace tern::serve
