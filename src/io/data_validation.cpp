@@ -95,7 +95,8 @@ ValidationReport validate_data(const DataReference& ref, const std::string& path
           "dtype " + dtype + ", the reference has " + ref.x_dtype);
     const int64_t rows = info.dims.empty() ? 0 : info.dims[0];
     const int64_t width = rows && info.dims.size() >= 2 ? shape_numel(info.dims) / rows : 0;
-    check("schema", path + " " + xs, info.dims.size() == 2 && width == static_cast<int64_t>(cols),
+    const bool shape_ok = info.dims.size() >= 2 && width == static_cast<int64_t>(cols);
+    check("schema", path + " " + xs, shape_ok,
           "shape " + shape_str(info.dims) + ", the reference has " + std::to_string(cols) +
               " features per row");
     if (ref.kind == "data") {
@@ -117,8 +118,7 @@ ValidationReport validate_data(const DataReference& ref, const std::string& path
       check("schema", path + " feature_names", same,
             "the feature names differ from the reference's");
     }
-    if (!numeric || info.dims.size() != 2 || width != static_cast<int64_t>(cols) || rows == 0)
-      continue;
+    if (!numeric || !shape_ok || rows == 0) continue;
 
     const Tensor x = file.read(xs, DType::f32);
     const float* v = x.data<float>();

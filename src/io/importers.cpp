@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -252,36 +253,46 @@ RequestLogSummary import_request_log(const RequestLogImport& job) {
   };
   std::vector<Request> requests;
   std::map<std::string, std::vector<double>> truth;  // by request id
+  // Rows of numbers; null (how JSON carries a NaN or infinite output) as NaN.
+  auto rows_of = [](const nlohmann::json& j) {
+    std::vector<std::vector<double>> out;
+    for (const auto& row : j) {
+      out.emplace_back();
+      for (const auto& v : row) out.back().push_back(v.is_null() ? NAN : v.get<double>());
+    }
+    return out;
+  };
   for (const std::string& path : job.inputs) {
     std::ifstream in(path);
     if (!in) throw InputError("request log '" + path + "' cannot be read (missing?)");
-    std::string line;
-    for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(std::move(line));
+    for (size_t n = 0; n < lines.size(); ++n) {
+      const std::string& line = lines[n];
       if (trim(line).empty()) continue;
-      const std::string where = path + ":" + std::to_string(line_no);
+      const std::string where = path + ":" + std::to_string(n + 1);
       const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-      if (!j.is_object()) throw InputError(where + ": not a JSON object");
+      if (!j.is_object()) {
+        // The server may be writing the last line, or died while it did.
+        if (n + 1 == lines.size()) {
+          std::fprintf(stderr, "%s: an unfinished last line, left out\n", where.c_str());
+          continue;
+        }
+        throw InputError(where + ": not a JSON object");
+      }
       if (!job.model.empty() && j.value("model", "") != job.model) continue;
       try {
         if (auto fb = j.find("feedback"); fb != j.end()) {
-          const std::string id = fb->at("id").get<std::string>();
           std::vector<double> values;
-          const char* key = fb->contains("labels")  ? "labels"
-                            : fb->contains("label") ? "label"
-                                                    : "target";
-          const auto& v = fb->at(key);
-          if (v.is_array())
-            for (const auto& e : v) values.push_back(e.get<double>());
-          else
-            values.push_back(v.get<double>());
-          truth[id] = std::move(values);
+          for (const auto& v : fb->at("values")) values.push_back(v.get<double>());
+          truth[fb->at("id").get<std::string>()] = std::move(values);
           continue;
         }
         Request r;
         r.where = where;
         if (j.contains("id")) r.id = j.at("id").get<std::string>();
-        r.input = j.at("input").get<std::vector<std::vector<double>>>();
-        r.output = j.at("output").get<std::vector<std::vector<double>>>();
+        r.input = rows_of(j.at("input"));
+        r.output = rows_of(j.at("output"));
         if (r.input.size() != r.output.size())
           throw InputError(where + ": " + std::to_string(r.input.size()) + " input rows but " +
                            std::to_string(r.output.size()) + " output rows");
@@ -315,8 +326,8 @@ RequestLogSummary import_request_log(const RequestLogImport& job) {
                          std::to_string(row.size()) + " features, earlier rows " +
                          std::to_string(summary.features) + " (mixed models? use --model)");
       if (!classification && r.output[i].size() != 1)
-        throw InputError(r.where + ": regression rows need one output, this one has " +
-                         std::to_string(r.output[i].size()));
+        throw InputError(r.where + ": the data layout holds one regression target per row; " +
+                         "this model answers " + std::to_string(r.output[i].size()));
       double label;
       if (labels) {
         label = (*labels)[i];

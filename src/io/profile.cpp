@@ -122,7 +122,11 @@ DataProfile profile_columns(const float* x, int64_t rows, int64_t cols,
   const int64_t step = std::max<int64_t>(1, (rows + opt.quantile_rows - 1) / opt.quantile_rows);
   for (int64_t c = 0; c < cols; ++c) {
     ColumnProfile col;
-    col.name = c < static_cast<int64_t>(names.size()) ? names[c] : column_name(c);
+    // Names label the metric series: an empty or repeated one becomes f<c>.
+    col.name = c < static_cast<int64_t>(names.size()) ? names[c] : "";
+    for (const ColumnProfile& before : profile.columns)
+      if (before.name == col.name) col.name.clear();
+    if (col.name.empty()) col.name = column_name(c);
     col.rows = rows;
     std::vector<double> sample;
     double sum = 0;
@@ -267,11 +271,16 @@ void DriftRule::validate(const std::string& where) const {
   if (method != "auto" && method != "psi" && method != "jensen_shannon" && method != "wasserstein")
     throw InputError(where + ": drift method '" + method +
                      "' is not one of auto, psi, jensen_shannon, wasserstein");
-  for (double t : {psi, jensen_shannon, wasserstein})
+  const std::pair<const char*, double> thresholds[] = {{"psi_threshold", psi},
+                                                       {"jensen_shannon_threshold", jensen_shannon},
+                                                       {"wasserstein_threshold", wasserstein}};
+  for (const auto& [key, t] : thresholds)
     if (!(t > 0) || !std::isfinite(t))
-      throw InputError(where + ": drift thresholds must be positive numbers");
+      throw InputError(where + ": " + key + " = " + std::to_string(t) +
+                       ": must be a positive number");
   if (!(dataset_share > 0 && dataset_share <= 1))
-    throw InputError(where + ": the data set drift share must lie in (0, 1]");
+    throw InputError(where + ": dataset_share = " + std::to_string(dataset_share) +
+                     ": must lie in (0, 1]");
 }
 
 nlohmann::json profile_to_json(const DataProfile& p) {

@@ -14,7 +14,8 @@ namespace {
 
 // The ground truth of one labelled item as numbers: class indices, or targets.
 std::vector<double> truth_values(const nlohmann::json& item, const std::string& id,
-                                 bool classification, const std::vector<std::string>& labels) {
+                                 bool classification, const std::vector<std::string>& labels,
+                                 int64_t classes) {
   const char* key = classification ? (item.contains("labels") ? "labels" : "label") : "target";
   auto it = item.find(key);
   if (it == item.end())
@@ -42,8 +43,12 @@ std::vector<double> truth_values(const nlohmann::json& item, const std::string& 
     for (const auto& v : *it) add(v);
   else
     add(*it);
-  for (double v : out)
+  for (double v : out) {
     if (!std::isfinite(v)) bad(id, "values must be finite");
+    if (classification && (v < 0 || v >= static_cast<double>(classes) || v != std::floor(v)))
+      bad(id, "label " + std::to_string(v) + " is no class index in [0, " +
+                  std::to_string(classes) + ")");
+  }
   return out;
 }
 
@@ -58,68 +63,94 @@ void FeedbackJoin::record(const std::string& id, int64_t version, int64_t rows,
   const uint64_t serial = ++serial_;
   by_id_[id] = Prediction{version, rows, std::move(predicted), now, serial};
   order_.emplace_back(id, serial);
+  auto current = [&](const std::pair<std::string, uint64_t>& entry) {
+    auto it = by_id_.find(entry.first);
+    return it != by_id_.end() && it->second.serial == entry.second;
+  };
   while (static_cast<int64_t>(by_id_.size()) > options_.capacity && !order_.empty()) {
-    auto [old, old_serial] = order_.front();
+    if (current(order_.front())) by_id_.erase(order_.front().first);
     order_.pop_front();
-    auto it = by_id_.find(old);
-    if (it != by_id_.end() && it->second.serial == old_serial) by_id_.erase(it);
   }
-  // Entries of ids recorded again (or joined) leave the queue as they reach its front.
-  while (!order_.empty()) {
-    auto it = by_id_.find(order_.front().first);
-    if (it != by_id_.end() && it->second.serial == order_.front().second) break;
-    order_.pop_front();
+  // Entries of ids recorded again, joined or late stay in the queue until they reach its front;
+  // when they outnumber the kept ones, the queue is rebuilt without them.
+  if (order_.size() > 2 * by_id_.size() + 1024) {
+    std::deque<std::pair<std::string, uint64_t>> kept;
+    for (auto& entry : order_)
+      if (current(entry)) kept.push_back(std::move(entry));
+    order_.swap(kept);
   }
 }
 
-FeedbackJoin::Result FeedbackJoin::add(const nlohmann::json& item,
+FeedbackJoin::Item FeedbackJoin::parse(const nlohmann::json& item,
                                        const std::vector<std::string>& labels,
-                                       Clock::time_point now) {
+                                       int64_t classes) const {
   if (!item.is_object()) throw HttpError(400, "every feedback item must be a JSON object");
   auto id_it = item.find("id");
   if (id_it == item.end() || !id_it->is_string())
     throw HttpError(400, "every feedback item needs 'id', the string id of its infer request");
-  const std::string id = id_it->get<std::string>();
-  const std::vector<double> truth = truth_values(item, id, classification_, labels);
-  Result result;
+  Item out;
+  out.id = id_it->get<std::string>();
+  out.truth = truth_values(item, out.id, classification_, labels, classes);
+  return out;
+}
+
+FeedbackJoin::Result FeedbackJoin::join(const std::vector<Item>& items, Clock::time_point now) {
   std::lock_guard lock(mu_);
-  auto it = by_id_.find(id);
-  if (it == by_id_.end()) {
-    ++unmatched_;
-    result.unmatched = 1;
-    return result;
+  for (const Item& item : items) {
+    auto it = by_id_.find(item.id);
+    if (it == by_id_.end()) continue;
+    const Prediction& p = it->second;
+    const size_t want = classification_ ? static_cast<size_t>(p.rows) : p.predicted.size();
+    if (item.truth.size() != want)
+      bad(item.id,
+          "has " + std::to_string(item.truth.size()) + " value(s); its request had " +
+              std::to_string(p.rows) + " row(s)" +
+              (classification_
+                   ? ""
+                   : " of " + std::to_string(p.predicted.size() / std::max<int64_t>(p.rows, 1)) +
+                         " output(s)") +
+              "; nothing of this feedback was joined");
   }
-  const Prediction& p = it->second;
-  if (std::chrono::duration<double>(now - p.at).count() > options_.ttl_seconds) {
-    ++late_;
-    result.late = 1;
-    by_id_.erase(it);
-    return result;
-  }
-  const size_t width = p.predicted.size() / static_cast<size_t>(std::max<int64_t>(p.rows, 1));
-  const size_t want = classification_ ? static_cast<size_t>(p.rows) : p.predicted.size();
-  if (truth.size() != want)
-    bad(id, "has " + std::to_string(truth.size()) + " value(s); its request had " +
-                std::to_string(p.rows) + " row(s)" +
-                (classification_ ? "" : " of " + std::to_string(width) + " output(s)"));
-  for (int64_t r = 0; r < p.rows; ++r) {
-    if (classification_) {
-      const double wrong = truth[r] == p.predicted[r] ? 0.0 : 1.0;
-      score(p.version, wrong, wrong);
+  Result result;
+  for (const Item& item : items) {
+    auto it = by_id_.find(item.id);
+    if (it == by_id_.end()) {
+      ++unmatched_;
+      ++result.unmatched;
       continue;
     }
-    double abs_sum = 0, sq_sum = 0;
-    for (size_t k = 0; k < width; ++k) {
-      const double e = truth[r * width + k] - p.predicted[r * width + k];
-      abs_sum += std::fabs(e);
-      sq_sum += e * e;
+    const Prediction& p = it->second;
+    if (std::chrono::duration<double>(now - p.at).count() > options_.ttl_seconds) {
+      ++late_;
+      ++result.late;
+      by_id_.erase(it);
+      continue;
     }
-    score(p.version, abs_sum / static_cast<double>(width), sq_sum / static_cast<double>(width));
+    const size_t width = p.predicted.size() / static_cast<size_t>(std::max<int64_t>(p.rows, 1));
+    for (int64_t r = 0; r < p.rows; ++r) {
+      if (classification_) {
+        const double wrong = item.truth[r] == p.predicted[r] ? 0.0 : 1.0;
+        score(p.version, wrong, wrong);
+        continue;
+      }
+      double abs_sum = 0, sq_sum = 0;
+      for (size_t k = 0; k < width; ++k) {
+        const double e = item.truth[r * width + k] - p.predicted[r * width + k];
+        abs_sum += std::fabs(e);
+        sq_sum += e * e;
+      }
+      score(p.version, abs_sum / static_cast<double>(width), sq_sum / static_cast<double>(width));
+    }
+    ++windows_[p.version].matched;
+    by_id_.erase(it);
+    ++result.matched;
   }
-  ++windows_[p.version].matched;
-  by_id_.erase(it);
-  result.matched = 1;
   return result;
+}
+
+size_t FeedbackJoin::queued() const {
+  std::lock_guard lock(mu_);
+  return order_.size();
 }
 
 void FeedbackJoin::score(int64_t version, double error, double squared) {

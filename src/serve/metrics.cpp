@@ -123,7 +123,10 @@ void render_process_metrics(std::string& out) {
   // /proc/self/stat: fields after the command name (which may hold spaces, so split at its ')').
   std::ifstream stat_file("/proc/self/stat");
   std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
-  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  const size_t comm_end = stat.rfind(')');
+  std::istringstream fields(comm_end == std::string::npos || comm_end + 2 > stat.size()
+                                ? std::string()
+                                : stat.substr(comm_end + 2));
   std::vector<std::string> f{std::istream_iterator<std::string>(fields),
                              std::istream_iterator<std::string>()};
   // Field numbers of proc(5) minus 3 (pid and comm are gone, and it counts from 1).

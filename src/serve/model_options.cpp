@@ -151,9 +151,14 @@ ModelOptions parse_model_options(const std::string& text, const std::string& whe
   require_real(m.range_margin >= 0, "input_checks.range_margin", m.range_margin, "must be >= 0");
   require(m.drift_window_rows >= 10 && m.drift_window_rows <= 100'000'000, "drift.window_rows",
           m.drift_window_rows, "must lie in [10, 100000000]");
-  require_real(m.drift_window_seconds >= 0, "drift.window_seconds", m.drift_window_seconds,
-               "must be >= 0 (0 = a window of drift.window_rows rows)");
-  require(m.drift_min_rows >= 1, "drift.min_rows", m.drift_min_rows, "must be >= 1");
+  require_real(
+      m.drift_window_seconds == 0 || (m.drift_window_seconds >= 1 && m.drift_window_seconds <= 1e7),
+      "drift.window_seconds", m.drift_window_seconds,
+      "must be 0 (a window of drift.window_rows rows) or lie in [1, 10000000]");
+  require(m.drift_min_rows >= 1 &&
+              (m.drift_window_seconds > 0 || m.drift_min_rows <= m.drift_window_rows),
+          "drift.min_rows", m.drift_min_rows,
+          "must be >= 1 and, for a window of rows, at most drift.window_rows");
   m.drift_rule.validate(where + ": [drift]");
   require(m.feedback_capacity >= 1, "feedback.capacity", m.feedback_capacity, "must be >= 1");
   require_real(m.feedback_ttl_seconds > 0, "feedback.ttl_seconds", m.feedback_ttl_seconds,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <filesystem>
 
 #include <spdlog/spdlog.h>
 
@@ -60,8 +61,18 @@ VersionMonitor::VersionMonitor(const std::string& model, int64_t version,
   w.window_seconds = options.drift_window_seconds;
   w.min_rows = options.drift_min_rows;
   w.rule = options.drift_rule;
-  drift_ = std::make_unique<DriftWindow>(inputs_fit ? reference.inputs : DataProfile{},
-                                         reference.predictions, w);
+  // A classifier's predictions are one column (the class), a regressor's one per output.
+  const size_t prediction_columns =
+      classification_ ? 1 : static_cast<size_t>(schema.output_features);
+  const bool predictions_fit = reference.predictions.columns.size() == prediction_columns;
+  if (!reference.predictions.empty() && !predictions_fit)
+    spdlog::warn(
+        "model '{}' version {}: the prediction reference has {} column(s), the model "
+        "answers {}: prediction drift is not measured",
+        model, version, reference.predictions.columns.size(), prediction_columns);
+  drift_ =
+      std::make_unique<DriftWindow>(inputs_fit ? reference.inputs : DataProfile{},
+                                    predictions_fit ? reference.predictions : DataProfile{}, w);
 }
 
 std::vector<float> VersionMonitor::predictions(const float* output, int64_t rows,
@@ -83,6 +94,12 @@ void VersionMonitor::observe(const InputRows& input, int64_t rows, int64_t featu
                   drift_->has_predictions() ? predictions.data() : nullptr);
 }
 
+bool ModelWatch::sample_request() {
+  const uint64_t n = answered.fetch_add(1, std::memory_order_relaxed);
+  return std::floor(static_cast<double>(n + 1) * log_sample) >
+         std::floor(static_cast<double>(n) * log_sample);
+}
+
 std::shared_ptr<ModelWatch> ModelWatches::get(const std::string& model,
                                               const VersionMonitor& monitor) {
   std::lock_guard lock(mu_);
@@ -96,13 +113,20 @@ std::shared_ptr<ModelWatch> ModelWatches::get(const std::string& model,
       FeedbackOptions{options.feedback_capacity, options.feedback_ttl_seconds,
                       options.feedback_window},
       classification);
+  next->log_sample = options.request_log_sample;
   if (!options.request_log.empty()) {
-    try {
-      next->log = std::make_unique<RequestLog>(
-          RequestLogOptions{options.request_log, options.request_log_sample,
-                            options.request_log_max_bytes, options.request_log_keep});
-    } catch (const std::exception& e) {
-      spdlog::error("model '{}': {}; requests are not logged", model, e.what());
+    // One log object per file: two models (or two generations of one model's watch) writing
+    // the same path must share its size count and its rotation.
+    const std::string path = std::filesystem::absolute(options.request_log).lexically_normal();
+    next->log = logs_[path].lock();
+    if (!next->log) {
+      try {
+        next->log = std::make_shared<RequestLog>(RequestLogOptions{
+            options.request_log, options.request_log_max_bytes, options.request_log_keep});
+        logs_[path] = next->log;
+      } catch (const std::exception& e) {
+        spdlog::error("model '{}': {}; requests are not logged", model, e.what());
+      }
     }
   }
   w = std::move(next);

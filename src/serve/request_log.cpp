@@ -43,12 +43,6 @@ void RequestLog::write_request(const std::string& model, int64_t version,
                                const std::optional<std::string>& id, int64_t rows,
                                const InputRows& input, int64_t input_width, const float* output,
                                int64_t output_width) {
-  {
-    std::lock_guard lock(mu_);
-    credit_ += options_.sample;
-    if (credit_ < 1.0) return;
-    credit_ -= 1.0;
-  }
   nlohmann::json head = {{"time", unix_seconds()}, {"model", model}, {"version", version}};
   if (id) head["id"] = *id;
   std::string line = head.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -75,8 +69,10 @@ void RequestLog::write_request(const std::string& model, int64_t version,
   append(line);
 }
 
-void RequestLog::write_feedback(const std::string& model, const nlohmann::json& item) {
-  const nlohmann::json j = {{"time", unix_seconds()}, {"model", model}, {"feedback", item}};
+void RequestLog::write_feedback(const std::string& model, const std::string& id,
+                                const std::vector<double>& values) {
+  const nlohmann::json j = {
+      {"time", unix_seconds()}, {"model", model}, {"feedback", {{"id", id}, {"values", values}}}};
   const std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   std::lock_guard lock(mu_);
   append(line);
@@ -84,14 +80,20 @@ void RequestLog::write_feedback(const std::string& model, const nlohmann::json& 
 
 void RequestLog::append(const std::string& line) {
   if (bytes_ > 0 && bytes_ + static_cast<int64_t>(line.size()) > options_.max_bytes) rotate();
+  if (!out_.is_open()) out_.open(options_.path, std::ios::app);
   out_ << line;
   out_.flush();
   if (!out_) {
-    spdlog::warn("request log '{}': write failed; lines are dropped until it works again",
-                 options_.path);
+    if (!failing_)
+      spdlog::warn("request log '{}': write failed; lines are dropped until a write works",
+                   options_.path);
+    failing_ = true;
+    out_.close();
     out_.clear();
     return;
   }
+  if (failing_) spdlog::info("request log '{}': writing again", options_.path);
+  failing_ = false;
   bytes_ += static_cast<int64_t>(line.size());
 }
 
@@ -103,6 +105,14 @@ void RequestLog::rotate() {
   for (int64_t i = options_.keep - 1; i >= 1; --i)
     std::filesystem::rename(p + "." + std::to_string(i), p + "." + std::to_string(i + 1), ec);
   std::filesystem::rename(p, p + ".1", ec);
+  if (ec) {
+    // Not rotated: keep appending to the file rather than truncating it.
+    spdlog::warn("request log '{}': cannot rotate ({}); tried again after another max_bytes", p,
+                 ec.message());
+    out_.open(p, std::ios::app);
+    bytes_ = 0;
+    return;
+  }
   out_.open(p, std::ios::trunc);
   bytes_ = 0;
 }

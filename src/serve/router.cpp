@@ -472,25 +472,37 @@ void Router::finish(InferCall& call, JobResult&& result) {
   stats.request_seconds.observe_ns(total);
   stats.inference_count.fetch_add(static_cast<uint64_t>(call.request.rows),
                                   std::memory_order_relaxed);
+  // Kept for feedback before the answer goes out: a client may post the ground truth as soon
+  // as it has the answer.
+  const std::shared_ptr<ModelWatch> model_watch = watches_.get(lv.model, *lv.monitor);
+  std::vector<float> predicted;
+  const bool watched = lv.monitor->drift() || model_watch->log || call.request.id;
+  if (watched && !lv.schema.tokens())
+    predicted =
+        lv.monitor->predictions(result.output.data(), call.request.rows, lv.schema.output_features);
+  if (call.request.id && !lv.schema.tokens())
+    model_watch->feedback->record(*call.request.id, lv.version, call.request.rows, predicted);
   call.respond(std::move(response));
-  watch(call, result);
+  if (!watched) return;
+  try {
+    watch(call, result, *model_watch, predicted);
+  } catch (const std::exception& e) {
+    spdlog::error("model '{}' version {}: monitoring the answer failed: {}", lv.model, lv.version,
+                  e.what());
+  }
 }
 
 // After the answer went out, so no client waits for it: the rows into the drift window, the
-// prediction kept for feedback, the request into the request log.
-void Router::watch(const InferCall& call, const JobResult& result) {
+// request into the request log.
+void Router::watch(const InferCall& call, const JobResult& result, ModelWatch& model_watch,
+                   const std::vector<float>& predicted) {
   const LoadedVersion& lv = *call.version;
-  VersionMonitor& monitor = *lv.monitor;
-  const int64_t rows = call.request.rows, width = lv.schema.output_features;
-  const std::shared_ptr<ModelWatch> model_watch = watches_.get(lv.model, monitor);
-  const bool keep = call.request.id.has_value() && !lv.schema.tokens();
-  if (!monitor.drift() && !keep && !model_watch->log) return;
-  std::vector<float> predicted = monitor.predictions(result.output.data(), rows, width);
-  monitor.observe(result.input, rows, lv.schema.input_features(), predicted);
-  if (model_watch->log)
-    model_watch->log->write_request(lv.model, lv.version, call.request.id, rows, result.input,
-                                    lv.schema.input_features(), result.output.data(), width);
-  if (keep) model_watch->feedback->record(*call.request.id, lv.version, rows, std::move(predicted));
+  const int64_t rows = call.request.rows;
+  lv.monitor->observe(result.input, rows, lv.schema.input_features(), predicted);
+  if (model_watch.log && model_watch.sample_request())
+    model_watch.log->write_request(lv.model, lv.version, call.request.id, rows, result.input,
+                                   lv.schema.input_features(), result.output.data(),
+                                   lv.schema.output_features);
 }
 
 HttpResponse Router::feedback(HttpRequest& request, const std::string& model) {
@@ -504,24 +516,24 @@ HttpResponse Router::feedback(HttpRequest& request, const std::string& model) {
     throw HttpError(400,
                     "the feedback request must be a JSON object: {\"id\": ..., \"label\": ...} "
                     "or {\"feedback\": [items]}");
-  json items = json::array();
+  const std::shared_ptr<ModelWatch> w = watches_.get(model, *r.version->monitor);
+  // Every item is checked before any is joined: a bad one leaves nothing half applied.
+  std::vector<FeedbackJoin::Item> items;
+  auto add = [&](const json& item) {
+    items.push_back(
+        w->feedback->parse(item, r.version->schema.labels, r.version->schema.output_features));
+  };
   if (auto list = body.find("feedback"); list != body.end()) {
     if (!list->is_array()) throw HttpError(400, "'feedback' must be an array of items");
-    items = *list;
+    for (const auto& item : *list) add(item);
   } else {
-    items.push_back(body);
+    add(body);
   }
-  const std::shared_ptr<ModelWatch> w = watches_.get(model, *r.version->monitor);
-  FeedbackJoin::Result total;
-  for (const auto& item : items) {
-    const FeedbackJoin::Result one = w->feedback->add(item, r.version->schema.labels);
-    total.matched += one.matched;
-    total.unmatched += one.unmatched;
-    total.late += one.late;
-    if (w->log) w->log->write_feedback(model, item);
-  }
+  const FeedbackJoin::Result result = w->feedback->join(items);
+  if (w->log)
+    for (const auto& item : items) w->log->write_feedback(model, item.id, item.truth);
   return json_response(
-      {{"matched", total.matched}, {"unmatched", total.unmatched}, {"late", total.late}});
+      {{"matched", result.matched}, {"unmatched", result.unmatched}, {"late", result.late}});
 }
 
 HttpResponse Router::drift(const std::string& model, const std::optional<std::string>& version) {

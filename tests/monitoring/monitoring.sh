@@ -44,6 +44,9 @@ window = 1000
 path = $WORK/requests.jsonl
 EOF
 printf '[input_checks]\nrange = reject\n' >"$WORK/repo/strict/config.ini"
+# An export from before reference profiles: it serves, and says what monitoring lacks.
+mkdir -p "$WORK/repo/old/1" && cp "$model" "$WORK/repo/old/1/"
+py -c 'import h5py, sys; f = h5py.File(sys.argv[1], "a"); del f.attrs["reference_profile"]' "$WORK/repo/old/1/model.h5"
 printf '[input_checks]\nrange = off\n' >"$WORK/repo/lenient/config.ini"
 serve_repo "$WORK/repo"
 trap 'stop_monitoring; kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -83,6 +86,13 @@ grep -q '^tern_input_rejected_total{model="strict",version="1",reason="out_of_ra
 ! grep -q 'tern_input_out_of_range_total{model="lenient"' <<<"$metrics" && pass "off: no range counting" ||
   fail "range counted under range = off"
 expect_http 200 '"model_name":"strict"' strict "$(infer_body "$(row 5 3)")"
+expect_http 200 '"model_name":"old"' old "$(infer_body "$(row 5 100)")"
+metrics=$(curl -s "$URL/metrics")
+grep -q '^tern_drift_reference_available{model="old",version="1",part="inputs"} 0$' <<<"$metrics" &&
+  grep -q '^tern_input_out_of_range_total{model="old",version="1",feature="f5"} 1$' <<<"$metrics" &&
+  grep -q "model 'old' version 1: the export carries no reference distribution of its inputs" "$WORK/serve.log" &&
+  pass "an export without reference profiles serves, its range checks work, and it says drift is not measured" ||
+  fail "old export: $(grep 'model="old"' <<<"$metrics" | grep -v ' 0$' | head -5)"
 
 # Drift: the validation rows drift nowhere; then the same rows with f20 shifted by 6 and f43
 # scaled by 3: exactly those two cross the threshold within one window.

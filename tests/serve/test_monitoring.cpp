@@ -1,13 +1,18 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 
+#include "temp_dir.h"
 #include "tern/base/error.h"
 #include "tern/serve/drift_window.h"
 #include "tern/serve/feedback.h"
 #include "tern/serve/input_checks.h"
 #include "tern/serve/model_options.h"
+#include "tern/serve/monitoring.h"
 #include "tern/serve/protocol.h"
+#include "tern/serve/request_log.h"
 
 namespace tern::serve {
 namespace {
@@ -71,17 +76,25 @@ TEST(DriftWindow, TimeWindowForgetsOldSlices) {
   EXPECT_EQ(w.report(t0 + std::chrono::seconds(60)).rows, 1);
 }
 
+// One item parsed and joined.
+FeedbackJoin::Result give(FeedbackJoin& f, const nlohmann::json& item, Clock::time_point now,
+                          const std::vector<std::string>& labels = {}) {
+  return f.join({f.parse(item, labels, 10)}, now);
+}
+
 TEST(Feedback, AccuracyOverTheWindowUnmatchedAndLate) {
   FeedbackJoin f({/*capacity=*/3, /*ttl_seconds=*/60, /*window=*/4}, true);
   const auto t0 = Clock::now();
   f.record("a", 1, 2, {3, 4}, t0);
   f.record("b", 1, 1, {7}, t0);
   f.record("c", 2, 1, {1}, t0);
-  EXPECT_EQ(f.add({{"id", "a"}, {"labels", {3, 5}}}, {}, t0).matched, 1);
-  EXPECT_EQ(f.add({{"id", "a"}, {"labels", {3, 5}}}, {}, t0).unmatched, 1);  // joined once
-  EXPECT_EQ(f.add({{"id", "b"}, {"label", 7}}, {}, t0 + std::chrono::seconds(61)).late, 1);
-  EXPECT_EQ(f.add({{"id", "zz"}, {"label", 1}}, {}, t0).unmatched, 1);
-  EXPECT_THROW(f.add({{"id", "c"}, {"labels", {1, 2}}}, {}, t0), HttpError);
+  EXPECT_EQ(give(f, {{"id", "a"}, {"labels", {3, 5}}}, t0).matched, 1);
+  EXPECT_EQ(give(f, {{"id", "a"}, {"labels", {3, 5}}}, t0).unmatched, 1);  // joined once
+  EXPECT_EQ(give(f, {{"id", "b"}, {"label", 7}}, t0 + std::chrono::seconds(61)).late, 1);
+  EXPECT_EQ(give(f, {{"id", "zz"}, {"label", 1}}, t0).unmatched, 1);
+  EXPECT_THROW(give(f, {{"id", "c"}, {"labels", {1, 2}}}, t0), HttpError);
+  EXPECT_THROW(f.parse({{"id", "c"}, {"label", 10}}, {}, 10), HttpError);   // no such class
+  EXPECT_THROW(f.parse({{"id", "c"}, {"label", 2.5}}, {}, 10), HttpError);  // no index
   const auto live = f.live();
   ASSERT_EQ(live.size(), 1u);
   EXPECT_EQ(live[0].version, 1);
@@ -91,18 +104,67 @@ TEST(Feedback, AccuracyOverTheWindowUnmatchedAndLate) {
   EXPECT_EQ(f.late(), 1u);
   // Capacity 3: the oldest prediction goes first.
   for (const char* id : {"d", "e", "g", "h"}) f.record(id, 1, 1, {0}, t0);
-  EXPECT_EQ(f.add({{"id", "c"}, {"label", 1}}, {}, t0).unmatched, 1);
-  EXPECT_EQ(f.add({{"id", "h"}, {"label", "zero"}}, {"zero", "one"}, t0).matched, 1);
+  EXPECT_EQ(give(f, {{"id", "c"}, {"label", 1}}, t0).unmatched, 1);
+  EXPECT_EQ(give(f, {{"id", "h"}, {"label", "zero"}}, t0, {"zero", "one"}).matched, 1);
+}
+
+TEST(Feedback, ABatchIsJoinedWholeOrNotAtAll) {
+  FeedbackJoin f({10, 60, 10}, true);
+  f.record("a", 1, 1, {3});
+  f.record("b", 1, 2, {1, 2});
+  const std::vector<FeedbackJoin::Item> batch = {f.parse({{"id", "a"}, {"label", 3}}, {}, 10),
+                                                 f.parse({{"id", "b"}, {"label", 1}}, {}, 10)};
+  EXPECT_THROW(f.join(batch), HttpError);  // b had 2 rows
+  EXPECT_TRUE(f.live().empty());
+  EXPECT_EQ(f.join({batch[0]}).matched, 1);
+}
+
+TEST(Feedback, TheAgeQueueStaysBoundedWhenIdsRepeat) {
+  FeedbackJoin f({1000, 60, 10}, true);
+  f.record("never-labelled", 1, 1, {0});
+  for (int i = 0; i < 100000; ++i) f.record("same", 1, 1, {0});
+  EXPECT_LE(f.queued(), 2u * 2 + 1024 + 1);
 }
 
 TEST(Feedback, RegressionErrors) {
   FeedbackJoin f({10, 60, 10}, false);
   f.record("r", 3, 2, {1.0f, 5.0f});
-  f.add({{"id", "r"}, {"target", {2.0, 2.0}}}, {});
+  f.join({f.parse({{"id", "r"}, {"target", {2.0, 2.0}}}, {}, 1)});
   const auto live = f.live();
   ASSERT_EQ(live.size(), 1u);
   EXPECT_DOUBLE_EQ(live[0].mae, 2.0);
   EXPECT_DOUBLE_EQ(live[0].rmse, std::sqrt(5.0));
+}
+
+TEST(RequestLog, RotatesBySizeAndKeepsTheNewestFiles) {
+  tern::testing::TempDir dir;
+  const std::string path = dir.path() + "/requests.jsonl";
+  RequestLog log({path, /*max_bytes=*/4096, /*keep=*/2});
+  InputRows rows;
+  rows.features.assign(64, 1.5f);
+  const std::vector<float> out(10, 0.25f);
+  for (int i = 0; i < 200; ++i)
+    log.write_request("digits", 1, "id-" + std::to_string(i), 1, rows, 64, out.data(), 10);
+  log.write_feedback("digits", "id-199", {3});
+  for (const std::string& p : {path, path + ".1", path + ".2"}) {
+    ASSERT_TRUE(std::filesystem::exists(p)) << p;
+    EXPECT_LE(std::filesystem::file_size(p), 4096u) << p;
+  }
+  EXPECT_FALSE(std::filesystem::exists(path + ".3"));
+  std::ifstream in(path);
+  std::string last, line;
+  while (std::getline(in, line)) last = line;
+  const auto j = nlohmann::json::parse(last);
+  EXPECT_EQ(j["feedback"]["id"], "id-199");
+  EXPECT_EQ(j["feedback"]["values"], nlohmann::json::array({3.0}));
+}
+
+TEST(ModelWatch, SamplesAnEvenShare) {
+  ModelWatch w;
+  w.log_sample = 0.25;
+  int taken = 0;
+  for (int i = 0; i < 1000; ++i) taken += w.sample_request();
+  EXPECT_EQ(taken, 250);
 }
 
 TEST(InputChecks, PoliciesNameRowAndFeature) {
@@ -146,14 +208,19 @@ TEST(Protocol, NonFiniteAndUnrepresentableValuesAreRefused) {
   }
   const std::string head =
       R"({"inputs":[{"name":"input","datatype":"FP64","shape":[1,2],"parameters":{"binary_data_size":16}}]})";
-  const double values[2] = {NAN, 1e300};
-  std::string body = head + std::string(reinterpret_cast<const char*>(values), 16);
-  try {
-    parse_infer_request(body, head.size(), s);
-    FAIL() << "no error";
-  } catch (const InputValueError& e) {
-    EXPECT_EQ(e.reason(), "non_finite");
-    EXPECT_NE(std::string(e.what()).find("row 0, feature 0"), std::string::npos) << e.what();
+  const double values[2][2] = {{NAN, 1.0}, {2.0, 1e300}};
+  const char* reasons[2] = {"non_finite", "not_representable"};
+  const char* where[2] = {"row 0, feature 0 ('a'): value NaN",
+                          "row 0, feature 1 ('b'): value 1e+300"};
+  for (int k = 0; k < 2; ++k) {
+    std::string body = head + std::string(reinterpret_cast<const char*>(values[k]), 16);
+    try {
+      parse_infer_request(body, head.size(), s);
+      FAIL() << "no error";
+    } catch (const InputValueError& e) {
+      EXPECT_EQ(e.reason(), reasons[k]);
+      EXPECT_NE(std::string(e.what()).find(where[k]), std::string::npos) << e.what();
+    }
   }
 }
 

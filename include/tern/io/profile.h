@@ -68,7 +68,8 @@ BinnedColumn bin_column(const ColumnProfile& ref, const float* x, int64_t rows, 
 //   jensen_shannon: the Jensen-Shannon distance, natural logarithm (scipy's jensenshannon);
 //   wasserstein: Wasserstein-1 between the bins' masses at their mean values (the reference's
 //   and the current data's own), divided by the reference's standard deviation, at least 0.001
-//   (Evidently's norm). For categorical columns it is exactly the Wasserstein-1 of the values.
+//   (Evidently's norm). For categorical columns it is the Wasserstein-1 of the values exactly
+//   when every value is one of the reference's (other values share one bin at their mean).
 // A column has drifted when its score reaches the threshold (>=, as Evidently).
 struct DriftScores {
   double psi = 0, jensen_shannon = 0, wasserstein = 0;

@@ -24,9 +24,9 @@ struct DriftWindowOptions {
 
 // The window is a ring of slices, each holding its rows' counts per reference bin: memory is
 // fixed (slices x columns x bins), a row costs O(columns) (a bin search each), and the scores are
-// computed only when asked (a scrape), never on a request's path. A count window holds between
-// (slices - 1) / slices and all of window_rows rows; a time window the slices that started within
-// window_seconds.
+// computed only when asked (a scrape), never on a request's path. A count window holds its
+// slices of ceil(window_rows / slices) rows each, the newest one filling: from (slices - 1) to
+// slices of them; a time window the slices that started within window_seconds.
 class DriftWindow {
  public:
   DriftWindow(DataProfile inputs, DataProfile predictions, DriftWindowOptions options);

@@ -33,11 +33,21 @@ class FeedbackJoin {
   struct Result {
     int64_t matched = 0, unmatched = 0, late = 0;
   };
-  // One feedback item: {"id": ..., "label": L | "labels": [..]} for classification (class index,
-  // or class name when labels are given), {"id": ..., "target": v | [..] | [[..]]} for regression.
+  // One feedback item, checked: the id and its ground truth as numbers (class indices, or
+  // targets, row after row).
+  struct Item {
+    std::string id;
+    std::vector<double> truth;
+  };
+  // {"id": ..., "label": L | "labels": [..]} for classification (a class index in [0, classes),
+  // or a class name of `labels`), {"id": ..., "target": v | [..] | [[..]]} for regression.
   // HttpError (400) naming the item when it is malformed.
-  Result add(const nlohmann::json& item, const std::vector<std::string>& labels,
-             Clock::time_point now = Clock::now());
+  Item parse(const nlohmann::json& item, const std::vector<std::string>& labels,
+             int64_t classes) const;
+  // Joins the items with their predictions, all or none: an item whose number of values does not
+  // fit its request is an HttpError (400) naming it, and then nothing is joined.
+  Result join(const std::vector<Item>& items, Clock::time_point now = Clock::now());
+  size_t queued() const;  // entries of the age queue (bounded by about twice those kept)
 
   struct Live {
     int64_t version = 0;

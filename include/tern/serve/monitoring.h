@@ -1,6 +1,7 @@
 #pragma once
 // How a served model is watched: per version its input checks and live drift, per model the
 // feedback join (live accuracy) and the request log; and their Prometheus series.
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -63,7 +64,12 @@ class VersionMonitor {
 struct ModelWatch {
   std::string key;  // VersionMonitor::watch_key
   std::unique_ptr<FeedbackJoin> feedback;
-  std::unique_ptr<RequestLog> log;  // null: none configured
+  std::shared_ptr<RequestLog> log;  // null: none configured; shared by models naming one path
+  double log_sample = 1.0;
+  std::atomic<uint64_t> answered{0};  // requests seen, for the sample
+  // Whether this answered request goes into the log: request n is written when
+  // floor((n + 1) * sample) > floor(n * sample), an even share without randomness.
+  bool sample_request();
 };
 
 class ModelWatches {
@@ -77,6 +83,7 @@ class ModelWatches {
  private:
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<ModelWatch>> watches_;
+  std::map<std::string, std::weak_ptr<RequestLog>> logs_;  // by absolute path
 };
 
 // A loaded version as the monitoring series see it.

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -16,7 +17,6 @@ namespace tern::serve {
 
 struct RequestLogOptions {
   std::string path;
-  double sample = 1.0;           // share of requests written
   int64_t max_bytes = 64 << 20;  // then PATH becomes PATH.1 (PATH.1 PATH.2, ...)
   int64_t keep = 5;              // rotated files kept
 };
@@ -25,13 +25,15 @@ class RequestLog {
  public:
   // Opens (appends to) the file; std::runtime_error naming it when it cannot.
   explicit RequestLog(RequestLogOptions options);
-  // One answered request, when the sample takes it:
+  // One answered request:
   // {"time": unix seconds, "model", "version", "id"?, "input": [[...]], "output": [[...]]}.
   void write_request(const std::string& model, int64_t version,
                      const std::optional<std::string>& id, int64_t rows, const InputRows& input,
                      int64_t input_width, const float* output, int64_t output_width);
-  // One feedback item (always written: ground truth is rare): {"time", "model", "feedback": item}.
-  void write_feedback(const std::string& model, const nlohmann::json& item);
+  // One joined feedback item: {"time", "model", "feedback": {"id", "values": [...]}}, the values
+  // as the join read them (class indices, or targets row after row).
+  void write_feedback(const std::string& model, const std::string& id,
+                      const std::vector<double>& values);
   const std::string& path() const { return options_.path; }
 
  private:
@@ -42,7 +44,7 @@ class RequestLog {
   std::mutex mu_;
   std::ofstream out_;
   int64_t bytes_ = 0;
-  double credit_ = 0;  // sampling: a request is written each time this reaches 1
+  bool failing_ = false;  // a write failed: warned once, retried with every line
 };
 
 }  // namespace tern::serve

@@ -28,7 +28,8 @@ class Router {
   void infer(HttpRequest& request, const std::string& model,
              const std::optional<std::string>& version, Responder respond);
   void finish(InferCall& call, JobResult&& result);
-  void watch(const InferCall& call, const JobResult& result);
+  void watch(const InferCall& call, const JobResult& result, ModelWatch& model_watch,
+             const std::vector<float>& predicted);
   HttpResponse feedback(HttpRequest& request, const std::string& model);
   HttpResponse drift(const std::string& model, const std::optional<std::string>& version);
   HttpResponse model_metadata(const ModelState& model, const LoadedVersion* version) const;
