@@ -106,10 +106,21 @@ void BinnedColumn::merge(const BinnedColumn& other) {
   non_finite += other.non_finite;
 }
 
-BinnedColumn bin_column(const ColumnProfile& ref, const float* x, int64_t rows, int64_t stride) {
+BinnedColumn BinnedColumn::empty_for(const ColumnProfile& ref) {
   BinnedColumn out;
   out.counts.assign(ref.bins(), 0.0);
   out.sums.assign(ref.bins(), 0.0);
+  return out;
+}
+
+void BinnedColumn::clear() {
+  std::fill(counts.begin(), counts.end(), 0.0);
+  std::fill(sums.begin(), sums.end(), 0.0);
+  missing = non_finite = 0;
+}
+
+BinnedColumn bin_column(const ColumnProfile& ref, const float* x, int64_t rows, int64_t stride) {
+  BinnedColumn out = BinnedColumn::empty_for(ref);
   for (int64_t r = 0; r < rows; ++r) out.add(ref, x[r * stride]);
   return out;
 }

@@ -6,11 +6,8 @@ namespace tern::serve {
 namespace {
 
 std::vector<BinnedColumn> empty_bins(const DataProfile& p) {
-  std::vector<BinnedColumn> out(p.columns.size());
-  for (size_t c = 0; c < out.size(); ++c) {
-    out[c].counts.assign(p.columns[c].bins(), 0.0);
-    out[c].sums.assign(p.columns[c].bins(), 0.0);
-  }
+  std::vector<BinnedColumn> out;
+  for (const ColumnProfile& c : p.columns) out.push_back(BinnedColumn::empty_for(c));
   return out;
 }
 
@@ -41,14 +38,19 @@ DriftWindow::DriftWindow(DataProfile inputs, DataProfile predictions, DriftWindo
       std::chrono::duration<double>(options_.window_seconds / static_cast<double>(slices)));
   ring_.resize(static_cast<size_t>(slices));
   const auto now = Clock::now();
-  for (Slice& s : ring_) clear(s, now);
+  for (Slice& s : ring_) {
+    s.start = now;
+    s.inputs = empty_bins(inputs_);
+    s.predictions = empty_bins(predictions_);
+  }
 }
 
-void DriftWindow::clear(Slice& s, Clock::time_point start) const {
+// In place: a slice's bins are sized once, so the observe path never allocates.
+void DriftWindow::clear(Slice& s, Clock::time_point start) {
   s.start = start;
   s.rows = 0;
-  s.inputs = empty_bins(inputs_);
-  s.predictions = empty_bins(predictions_);
+  for (BinnedColumn& b : s.inputs) b.clear();
+  for (BinnedColumn& b : s.predictions) b.clear();
 }
 
 void DriftWindow::advance(Clock::time_point now) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -115,10 +116,8 @@ void VersionStats::count_rejected(const std::string& reason) {
 
 void render_process_metrics(std::string& out) {
   auto gauge = [&](const char* name, const char* type, const char* help, double v) {
-    char value[64];
-    std::snprintf(value, sizeof value, "%.17g", v);
     out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
-           name + " " + value + "\n";
+           name + " " + prometheus_value(v) + "\n";
   };
   // /proc/self/stat: fields after the command name (which may hold spaces, so split at its ')').
   std::ifstream stat_file("/proc/self/stat");
@@ -164,6 +163,13 @@ void render_process_metrics(std::string& out) {
 void ServerCounters::count_status(int status) {
   auto& counter = status < 400 ? http_2xx : status < 500 ? http_4xx : http_5xx;
   counter.fetch_add(1, std::memory_order_relaxed);
+}
+
+std::string prometheus_value(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  char buf[32];
+  return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
 }
 
 std::string escape_label(const std::string& value) {

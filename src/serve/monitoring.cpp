@@ -1,9 +1,9 @@
 #include "tern/serve/monitoring.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
@@ -12,18 +12,15 @@
 namespace tern::serve {
 namespace {
 
-std::string number(double v) {
-  if (std::isnan(v)) return "NaN";
-  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
-  char buf[32];
-  return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+std::string signature(const MonitoringOptions& o) {
+  return std::to_string(o.feedback_capacity) + "/" + prometheus_value(o.feedback_ttl_seconds) +
+         "/" + std::to_string(o.feedback_window) + "/" + o.request_log + "/" +
+         prometheus_value(o.request_log_sample) + "/" + std::to_string(o.request_log_max_bytes) +
+         "/" + std::to_string(o.request_log_keep);
 }
 
-std::string signature(const MonitoringOptions& o) {
-  return std::to_string(o.feedback_capacity) + "/" + number(o.feedback_ttl_seconds) + "/" +
-         std::to_string(o.feedback_window) + "/" + o.request_log + "/" +
-         number(o.request_log_sample) + "/" + std::to_string(o.request_log_max_bytes) + "/" +
-         std::to_string(o.request_log_keep);
+std::string version_labels(const std::string& model, int64_t version) {
+  return "model=\"" + escape_label(model) + "\",version=\"" + std::to_string(version) + "\"";
 }
 
 std::vector<std::string> column_names(const DataProfile& p) {
@@ -133,12 +130,6 @@ std::shared_ptr<ModelWatch> ModelWatches::get(const std::string& model,
   return w;
 }
 
-std::shared_ptr<ModelWatch> ModelWatches::find(const std::string& model) const {
-  std::lock_guard lock(mu_);
-  auto it = watches_.find(model);
-  return it == watches_.end() ? nullptr : it->second;
-}
-
 std::map<std::string, std::shared_ptr<ModelWatch>> ModelWatches::all() const {
   std::lock_guard lock(mu_);
   return watches_;
@@ -150,11 +141,9 @@ void render_monitoring(std::string& out, const std::vector<MonitoredVersion>& ve
   auto family = [&](const char* name, const char* type, const char* help) {
     out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
   };
-  auto labels = [](const MonitoredVersion& v) {
-    return "model=\"" + escape_label(v.model) + "\",version=\"" + std::to_string(v.version) + "\"";
-  };
+  auto labels = [](const MonitoredVersion& v) { return version_labels(v.model, v.version); };
   auto line = [&](const char* name, const std::string& l, double v) {
-    out += std::string(name) + "{" + l + "} " + number(v) + "\n";
+    out += std::string(name) + "{" + l + "} " + prometheus_value(v) + "\n";
   };
 
   auto scores = [&](const char* name, const std::string& l, const DriftScores& s) {
@@ -236,19 +225,26 @@ void render_monitoring(std::string& out, const std::vector<MonitoredVersion>& ve
              labels(*d.version) + ",output=\"" + escape_label(c.name) + "\"", c.scores);
     }
 
+  // The live figures of each model's versions, summed once per scrape.
+  struct LiveVersion {
+    std::string labels;
+    bool classification;
+    FeedbackJoin::Live live;
+  };
   const auto all = watches.all();
-  // Each family's lines together, as the text format requires.
-  auto per_live = [&](const char* name, const char* type, const char* help, bool classification,
-                      auto value) {
+  std::vector<LiveVersion> lives;
+  for (const auto& [model, w] : all)
+    for (const auto& l : w->feedback->live())
+      lives.push_back({version_labels(model, l.version), w->feedback->classification(), l});
+  using Figure = double (*)(const FeedbackJoin::Live&);
+  // kind: the figures of classifiers (true) or regressors (false), for versions with labelled
+  // rows; none: the counts of every version.
+  auto per_live = [&](const char* name, const char* type, const char* help,
+                      std::optional<bool> kind, Figure value) {
     family(name, type, help);
-    for (const auto& [model, w] : all)
-      if (classification == w->feedback->classification())
-        for (const auto& l : w->feedback->live())
-          if (l.rows)
-            line(name,
-                 "model=\"" + escape_label(model) + "\",version=\"" + std::to_string(l.version) +
-                     "\"",
-                 value(l));
+    for (const auto& v : lives)
+      if (!kind || (*kind == v.classification && v.live.rows > 0))
+        line(name, v.labels, value(v.live));
   };
   per_live("tern_live_accuracy", "gauge",
            "Accuracy over the last feedback.window labelled rows (classification)", true,
@@ -257,18 +253,11 @@ void render_monitoring(std::string& out, const std::vector<MonitoredVersion>& ve
            false, [](const FeedbackJoin::Live& l) { return l.mae; });
   per_live("tern_live_rmse", "gauge", "Root mean squared error over the last labelled rows", false,
            [](const FeedbackJoin::Live& l) { return l.rmse; });
-  family("tern_feedback_window_rows", "gauge", "Labelled rows the live figures cover");
-  for (const auto& [model, w] : all)
-    for (const auto& l : w->feedback->live())
-      line("tern_feedback_window_rows",
-           "model=\"" + escape_label(model) + "\",version=\"" + std::to_string(l.version) + "\"",
-           static_cast<double>(l.rows));
-  family("tern_feedback_matched_total", "counter", "Feedback items joined with a prediction");
-  for (const auto& [model, w] : all)
-    for (const auto& l : w->feedback->live())
-      line("tern_feedback_matched_total",
-           "model=\"" + escape_label(model) + "\",version=\"" + std::to_string(l.version) + "\"",
-           static_cast<double>(l.matched));
+  per_live("tern_feedback_window_rows", "gauge", "Labelled rows the live figures cover",
+           std::nullopt, [](const FeedbackJoin::Live& l) { return static_cast<double>(l.rows); });
+  per_live("tern_feedback_matched_total", "counter", "Feedback items joined with a prediction",
+           std::nullopt,
+           [](const FeedbackJoin::Live& l) { return static_cast<double>(l.matched); });
   family("tern_feedback_unmatched_total", "counter",
          "Feedback items whose id names no kept prediction (never seen, evicted, or given twice)");
   for (const auto& [model, w] : all)

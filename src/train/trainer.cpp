@@ -129,9 +129,11 @@ void Trainer::load_rows(DType compute) {
   expect.target_dim = expect.classification ? 0 : shape_numel(model_->output_shape());
   data_ = Dataset::load(cfg_.data.path, expect);
   stats_ = feature_stats(data_.train.x);
-  // Every rank holds the whole training split, so the reference is the same for any world size.
-  export_info_.input_profile = profile_columns(data_.train.x.data<float>(), data_.train.rows(),
-                                               file_dim, data_.feature_names);
+  // The reference is rank 0's, which writes manifests and the export; every rank holds the whole
+  // training split, so it is the same for any world size.
+  if (comm_.rank() == 0)
+    export_info_.input_profile = profile_columns(data_.train.x.data<float>(), data_.train.rows(),
+                                                 file_dim, data_.feature_names);
   if (cfg_.data.normalize == "standard") {
     normalize_inputs(data_.train, stats_);
     if (data_.has_val) normalize_inputs(data_.val, stats_);

@@ -57,6 +57,9 @@ ColumnProfile profile_classes(const std::vector<int64_t>& classes, int64_t num_c
 struct BinnedColumn {
   std::vector<double> counts, sums;  // per bin: rows and the sum of their values
   int64_t missing = 0, non_finite = 0;
+  // No rows yet, in ref's bins.
+  static BinnedColumn empty_for(const ColumnProfile& ref);
+  void clear();
   double total() const;
   void add(const ColumnProfile& ref, double v);
   void merge(const BinnedColumn& other);

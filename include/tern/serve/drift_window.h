@@ -64,7 +64,7 @@ class DriftWindow {
     int64_t rows = 0;
     std::vector<BinnedColumn> inputs, predictions;
   };
-  void clear(Slice& s, Clock::time_point start) const;
+  static void clear(Slice& s, Clock::time_point start);
   void advance(Clock::time_point now);  // mu_ held
 
   const DataProfile inputs_, predictions_;

@@ -103,6 +103,10 @@ std::string render_prometheus(const std::vector<std::shared_ptr<VersionStats>>& 
 // process_threads), from /proc/self; appended to `out`.
 void render_process_metrics(std::string& out);
 
+// A sample value in the text format: the shortest decimal that reads back the same, NaN, +Inf,
+// -Inf.
+std::string prometheus_value(double v);
+
 // A label value with \, " and newline escaped.
 std::string escape_label(const std::string& value);
 

@@ -77,7 +77,6 @@ class ModelWatches {
   // The watch of `model` for a version's monitor (remade when its watch_key changed); a request
   // log that cannot be opened is logged and left out (serving goes on).
   std::shared_ptr<ModelWatch> get(const std::string& model, const VersionMonitor& monitor);
-  std::shared_ptr<ModelWatch> find(const std::string& model) const;
   std::map<std::string, std::shared_ptr<ModelWatch>> all() const;
 
  private:
