@@ -29,6 +29,34 @@ void Histogram::observe_ns(uint64_t nanoseconds) {
   count_.fetch_add(1, std::memory_order_relaxed);
 }
 
+Histogram::Counts Histogram::counts() const {
+  Counts out{};
+  for (size_t i = 0; i < out.size(); ++i) out[i] = buckets_[i].load(std::memory_order_relaxed);
+  return out;
+}
+
+double Histogram::quantile(const Counts& now, const Counts& before, double q) {
+  Counts d{};
+  uint64_t total = 0;
+  for (size_t i = 0; i < d.size(); ++i) {
+    d[i] = now[i] >= before[i] ? now[i] - before[i] : 0;
+    total += d[i];
+  }
+  if (total == 0) return 0;
+  const double rank = q * static_cast<double>(total);
+  double seen = 0;
+  for (size_t i = 0; i < d.size(); ++i) {
+    if (seen + static_cast<double>(d[i]) < rank || d[i] == 0) {
+      seen += static_cast<double>(d[i]);
+      continue;
+    }
+    if (i == kBounds.size()) return kBounds.back();
+    const double lo = i == 0 ? 0 : kBounds[i - 1], hi = kBounds[i];
+    return lo + (hi - lo) * (rank - seen) / static_cast<double>(d[i]);
+  }
+  return kBounds.back();
+}
+
 namespace {
 
 std::string number(double v, std::chars_format format = std::chars_format::general) {

@@ -369,6 +369,18 @@ InferRequest parse_infer_request(std::string_view body, std::optional<size_t> he
   if (const json* params = member(doc, "parameters")) {
     if (!params->is_object()) bad("'parameters' must be an object");
     binary_output = bool_parameter(*params, "binary_data_output", "request");
+    // Triton's request parameters: the time the request may take, in microseconds, and its
+    // priority level (1 is the highest; 0 the model's default).
+    if (const json* t = member(*params, "timeout")) {
+      if (!t->is_number_unsigned())
+        bad("request: parameter 'timeout' must be a non-negative integer (microseconds)");
+      req.timeout_us = t->get<uint64_t>();
+    }
+    if (const json* p = member(*params, "priority")) {
+      if (!p->is_number_unsigned() || p->get<uint64_t>() > 1000)
+        bad("request: parameter 'priority' must be an integer in [0, 1000] (1 is the highest)");
+      req.priority = p->get<int64_t>();
+    }
   }
 
   const json* inputs = member(doc, "inputs");

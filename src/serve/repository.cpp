@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "tern/base/error.h"
+#include "tern/serve/fault_injection.h"
 
 namespace fs = std::filesystem;
 
@@ -49,18 +50,62 @@ std::string versions_text(const std::map<int64_t, std::shared_ptr<LoadedVersion>
 
 }  // namespace
 
-// A request that names no version: by the traffic weights among the ready versions, else the
-// newest.
-std::shared_ptr<LoadedVersion> ModelState::choose() const {
+ControlMode parse_control_mode(const std::string& text) {
+  if (text == "none") return ControlMode::none;
+  if (text == "poll") return ControlMode::poll;
+  if (text == "explicit") return ControlMode::explicit_;
+  throw InputError("model control mode '" + text + "': expected none, poll or explicit");
+}
+
+const char* control_mode_name(ControlMode mode) {
+  switch (mode) {
+    case ControlMode::none:
+      return "none";
+    case ControlMode::explicit_:
+      return "explicit";
+    case ControlMode::poll:
+      break;
+  }
+  return "poll";
+}
+
+namespace {
+
+// A request key's place in [0, 1): FNV-1a, then a 64-bit finaliser (splitmix64) so that keys
+// differing in one character spread over the whole range.
+double key_point(std::string_view key) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : key) h = (h ^ c) * 1099511628211ull;
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  return static_cast<double>(h >> 11) * 0x1.0p-53;
+}
+
+}  // namespace
+
+std::shared_ptr<LoadedVersion> ModelState::choose(
+    const std::vector<std::pair<int64_t, double>>* weights,
+    std::optional<std::string_view> key) const {
   if (versions.empty()) return nullptr;
+  const auto& split = weights && !weights->empty() ? *weights : options.traffic;
   double total = 0;
-  for (const auto& [v, w] : options.traffic)
+  for (const auto& [v, w] : split)
     if (versions.count(v)) total += w;
+  // A rollout's weights that name no loaded version: the model's own traffic, then the newest.
+  if (total <= 0 && &split != &options.traffic) return choose(nullptr, key);
   if (total > 0) {
-    thread_local std::mt19937_64 rng{std::random_device{}()};
-    double r = std::uniform_real_distribution<double>(0, total)(rng);
+    double r;
+    if (key) {
+      r = key_point(*key) * total;
+    } else {
+      thread_local std::mt19937_64 rng{std::random_device{}()};
+      r = std::uniform_real_distribution<double>(0, total)(rng);
+    }
     std::shared_ptr<LoadedVersion> last;
-    for (const auto& [v, w] : options.traffic) {
+    for (const auto& [v, w] : split) {
       auto it = versions.find(v);
       if (it == versions.end() || w <= 0) continue;
       if (r < w) return it->second;
@@ -160,6 +205,16 @@ std::shared_ptr<LoadedVersion> ModelRepository::load_version(const std::string& 
     throw InputError(store_->uri() + "/" + file.key + " (downloaded): " + e.what());
   }
   if (!temp_dir_.empty()) fs::remove(path);
+  if (!options.fault.control.empty()) {
+    // "{version}" in the path gives each version a control file of its own.
+    std::string control_path = options.fault.control;
+    for (size_t at; (at = control_path.find("{version}")) != std::string::npos;)
+      control_path.replace(at, 9, std::to_string(version));
+    spdlog::warn("model '{}' version {}: faults on command from {}", model, version, control_path);
+    auto control = std::make_shared<FaultControl>(control_path);
+    for (auto& fn : loaded.instances)
+      fn = with_faults(std::move(fn), control, loaded.schema.output_features);
+  }
 
   auto lv = std::make_shared<LoadedVersion>();
   lv->model = model;
@@ -172,8 +227,10 @@ std::shared_ptr<LoadedVersion> ModelRepository::load_version(const std::string& 
   lv->monitor = std::make_shared<VersionMonitor>(model, version, loaded.reference,
                                                  options.monitoring, lv->schema, instances);
   lv->signature = signature;
+  lv->breaker = std::make_unique<CircuitBreaker>(
+      options.breaker, "model '" + model + "' version " + std::to_string(version));
   BatcherOptions batching{options.max_batch_size, options.max_queue_delay_us,
-                          options.max_queue_size};
+                          options.max_queue_size, options.priority_levels};
   lv->batcher = std::make_unique<Batcher>(std::move(loaded.instances), lv->schema.input_features(),
                                           lv->schema.output_features, batching, lv->stats);
   spdlog::info("model '{}' version {}: loaded and checked ({} {} -> {} {}, {} worker(s))", model,
@@ -188,13 +245,21 @@ std::shared_ptr<ModelState> ModelRepository::update_model(
   ModelTrack& track = tracks_[name];
   track.found.clear();
   for (const auto& [v, file] : listing.files) track.found.push_back(v);
-  const std::string config_sig = listing.config ? signature(*listing.config) : "";
-  if (config_sig != track.config_signature) {
+  const std::string config_sig = track.override_options ? track.override_signature
+                                 : listing.config       ? signature(*listing.config)
+                                                        : "";
+  if (track.override_options && config_sig != track.config_signature) {
+    track.options = *track.override_options;
+    track.config_error.clear();
+    track.config_signature = config_sig;
+  } else if (config_sig != track.config_signature) {
     const std::string where =
         "model '" + name + "': " + (listing.config ? listing.config->key : "");
     try {
-      track.options = listing.config ? parse_model_options(store_->get(listing.config->key), where)
-                                     : ModelOptions{};
+      if (listing.config)
+        track.options = parse_model_options(store_->get(listing.config->key), where);
+      else
+        track.options = ModelOptions();
       track.config_error.clear();
       track.config_signature = config_sig;
     } catch (const InputError& e) {
@@ -302,6 +367,13 @@ void ModelRepository::poll(bool throw_on_list_error) {
   for (const auto& [name, l] : listing) {
     auto it = current->find(name);
     auto live = it == current->end() ? nullptr : it->second;
+    if (!tracks_.count(name)) tracks_[name].wanted = wanted_at_startup(name);
+    if (!tracks_[name].wanted) {
+      // Explicit mode: found, listed in the index, loaded only when asked.
+      tracks_[name].found.clear();
+      for (const auto& [v, file] : l.files) tracks_[name].found.push_back(v);
+      continue;
+    }
     if (auto state = update_model(name, l, live)) {
       retire(live, state.get());
       (*next)[name] = std::move(state);
@@ -324,6 +396,98 @@ void ModelRepository::poll(bool throw_on_list_error) {
   collect_retired();
 }
 
+bool ModelRepository::wanted_at_startup(const std::string& name) const {
+  if (options_.mode != ControlMode::explicit_) return true;
+  for (const auto& m : options_.startup_models)
+    if (m == "*" || m == name) return true;
+  return false;
+}
+
+void ModelRepository::swap_in(const std::string& name, std::shared_ptr<ModelState> state) {
+  const auto current = snapshot();
+  auto next = std::make_shared<Snapshot>(*current);
+  auto it = current->find(name);
+  retire(it == current->end() ? nullptr : it->second, state.get());
+  if (state)
+    (*next)[name] = std::move(state);
+  else
+    next->erase(name);
+  std::lock_guard lock(snapshot_mu_);
+  snapshot_ = std::move(next);
+}
+
+void ModelRepository::load_model(const std::string& name, const std::optional<std::string>& config,
+                                 std::optional<int64_t> version) {
+  std::lock_guard poll_lock(poll_mu_);
+  const auto listing = list_repository();
+  auto found = listing.find(name);
+  if (found == listing.end())
+    throw InputError("failed to load '" + name + "': no model '" + name +
+                     "' in the repository (expected " + name + "/<version>/model.h5)");
+  ModelTrack& track = tracks_[name];
+  const bool was_wanted = track.wanted;
+  if (config || version) {
+    const std::string where = "load request for '" + name + "'";
+    ModelOptions opts;
+    if (config) {
+      const auto first = config->find_first_not_of(" \t\r\n");
+      opts = first != std::string::npos && (*config)[first] == '{'
+                 ? parse_triton_config(*config, where)
+                 : parse_model_options(*config, where);
+    } else if (found->second.config) {
+      opts = parse_model_options(store_->get(found->second.config->key), name + "/config.ini");
+    }
+    if (version) {
+      if (!found->second.files.count(*version))
+        throw InputError("failed to load '" + name + "': the repository has no version " +
+                         std::to_string(*version));
+      opts.policy = VersionPolicy{VersionPolicy::Kind::specific, 1, {*version}};
+    }
+    track.override_options = opts;
+    track.override_signature =
+        "load:" + config.value_or("") + ":" + (version ? std::to_string(*version) : std::string());
+  } else {
+    track.override_options.reset();
+    track.override_signature.clear();
+  }
+  track.wanted = true;
+  const auto current = snapshot();
+  auto it = current->find(name);
+  auto live = it == current->end() ? nullptr : it->second;
+  auto state = update_model(name, found->second, live);
+  if (state) swap_in(name, state);
+  publish_index();
+  collect_retired();
+  const auto now = snapshot();
+  auto served = now->find(name);
+  if (served == now->end() || served->second->versions.empty() ||
+      (state == nullptr && !track.config_error.empty())) {
+    std::string why = track.config_error;
+    for (const auto& [v, vt] : track.versions)
+      if (vt.failed)
+        why += (why.empty() ? "" : "; ") + ("version " + std::to_string(v) + ": " + vt.reason);
+    if (served == now->end()) track.wanted = was_wanted;
+    throw InputError("failed to load '" + name +
+                     "': " + (why.empty() ? "no version to serve" : why));
+  }
+}
+
+void ModelRepository::unload_model(const std::string& name) {
+  std::lock_guard poll_lock(poll_mu_);
+  const auto current = snapshot();
+  auto it = current->find(name);
+  if (it == current->end()) throw InputError("failed to unload '" + name + "': it is not loaded");
+  spdlog::info("model '{}': unloading; requests in flight finish first", name);
+  auto& track = tracks_[name];
+  track.wanted = false;
+  track.override_options.reset();
+  track.override_signature.clear();
+  track.config_signature = "unloaded";  // a later load reads config.ini again
+  swap_in(name, nullptr);
+  publish_index();
+  collect_retired();
+}
+
 void ModelRepository::publish_index() {
   const auto snap = snapshot();
   nlohmann::json index = nlohmann::json::array();
@@ -337,6 +501,9 @@ void ModelRepository::publish_index() {
       auto vt = track.versions.find(v);
       if (state && state->versions.count(v)) {
         entry["state"] = "READY";
+      } else if (!track.wanted) {
+        entry["state"] = "UNAVAILABLE";
+        entry["reason"] = "unloaded";
       } else if (vt != track.versions.end() && vt->second.failed) {
         entry["state"] = "UNAVAILABLE";
         entry["reason"] = vt->second.reason;
@@ -361,13 +528,21 @@ nlohmann::json ModelRepository::index(bool ready_only) const {
 }
 
 void ModelRepository::start_polling(double seconds) {
-  poller_.start([this, seconds] {
-    const auto period = std::chrono::duration<double>(seconds);
+  const bool scan = options_.mode == ControlMode::poll && seconds > 0;
+  poller_.start([this, seconds, scan] {
+    // Without scans, the thread still stops the versions unloaded or replaced once no request
+    // holds them.
+    const auto period = std::chrono::duration<double>(scan ? seconds : 0.2);
     auto lock = poller_.lock();
     while (poller_.wait_for(lock, period)) {
       lock.unlock();
       try {
-        poll();
+        if (scan) {
+          poll();
+        } else {
+          std::lock_guard poll_lock(poll_mu_);
+          collect_retired();
+        }
       } catch (const std::exception& e) {
         spdlog::error("model repository poll failed: {}", e.what());
       }

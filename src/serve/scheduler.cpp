@@ -27,25 +27,55 @@ Batcher::Batcher(std::vector<PredictFn> instances, int64_t input_features, int64
       input_features_(input_features),
       output_features_(output_features),
       options_(options),
-      stats_(std::move(stats)) {
+      stats_(std::move(stats)),
+      queues_(static_cast<size_t>(std::max<int64_t>(1, options.priority_levels))) {
   for (size_t i = 0; i < instances_.size(); ++i) workers_.emplace_back([this, i] { work(i); });
 }
 
 Batcher::~Batcher() { stop(); }
 
-bool Batcher::submit(Job&& job) {
+int64_t Batcher::limit_for(int64_t priority) const {
+  if (options_.max_queue_size <= 0) return 0;
+  const int64_t levels = static_cast<int64_t>(queues_.size());
+  const int64_t p = std::clamp<int64_t>(priority, 1, levels);
+  return std::max<int64_t>(1, options_.max_queue_size * (levels - p + 1) / levels);
+}
+
+SubmitResult Batcher::submit(Job&& job) {
   {
     std::lock_guard lock(mu_);
-    if (stopping_) return false;
-    if (options_.max_queue_size > 0 &&
-        queue_.size() >= static_cast<size_t>(options_.max_queue_size))
-      return false;
+    if (stopping_) return SubmitResult::stopped;
+    const int64_t limit = limit_for(job.priority);
+    if (limit > 0 && static_cast<int64_t>(queued_) >= limit) return SubmitResult::full;
     queued_rows_ += job.rows;
-    queue_.push_back(std::move(job));
+    ++queued_;
+    const size_t level = static_cast<size_t>(
+        std::clamp<int64_t>(job.priority, 1, static_cast<int64_t>(queues_.size())) - 1);
+    queues_[level].push_back(std::move(job));
   }
   stats_->pending.fetch_add(1, std::memory_order_relaxed);
   cv_.notify_one();
-  return true;
+  return SubmitResult::queued;
+}
+
+std::deque<Job>* Batcher::front_queue() {
+  for (auto& q : queues_)
+    if (!q.empty()) return &q;
+  return nullptr;
+}
+
+void Batcher::take_expired(Clock::time_point now, std::vector<Job>& expired) {
+  for (auto& q : queues_)
+    for (auto it = q.begin(); it != q.end();) {
+      if (it->deadline > now) {
+        ++it;
+        continue;
+      }
+      queued_rows_ -= it->rows;
+      --queued_;
+      expired.push_back(std::move(*it));
+      it = q.erase(it);
+    }
 }
 
 void Batcher::stop() {
@@ -60,7 +90,7 @@ void Batcher::stop() {
 
 size_t Batcher::queued() const {
   std::lock_guard lock(mu_);
-  return queue_.size();
+  return queued_;
 }
 
 // The worker that finds requests waiting forms the batch itself, so a batch is formed exactly
@@ -68,31 +98,43 @@ size_t Batcher::queued() const {
 // batches to another.
 void Batcher::work(size_t instance) {
   const auto delay = std::chrono::microseconds(options_.max_queue_delay_us);
-  std::vector<Job> batch;
+  std::vector<Job> batch, expired;
   InputRows in;
   std::vector<float> out;
   std::unique_lock lock(mu_);
   for (;;) {
-    cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // stopping, and nothing left to run
-    // Wait for more rows until the oldest request has waited max_queue_delay.
-    while (!queue_.empty() && !stopping_ && queued_rows_ < options_.max_batch_size) {
-      const auto deadline = queue_.front().enqueued + delay;
+    cv_.wait(lock, [&] { return stopping_ || queued_ > 0; });
+    if (queued_ == 0) return;  // stopping, and nothing left to run
+    // Wait for more rows until the oldest request of the first level has waited
+    // max_queue_delay.
+    while (queued_ > 0 && !stopping_ && queued_rows_ < options_.max_batch_size) {
+      const auto deadline = front_queue()->front().enqueued + delay;
       if (Clock::now() >= deadline) break;
       cv_.wait_until(lock, deadline);
     }
-    if (queue_.empty()) continue;  // another worker took them
+    // A request whose deadline passed in the queue is answered, not run: its client has gone.
+    take_expired(Clock::now(), expired);
     int64_t rows = 0;
-    while (!queue_.empty() &&
-           (batch.empty() || rows + queue_.front().rows <= options_.max_batch_size)) {
-      rows += queue_.front().rows;
-      batch.push_back(std::move(queue_.front()));
-      queue_.pop_front();
+    for (std::deque<Job>* q; (q = front_queue()) != nullptr;) {
+      if (!batch.empty() && rows + q->front().rows > options_.max_batch_size) break;
+      rows += q->front().rows;
+      batch.push_back(std::move(q->front()));
+      q->pop_front();
+      --queued_;
     }
     queued_rows_ -= rows;
-    if (!queue_.empty()) cv_.notify_one();  // the rest is another worker's next batch
+    if (queued_ > 0) cv_.notify_one();  // the rest is another worker's next batch
     lock.unlock();
-    run_batch(instance, batch, in, out);
+    for (Job& job : expired) {
+      JobResult r;
+      r.expired = true;
+      r.queue_ns = ns_between(job.enqueued, Clock::now());
+      r.input = std::move(job.input);
+      stats_->pending.fetch_sub(1, std::memory_order_relaxed);
+      job.done(std::move(r));
+    }
+    expired.clear();
+    if (!batch.empty()) run_batch(instance, batch, in, out);
     batch.clear();
     lock.lock();
   }

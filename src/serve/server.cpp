@@ -6,7 +6,11 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
+#include <cctype>
 #include <cerrno>
+#include <fstream>
 
 #include <cstring>
 #include <map>
@@ -31,10 +35,19 @@ void register_serve_options(OptionSet& o, ServeConfig& c) {
       "  version_policy = latest:N | all | specific:1,3   (default latest:1)\n"
       "  max_batch_size = 64                  rows per batch and per request\n"
       "  max_queue_delay_microseconds = 0     how long a batch waits for more requests\n"
-      "  max_queue_size = 1024                queued requests before 503 (0 = unbounded)\n"
+      "  max_queue_size = 1024                queued requests before 429 (0 = unbounded)\n"
       "  instances = 0                        workers per version (0 = server.workers)\n"
       "  traffic = 1:90, 2:10                 weights of the versions for requests naming none\n"
-      "  cache = false                        answer repeated inputs from the response cache\n");
+      "  cache = false                        answer repeated inputs from the response cache\n"
+      "  timeout_ms = 0                       how long a request may take the model (0 = no "
+      "limit)\n"
+      "  fallback = MODEL[:VERSION]           answers when the model fails, times out or its\n"
+      "                                       breaker is open\n"
+      "  priority_levels = 1                  queue levels for the request parameter priority\n"
+      "  sticky_header = X-Tern-Route-Key     a header hashed onto the traffic weights\n"
+      "  [breaker] [shadow] [rollout] [fault] circuit breaker, mirroring to a challenger,\n"
+      "                                       progressive canary, faults on command\n"
+      "                                       (docs/serving.md, Safe releases)\n");
   o.add("server.model_repository", &c.model_repository,
         "model repository: a folder, file://PATH or s3://BUCKET/PREFIX (required)");
   o.add("server.address", &c.address, "address to listen on (0.0.0.0: every interface)");
@@ -55,6 +68,19 @@ void register_serve_options(OptionSet& o, ServeConfig& c) {
   o.add("server.log_level", &c.log_level, "log level: debug | info | warn | error");
   o.add("cache.size_mb", &c.cache_size_mb,
         "response cache size in MB, shared by models with cache = true; 0 = off");
+  o.add("server.model_control_mode", &c.model_control_mode,
+        "none (load at startup only) | poll (rescan every repository_poll_secs) | explicit "
+        "(the control API loads and unloads); default poll, or none when polling is off");
+  o.add("server.load_model", &c.load_model,
+        "explicit mode: the models to load at startup, comma-separated; * = all");
+  o.add("server.admin_token_file", &c.admin_token_file,
+        "a file holding the bearer token of the model control API (load, unload, promote); "
+        "without it those are refused");
+  o.add("server.state_dir", &c.state_dir,
+        "where rollouts keep their state across restarts (default: <repository>/.tern-state "
+        "for a local repository; in memory for s3://)");
+  o.add("server.max_inflight", &c.max_inflight,
+        "requests queued or running over every model before 429; 0 = unbounded");
 }
 
 void validate_serve_config(const OptionSet& o, const ServeConfig& c) {
@@ -82,7 +108,52 @@ void validate_serve_config(const OptionSet& o, const ServeConfig& c) {
   require(spdlog::level::from_str(c.log_level) != spdlog::level::off || c.log_level == "off",
           "server.log_level", "must be debug, info, warn or error");
   require(c.cache_size_mb >= 0, "cache.size_mb", "must be >= 0 (0 = no cache)");
+  require(c.model_control_mode.empty() || c.model_control_mode == "none" ||
+              c.model_control_mode == "poll" || c.model_control_mode == "explicit",
+          "server.model_control_mode", "must be none, poll or explicit");
+  require(c.model_control_mode != "poll" || c.repository_poll_secs > 0, "server.model_control_mode",
+          "poll needs server.repository_poll_secs > 0");
+  require(c.load_model.empty() || c.model_control_mode == "explicit", "server.load_model",
+          "only with server.model_control_mode=explicit (the other modes load every model)");
+  require(c.max_inflight >= 0, "server.max_inflight", "must be >= 0 (0 = unbounded)");
 }
+
+namespace {
+
+// The token, from a file only: a flag's value would show in ps and in shell history.
+std::string read_admin_token(const std::string& path) {
+  if (path.empty()) return "";
+  std::ifstream in(path);
+  if (!in) throw InputError("server.admin_token_file=" + path + ": cannot be read");
+  std::string token((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+  if (token.size() < 16)
+    throw InputError("server.admin_token_file=" + path +
+                     ": the token must be at least 16 characters (e.g. openssl rand -hex 32)");
+  if (token.find_first_of(" \t\r\n") != std::string::npos)
+    throw InputError("server.admin_token_file=" + path + ": the token must be one line, no spaces");
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)))
+    spdlog::warn("server.admin_token_file={}: readable by others than its owner (chmod 600)", path);
+  return token;
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::string item;
+  for (size_t i = 0; i <= text.size(); ++i) {
+    if (i == text.size() || text[i] == ',') {
+      const auto b = item.find_first_not_of(' ');
+      if (b != std::string::npos) out.push_back(item.substr(b, item.find_last_not_of(' ') - b + 1));
+      item.clear();
+    } else {
+      item += text[i];
+    }
+  }
+  return out;
+}
+
+}  // namespace
 
 std::vector<std::string> translate_triton_flags(const std::vector<std::string>& args) {
   static const std::map<std::string, std::string> flags = {
@@ -92,6 +163,9 @@ std::vector<std::string> translate_triton_flags(const std::vector<std::string>& 
       {"--http-address", "--server.address"},
       {"--repository-poll-secs", "--server.repository_poll_secs"},
       {"--http-thread-count", "--server.io_threads"},
+      {"--model-control-mode", "--server.model_control_mode"},
+      {"--load-model", "--server.load_model"},
+      {"--admin-token-file", "--server.admin_token_file"},
   };
   std::vector<std::string> out;
   for (const auto& arg : args) {
@@ -171,13 +245,26 @@ int run_server(const ServeConfig& cfg) {
   std::unique_ptr<ResponseCache> cache;
   if (cfg.cache_size_mb > 0)
     cache = std::make_unique<ResponseCache>(static_cast<size_t>(cfg.cache_size_mb * (1 << 20)));
-  ModelRepository repository({cfg.model_repository, cfg.workers, cfg.store_retry_secs}, stats);
+  const ControlMode mode =
+      cfg.model_control_mode.empty()
+          ? (cfg.repository_poll_secs > 0 ? ControlMode::poll : ControlMode::none)
+          : parse_control_mode(cfg.model_control_mode);
+  ReleaseOptions release;
+  release.admin_token = read_admin_token(cfg.admin_token_file);
+  release.max_inflight = cfg.max_inflight;
+  release.state_dir = cfg.state_dir;
+  const StoreUri repo_uri = StoreUri::parse(cfg.model_repository, "server.model_repository");
+  if (release.state_dir.empty() && repo_uri.kind != StoreUri::Kind::s3)
+    release.state_dir = repo_uri.path + "/.tern-state";
+  ModelRepository repository(
+      {cfg.model_repository, cfg.workers, cfg.store_retry_secs, mode, split_list(cfg.load_model)},
+      stats);
 
   std::atomic<bool> loaded{false}, draining{false};
   HttpServer* http_server = nullptr;
   Router router(
       repository, stats, counters, cache.get(), [&] { return loaded && !draining; },
-      [&](std::function<void()> fn) { http_server->post(std::move(fn)); });
+      [&](std::function<void()> fn) { http_server->post(std::move(fn)); }, release);
   HttpServerOptions http_options;
   http_options.address = cfg.address;
   http_options.port = static_cast<uint16_t>(cfg.http_port);
@@ -197,7 +284,14 @@ int run_server(const ServeConfig& cfg) {
   repository.poll(true);
   loaded = true;
   spdlog::info("ready: {} model(s)", repository.snapshot()->size());
-  if (cfg.repository_poll_secs > 0) repository.start_polling(cfg.repository_poll_secs);
+  spdlog::info("model control mode {}{}", control_mode_name(mode),
+               release.admin_token.empty() ? "; the control API is off (no --admin-token-file)"
+                                           : "; the control API takes the admin token");
+  if (release.state_dir.empty())
+    spdlog::warn(
+        "rollout state is kept in memory only: set server.state_dir to keep it across "
+        "restarts");
+  repository.start_polling(cfg.repository_poll_secs);
 
   const int sig = wait_for_stop_signal();
   spdlog::info("{}: draining (at most {} s)", strsignal(sig), cfg.drain_timeout_secs);

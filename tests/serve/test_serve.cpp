@@ -136,7 +136,7 @@ TEST(Batcher, FormsBatchesWithinTheDelayAndAnswersEveryRow) {
     job.rows = 1;
     job.input.features = {static_cast<float>(i), 0.5f};
     job.done = [&results, i](JobResult&& r) { results[i].set_value(std::move(r)); };
-    ASSERT_TRUE(batcher.submit(std::move(job)));
+    ASSERT_EQ(batcher.submit(std::move(job)), SubmitResult::queued);
   }
   for (int i = 0; i < 40; ++i) {
     JobResult r = results[i].get_future().get();
@@ -163,7 +163,7 @@ TEST(Batcher, MultiRowRequestsAreNeverSplit) {
     job.rows = 1 + i % 3;
     job.input.features.assign(static_cast<size_t>(job.rows), static_cast<float>(i));
     job.done = [&results, i](JobResult&& r) { results[i].set_value(std::move(r)); };
-    ASSERT_TRUE(batcher.submit(std::move(job)));
+    ASSERT_EQ(batcher.submit(std::move(job)), SubmitResult::queued);
   }
   for (int i = 0; i < 20; ++i) {
     JobResult r = results[i].get_future().get();
@@ -193,17 +193,17 @@ TEST(Batcher, FullQueueRefusesAndStopRunsWhatIsQueued) {
     };
     return j;
   };
-  ASSERT_TRUE(batcher.submit(job()));
+  ASSERT_EQ(batcher.submit(job()), SubmitResult::queued);
   while (batcher.queued() > 0) std::this_thread::yield();  // the worker holds the first
-  EXPECT_TRUE(batcher.submit(job()));
-  EXPECT_TRUE(batcher.submit(job()));
+  EXPECT_EQ(batcher.submit(job()), SubmitResult::queued);
+  EXPECT_EQ(batcher.submit(job()), SubmitResult::queued);
   Job refused = job();
-  EXPECT_FALSE(batcher.submit(std::move(refused)));
+  EXPECT_NE(batcher.submit(std::move(refused)), SubmitResult::queued);
   EXPECT_TRUE(refused.done);  // left as it was, for the caller to answer
   release.set_value();
   batcher.stop();
   EXPECT_EQ(answered.load(), 3);
-  EXPECT_FALSE(batcher.submit(job()));
+  EXPECT_NE(batcher.submit(job()), SubmitResult::queued);
 }
 
 TEST(Batcher, ModelErrorsReachEveryRequest) {
@@ -215,7 +215,7 @@ TEST(Batcher, ModelErrorsReachEveryRequest) {
   j.rows = 1;
   j.input.features = {0};
   j.done = [&](JobResult&& r) { result.set_value(std::move(r)); };
-  ASSERT_TRUE(batcher.submit(std::move(j)));
+  ASSERT_EQ(batcher.submit(std::move(j)), SubmitResult::queued);
   EXPECT_NE(result.get_future().get().error.find("boom"), std::string::npos);
 }
 
@@ -345,7 +345,7 @@ TEST_F(RepositoryTest, LoadsByPolicyRefusesBrokenVersionsAndSwaps) {
   write("m/2/model.h5", "2 1 200");
   write("m/02/model.h5", "2 1 999");  // not a version folder
   write("m/3/other.h5", "2 1 999");   // not the model file
-  ModelRepository repo({root_, 1, 1}, stats_, fake_loader);
+  ModelRepository repo({root_, 1, 1, ControlMode::poll, {}}, stats_, fake_loader);
   repo.poll(true);
   EXPECT_EQ(ready(repo, "m"), (std::set<int64_t>{2}));  // latest:1
 
@@ -382,7 +382,7 @@ TEST_F(RepositoryTest, LoadsByPolicyRefusesBrokenVersionsAndSwaps) {
 
 TEST_F(RepositoryTest, ARequestKeepsItsVersionThroughASwap) {
   write("m/1/model.h5", "1 1 100");
-  ModelRepository repo({root_, 1, 1}, stats_, fake_loader);
+  ModelRepository repo({root_, 1, 1, ControlMode::poll, {}}, stats_, fake_loader);
   repo.poll(true);
   std::shared_ptr<LoadedVersion> held = repo.snapshot()->at("m")->versions.at(1);
   write("m/2/model.h5", "1 1 200");
@@ -394,20 +394,22 @@ TEST_F(RepositoryTest, ARequestKeepsItsVersionThroughASwap) {
   job.rows = 1;
   job.input.features = {1};
   job.done = [&](JobResult&& r) { result.set_value(std::move(r)); };
-  ASSERT_TRUE(held->batcher->submit(std::move(job)));
+  ASSERT_EQ(held->batcher->submit(std::move(job)), SubmitResult::queued);
   EXPECT_EQ(result.get_future().get().output, std::vector<float>{101});
   held.reset();
   repo.poll();  // now unloaded
 }
 
 TEST_F(RepositoryTest, MissingFolderIsAnInputError) {
-  EXPECT_THROW(ModelRepository({root_ + "/nope", 1, 1}, stats_, fake_loader), InputError);
+  EXPECT_THROW(ModelRepository({root_ + "/nope", 1, 1, ControlMode::poll, {}}, stats_, fake_loader),
+               InputError);
 }
 
 class RouterTest : public RepositoryTest {
  protected:
   void start(bool with_cache = false, ModelLoader loader = fake_loader) {
-    repo_ = std::make_unique<ModelRepository>(RepositoryOptions{root_, 2, 1}, stats_, loader);
+    repo_ = std::make_unique<ModelRepository>(RepositoryOptions{root_, 2, 1, ControlMode::poll, {}},
+                                              stats_, loader);
     repo_->poll(true);
     if (with_cache) cache_ = std::make_unique<ResponseCache>(1 << 20);
     router_ = std::make_unique<Router>(
@@ -475,7 +477,7 @@ TEST_F(RouterTest, HealthMetadataConfigAndErrors) {
   EXPECT_EQ(call("GET", "/v2/models/%6D").status, 200);  // percent-encoded "m"
   EXPECT_EQ(call("GET", "/v2/models/%6").status, 400);
   EXPECT_EQ(call("POST", "/v2/repository/index").status, 200);
-  EXPECT_EQ(call("POST", "/v2/repository/models/m/unload").status, 400);
+  EXPECT_EQ(call("POST", "/v2/repository/models/m/unload").status, 403);
 }
 
 TEST_F(RouterTest, InferJsonBinaryAndErrors) {

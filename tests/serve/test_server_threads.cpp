@@ -107,7 +107,7 @@ TEST_F(ServerThreads, ConcurrentClientsThroughHotReloadsAndADrain) {
   StatsRegistry stats;
   ServerCounters counters;
   ResponseCache cache(1 << 20);
-  ModelRepository repo({root_, 2, 1}, stats, fake_loader);
+  ModelRepository repo({root_, 2, 1, ControlMode::poll, {}}, stats, fake_loader);
   repo.poll(true);
   std::atomic<bool> draining{false};
   HttpServer* server_ptr = nullptr;

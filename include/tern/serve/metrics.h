@@ -32,6 +32,12 @@ class Histogram {
                                                      0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
                                                      1,      2.5,     5,      10};
   void observe_ns(uint64_t nanoseconds);
+  using Counts = std::array<uint64_t, kBounds.size() + 1>;
+  // Observations per bucket (not cumulative), the last one +Inf.
+  Counts counts() const;
+  // The q-quantile (0..1) of the observations `now - before` in seconds, interpolated within its
+  // bucket as histogram_quantile() does; 0 when there were none, the top bound when beyond it.
+  static double quantile(const Counts& now, const Counts& before, double q);
   // Appends the _bucket, _sum and _count lines of one labelled series.
   void render(std::string& out, const std::string& name, const std::string& labels) const;
 
@@ -53,6 +59,15 @@ struct VersionStats {
       cache_miss;
   Histogram request_seconds, queue_seconds, compute_seconds;
   std::atomic<int64_t> pending{0};  // requests queued or running
+  // Requests this version failed on the server's side (model errors, non-finite answers,
+  // deadlines): what a rollout's success rate counts, unlike a client's 4xx.
+  std::atomic<uint64_t> server_failures{0};
+  // Missed deadlines: dropped from the queue unrun, or answered at the deadline while the
+  // request was still queued or running.
+  std::atomic<uint64_t> deadline_queue{0}, deadline_in_flight{0};
+  std::atomic<uint64_t> shed{0};  // 429: its queue was full for the request's priority
+  // Requests the fallback answered (or tried to), by why the primary did not.
+  std::atomic<uint64_t> fallback_error{0}, fallback_deadline{0}, fallback_breaker{0};
   // Requests refused (400) for their values, by reason.
   std::atomic<uint64_t> rejected_non_finite{0}, rejected_not_representable{0},
       rejected_out_of_range{0};

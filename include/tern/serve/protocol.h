@@ -70,6 +70,8 @@ struct RequestedOutput {
 struct InferRequest {
   std::optional<std::string> id;  // echoed in the response
   int64_t rows = 0;
+  std::optional<uint64_t> timeout_us;  // parameters.timeout: the request's deadline
+  int64_t priority = 0;                // parameters.priority: 1 highest; 0 the model's default
   // Converted to FP32 (feature models) or checked INT32 token ids, padded with kTokenPad.
   InputRows input;
   // Never empty after parsing: without "outputs" every output is returned.

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -16,6 +17,7 @@
 
 #include "tern/base/worker.h"
 #include "tern/io/store.h"
+#include "tern/serve/circuit_breaker.h"
 #include "tern/serve/metrics.h"
 #include "tern/serve/model_adapter.h"
 #include "tern/serve/model_options.h"
@@ -38,6 +40,7 @@ struct LoadedVersion {
   std::shared_ptr<VersionStats> stats;
   std::shared_ptr<VersionMonitor> monitor;  // input checks and drift
   std::unique_ptr<Batcher> batcher;
+  std::unique_ptr<CircuitBreaker> breaker;
   std::string signature;  // of the file it was loaded from (size, mtime)
 };
 
@@ -46,17 +49,30 @@ struct ModelState {
   ModelOptions options;
   std::string config_signature;
   std::map<int64_t, std::shared_ptr<LoadedVersion>> versions;  // ready ones
-  // For a request that names no version: by options.traffic's weights among the ready
-  // versions, else the newest. Null when none is ready.
-  std::shared_ptr<LoadedVersion> choose() const;
+  // For a request that names no version: by `weights` (a rollout's), else options.traffic's,
+  // among the ready versions, else the newest. A request key (sticky_header) is hashed onto the
+  // weights, so one key keeps one version while the weights stay; without one the pick is
+  // random. Null when none is ready.
+  std::shared_ptr<LoadedVersion> choose(
+      const std::vector<std::pair<int64_t, double>>* weights = nullptr,
+      std::optional<std::string_view> key = std::nullopt) const;
 };
 
 using Snapshot = std::map<std::string, std::shared_ptr<const ModelState>>;
+
+// Triton's model control modes. none: every model is loaded at startup and the repository is
+// never read again; poll: it is scanned every poll period for changes; explicit: only the models
+// named at startup (or all, with "*") are loaded, and the control API loads and unloads them.
+enum class ControlMode { none, poll, explicit_ };
+ControlMode parse_control_mode(const std::string& text);  // InputError naming the choices
+const char* control_mode_name(ControlMode mode);
 
 struct RepositoryOptions {
   std::string uri;  // a folder, file://PATH or s3://BUCKET/PREFIX
   int64_t default_instances = 2;
   double retry_seconds = 30;  // of one object store operation
+  ControlMode mode = ControlMode::poll;
+  std::vector<std::string> startup_models;  // explicit mode: loaded at startup ("*": all)
 };
 
 class ModelRepository {
@@ -74,6 +90,17 @@ class ModelRepository {
   void start_polling(double seconds);
   // Stops polling, then every version's workers (after their queues have run).
   void stop();
+
+  // The control API (explicit mode): loads or reloads a model from the repository, with
+  // `config` (config.ini text, or Triton's JSON model configuration) in place of its
+  // config.ini until the next load without one, and only `version` if given. InputError naming
+  // why when it is not in the repository or no version loads; the old versions keep serving.
+  void load_model(const std::string& name, const std::optional<std::string>& config,
+                  std::optional<int64_t> version);
+  // Takes a model out of service: new requests no longer find it, requests in flight finish,
+  // then its workers stop. InputError if it is not loaded.
+  void unload_model(const std::string& name);
+  ControlMode mode() const { return options_.mode; }
 
   std::shared_ptr<const Snapshot> snapshot() const;
   // Triton's repository index: every model version found, with its state and why.
@@ -93,6 +120,9 @@ class ModelRepository {
     ModelOptions options;
     std::vector<int64_t> found;  // version folders with a model.h5, as last listed
     std::map<int64_t, VersionTrack> versions;
+    bool wanted = true;  // explicit mode: loaded through the control API (or at startup)
+    std::optional<ModelOptions> override_options;  // a load request's config
+    std::string override_signature;
   };
   struct Listing {
     std::optional<ObjectInfo> config;
@@ -110,6 +140,8 @@ class ModelRepository {
   void retire(const std::shared_ptr<const ModelState>& old, const ModelState* next);
   void collect_retired();
   void publish_index();
+  void swap_in(const std::string& name, std::shared_ptr<ModelState> state);  // poll_mu_ held
+  bool wanted_at_startup(const std::string& name) const;
 
   RepositoryOptions options_;
   StatsRegistry& stats_;

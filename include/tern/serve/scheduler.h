@@ -22,6 +22,7 @@ namespace tern::serve {
 struct JobResult {
   std::vector<float> output;  // rows x output_features
   std::string error;          // empty on success
+  bool expired = false;       // its deadline passed while it waited: it never ran
   uint64_t queue_ns = 0, input_ns = 0, infer_ns = 0, output_ns = 0;
   InputRows input;  // the job's rows, handed back for monitoring after the answer
 };
@@ -31,6 +32,9 @@ struct Job {
   InputRows input;  // rows x input_features (or x context, for token models)
   int64_t rows = 0;
   Clock::time_point enqueued = Clock::now();
+  // Past it, a job still waiting is answered expired instead of run.
+  Clock::time_point deadline = Clock::time_point::max();
+  int64_t priority = 1;  // 1 (served first) to BatcherOptions::priority_levels
   // Called once, on a worker thread; keep it short (post heavy work elsewhere).
   std::function<void(JobResult&&)> done;
 };
@@ -42,7 +46,11 @@ struct BatcherOptions {
   int64_t max_batch_size = 64;     // rows per batch
   int64_t max_queue_delay_us = 0;  // 0: batch only what is already waiting
   int64_t max_queue_size = 1024;   // requests waiting at most; 0 = unbounded
+  // Level p may queue while fewer than max_queue_size * (levels - p + 1) / levels wait.
+  int64_t priority_levels = 1;
 };
+
+enum class SubmitResult { queued, full, stopped };
 
 class Batcher {
  public:
@@ -53,8 +61,11 @@ class Batcher {
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
 
-  // Queues the job; false (the job left as it was) if the queue is full or the batcher stopped.
-  bool submit(Job&& job);
+  // Queues the job; if the queue is full for its priority or the batcher stopped, the job is left
+  // as it was.
+  SubmitResult submit(Job&& job);
+  // The queue limit for a priority level (0: unbounded).
+  int64_t limit_for(int64_t priority) const;
   // Runs every queued job, then joins the workers. Idempotent.
   void stop();
   size_t queued() const;
@@ -62,6 +73,9 @@ class Batcher {
  private:
   void work(size_t instance);
   void run_batch(size_t instance, std::vector<Job>& batch, InputRows& in, std::vector<float>& out);
+  // Moves the jobs whose deadline passed out of the queues (mu_ held).
+  void take_expired(Clock::time_point now, std::vector<Job>& expired);
+  std::deque<Job>* front_queue();  // the highest-priority non-empty queue; mu_ held
 
   std::vector<PredictFn> instances_;
   const int64_t input_features_, output_features_;
@@ -70,7 +84,8 @@ class Batcher {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Job> queue_;
+  std::vector<std::deque<Job>> queues_;  // one per priority level, level 1 first
+  size_t queued_ = 0;
   int64_t queued_rows_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> workers_;

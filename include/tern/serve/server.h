@@ -24,14 +24,20 @@ struct ServeConfig {
   double store_retry_secs = 30;
   int64_t blas_threads = 1;  // per worker; workers already run in parallel
   std::string log_level = "info";
-  double cache_size_mb = 64;  // shared by the models whose config.ini says cache = true
+  double cache_size_mb = 64;       // shared by the models whose config.ini says cache = true
+  std::string model_control_mode;  // none | poll | explicit; empty: poll, or none without polling
+  std::string load_model;          // explicit mode: models loaded at startup, comma-separated; *
+  std::string admin_token_file;    // the bearer token of the control API
+  std::string state_dir;           // rollout state; empty: <repository>/.tern-state for a local one
+  int64_t max_inflight = 4096;     // requests queued or running, server-wide; 0 = unbounded
 };
 
 void register_serve_options(OptionSet& options, ServeConfig& cfg);
 void validate_serve_config(const OptionSet& options, const ServeConfig& cfg);
 
 // Rewrites the flags users know from tritonserver (--model-repository=DIR, --http-port=N,
-// --http-address=A, --repository-poll-secs=S, --http-thread-count=N), in either the "=value" or
+// --http-address=A, --repository-poll-secs=S, --http-thread-count=N, --model-control-mode=M,
+// --load-model=M), in either the "=value" or
 // the separate-value form, to tern's --server.* keys; other arguments pass unchanged.
 std::vector<std::string> translate_triton_flags(const std::vector<std::string>& args);
 
