@@ -87,14 +87,19 @@ def metrics():
     return Client().request("GET", "/metrics")[2]
 
 
-def loop(models, seconds, concurrency, record, params=None, headers_of=None):
-    """Clients sending requests naming no version to `models` in turn for `seconds`."""
+def loop(models, seconds, concurrency, record, params=None, headers_of=None, pace=0.0):
+    """Clients sending requests naming no version to `models` in turn for `seconds`; with
+    `pace`, each client sends one request every `pace` seconds (an open loop at a fixed rate)."""
     stop = time.monotonic() + seconds
 
     def run(i):
         c = Client()
         n = 0
+        next_at = time.monotonic()
         while time.monotonic() < stop:
+            if pace:
+                next_at += pace
+                time.sleep(max(0.0, next_at - time.monotonic()))
             m = models[(i + n) % len(models)]
             h = headers_of(i, n) if headers_of else None
             record(m, *infer(c, m, params=params, headers=h))
@@ -197,25 +202,37 @@ elif scenario == "shadow":
     want = json.loads(c.request("POST", "/v2/models/champ/versions/1/infer", infer_body())[2])["outputs"][0]["data"]
     fault = os.path.join(work, "fault-champ-2")
 
-    def run(model, seconds=4.0):
+    def run(model, seconds=1.5):
         lat, answers = [], []
 
         def record(m, status, hdrs, text, secs):
             lat.append(secs)
             answers.append((status, json.loads(text)))
 
-        loop([model], seconds, 2, record)
+        # One client at a fixed rate the two cores carry with room to spare (500 requests/s):
+        # what a shadow must not take from the primary is latency. One client thread, so the
+        # test's own interpreter lock does not add its switch interval to the tail.
+        loop([model], seconds, 1, record, pace=0.002)
         return lat, answers
 
+    # Each mode against a run without shadow just before it, so both see the same machine.
     results = {}
-    for mode, command in (("plain", None), ("disagree", ""), ("crash", "fail = 1\n"), ("hang", "sleep_ms = 2000\n")):
-        if command is not None:
-            open(fault + ".tmp", "w").write(command)
-            os.replace(fault + ".tmp", fault)
-        lat, answers = run("plain" if mode == "plain" else "champ")
-        bad = [a for a in answers if a[0] != 200 or a[1]["model_version"] != "1" or a[1]["outputs"][0]["data"] != want]
-        check(not bad, f"{mode}: all {len(answers)} answers come from the primary, unchanged")
-        results[mode] = p99(lat)
+    for mode, command in (("disagree", ""), ("crash", "fail = 1\n"), ("hang", "sleep_ms = 2000\n")):
+        open(fault + ".tmp", "w").write(command)
+        os.replace(fault + ".tmp", fault)
+        # Three alternations, and the median of each side's p99s: one scheduling hiccup of the
+        # machine moves one run's p99, not the median.
+        p99s = {"plain": [], "champ": []}
+        for _ in range(3):
+            for model in ("plain", "champ"):
+                lat, answers = run(model)
+                bad = [a for a in answers if a[0] != 200 or a[1]["model_version"] != "1" or a[1]["outputs"][0]["data"] != want]
+                if bad:
+                    raise SystemExit(f"FAIL: {mode}, {model}: {len(bad)} answers not the primary's: {bad[:2]}")
+                p99s[model].append(p99(lat))
+        ok(f"{mode}: every answer came from the primary, unchanged")
+        for model in p99s:
+            results[(mode, model)] = sorted(p99s[model])[1]
         time.sleep(0.3)
     m = metrics()
     lbl = dict(model="champ", challenger="champ", challenger_version="2")
@@ -225,16 +242,24 @@ elif scenario == "shadow":
           f"mean |diff| {metric(m, 'tern_shadow_mean_abs_diff', **lbl):.4f}")
     check(metric(m, "tern_shadow_errors_total", **lbl) > 50, f"its crashes show: tern_shadow_errors_total {metric(m, 'tern_shadow_errors_total', **lbl):.0f}")
     check(metric(m, "tern_shadow_dropped_total", **lbl) > 50, f"its hang shows: tern_shadow_dropped_total {metric(m, 'tern_shadow_dropped_total', **lbl):.0f}")
-    base = results["plain"]
     for mode in ("disagree", "crash", "hang"):
-        # 10%, and 0.3 ms for the scheduling noise of 2 cores at sub-millisecond latencies.
-        check(results[mode] <= 1.10 * base + 0.0003,
-              f"{mode}: the primary's p99 {results[mode] * 1e3:.2f} ms within 10% of {base * 1e3:.2f} ms without shadow")
+        base, shadowed = results[(mode, "plain")], results[(mode, "champ")]
+        # 10%, and 1 ms for the scheduling noise of 2 shared cores at sub-millisecond latencies
+        # (runs without a shadow alone range 0.7 to 1.3 ms). A primary that waited for its
+        # challenger would show the hang's 2 s.
+        check(shadowed <= 1.10 * base + 0.001,
+              f"{mode}: the primary's p99 {shadowed * 1e3:.2f} ms (median of 3 runs) within 10% + 1 ms of {base * 1e3:.2f} ms without shadow")
     open(fault, "w").write("")
     status, _, text = admin("/v2/repository/models/champ/promote", {"version": "2"})
     check(status == 200, f"promote through the control API: {status} {text}")
-    status, _, text, _ = infer(Client(), "champ")
-    check(json.loads(text)["model_version"] == "2", "after the promotion version 2 answers")
+    # Version 2 first works off the copies its hang left queued (429 meanwhile).
+    c = Client()
+    for _ in range(100):
+        status, _, text, _ = infer(c, "champ")
+        if status == 200:
+            break
+        time.sleep(0.1)
+    check(status == 200 and json.loads(text)["model_version"] == "2", "after the promotion version 2 answers")
 
 elif scenario == "fallback":
     fault = os.path.join(work, "fault-primary-1")
