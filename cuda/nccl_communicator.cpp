@@ -54,13 +54,40 @@ class NcclCommunicator final : public Communicator {
   bool device_buffers() const override { return true; }
 
   void allreduce_sum_start(float* data, int64_t count) override {
-    // Ordered after everything queued on the compute stream so far: the kernels that produced
-    // this bucket's gradients.
-    TERN_CUDA_CHECK(cudaEventRecord(ready_, cuda::compute_stream()));
-    TERN_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_));
+    after_compute();
     enqueue(
         ncclAllReduce(data, data, static_cast<size_t>(count), ncclFloat, ncclSum, comm_, stream_),
         "ncclAllReduce");
+    pending_ = true;
+  }
+  // NCCL's own reduce-scatter and all-gather take equal counts: these are groups of one reduce
+  // (or broadcast) per rank, rooted at the rank that owns the slice.
+  void reduce_scatter_sum_start(const float* in, float* out,
+                                const std::vector<int64_t>& counts) override {
+    after_compute();
+    enqueue(ncclGroupStart(), "ncclGroupStart");
+    int64_t offset = 0;
+    for (int r = 0; r < size_; ++r) {
+      if (counts[r])
+        enqueue(ncclReduce(in + offset, r == rank_ ? out : const_cast<float*>(in + offset),
+                           static_cast<size_t>(counts[r]), ncclFloat, ncclSum, r, comm_, stream_),
+                "ncclReduce");
+      offset += counts[r];
+    }
+    enqueue(ncclGroupEnd(), "ncclGroupEnd");
+    pending_ = true;
+  }
+  void allgather_start(float* data, const std::vector<int64_t>& offsets,
+                       const std::vector<int64_t>& counts) override {
+    after_compute();
+    enqueue(ncclGroupStart(), "ncclGroupStart");
+    for (int r = 0; r < size_; ++r) {
+      if (counts[r])
+        enqueue(ncclBroadcast(data + offsets[r], data + offsets[r], static_cast<size_t>(counts[r]),
+                              ncclFloat, r, comm_, stream_),
+                "ncclBroadcast");
+    }
+    enqueue(ncclGroupEnd(), "ncclGroupEnd");
     pending_ = true;
   }
   void progress() override {}
@@ -134,6 +161,13 @@ class NcclCommunicator final : public Communicator {
     init([&](ncclConfig_t* config) {
       return ncclCommSplit(parent.comm_, 0, rank_, &comm_, config);
     });
+  }
+
+  // Orders what comes next on the communication stream after everything queued on the compute
+  // stream so far: the kernels that produced a bucket's gradients, or the optimizer's update.
+  void after_compute() {
+    TERN_CUDA_CHECK(cudaEventRecord(ready_, cuda::compute_stream()));
+    TERN_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_));
   }
 
   template <class Create>

@@ -20,8 +20,9 @@
 #     2. digits on the GPU against the CPU (same config; TF32 off): validation accuracy and final
 #        loss, plus a bf16 run; the digits CNN likewise; the CPU-sized GPT for 200 steps on the
 #        CPU, the GPU in fp32 and in bf16 (validation loss), and resumed on the GPU from step 100
-#        (parameters bit for bit); the W-rank invariant test with 2 ranks on the one GPU over
-#        MPI (NCCL refuses two ranks on one GPU);
+#        (parameters bit for bit); ZeRO-1 over NCCL at world size 1 (bit for bit against
+#        unsharded); the W-rank invariant and ZeRO-1 tests with 2 ranks on the one GPU over MPI
+#        (NCCL refuses two ranks on one GPU);
 #     3. the GPU benchmarks, short runs: bench/gpu_attention.sh (the attention kernel against
 #        PyTorch's flash attention, forward and backward, B x T = 8x256, 8x1024, 64x256) and
 #        bench/gpu_train.sh for GPU_CHECK_BENCH_MODELS (default "digits_cnn gpt": the digits CNN
@@ -257,6 +258,11 @@ train digits_gpu_resumed --run.device=cuda --checkpoint.uri="$OUT/ckpt2" \
   --checkpoint.resume="$OUT/ckpt/ckpt/step-00001000"
 a=$(done_field "$OUT/digits_gpu_ckpt" param_checksum) b=$(done_field "$OUT/digits_gpu_resumed" param_checksum)
 check "digits GPU resume from step 1000" "param_checksum $a (straight) / $b (resumed)" same_checksum "$a" "$b"
+# ZeRO-1 over NCCL at world size 1 (the reduce and broadcast groups, the chunked update): the
+# update is the unsharded one, so the parameters must match bit for bit.
+train digits_gpu_zero --run.device=cuda --run.tf32=false --dist.zero=1
+a=$(done_field "$OUT/digits_gpu" param_checksum) b=$(done_field "$OUT/digits_gpu_zero" param_checksum)
+check "digits GPU ZeRO-1 over NCCL, 1 rank" "param_checksum $a (unsharded) / $b (dist.zero=1)" same_checksum "$a" "$b"
 same_accuracy "digits val_accuracy CPU / GPU fp32" digits_cpu digits_gpu 0.005
 cpu_loss=$(done_field "$OUT/digits_cpu" train_loss) gpu_loss=$(done_field "$OUT/digits_gpu" train_loss)
 close "digits final train_loss CPU / GPU" "$cpu_loss" "$gpu_loss" 1e-4
@@ -312,6 +318,8 @@ if [[ -x $MPI_BIN/tern_mpi_tests && -x $OMPI/bin/mpirun ]]; then
   dist=$(grep -oE 'relative distance W-rank vs 1-rank: [0-9.e+-]+' "$OUT/mpi_gpu.log" | awk '{print $NF}' | paste -sd, -)
   gtest_check "W-rank invariant, 2 ranks on 1 GPU, MPI" "$OUT/mpi_gpu.log" "${rc:-1}"
   info "W-rank invariant: distances to 1 rank" "${dist:-n/a}"
+  dist=$(grep -oE 'relative distance ZeRO-1 vs unsharded on W ranks: [0-9.e+-]+' "$OUT/mpi_gpu.log" | awk '{print $NF}' | paste -sd, -)
+  info "ZeRO-1 vs unsharded, 2 ranks on 1 GPU" "${dist:-n/a}"
   acc=$(done_field "$OUT/digits_gpu_mpi2" val_accuracy)
   check "digits 2 ranks on 1 GPU over MPI" "val_accuracy $acc (goal >= 0.97)" py "$acc >= 0.97"
 else

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -60,18 +61,30 @@ class MpiCommunicator final : public Communicator {
   // backward computes (the overlap), without spinning a core. Requests are touched under mu_.
   void allreduce_sum_start(float* data, int64_t count) override {
     if (count > INT32_MAX) throw std::length_error("MPI all-reduce bucket over 2^31 elements");
-    if (watched_) watchdog_->started();
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      requests_.push_back(MPI_REQUEST_NULL);
+    start([&](MPI_Request* req) {
       check(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_FLOAT, MPI_SUM, comm_,
-                           &requests_.back()),
+                           req),
             "MPI_Iallreduce");
-      in_flight_ = true;
-      if (watched_ && !progress_thread_.joinable())
-        progress_thread_ = std::thread([this] { progress_loop(); });
-    }
-    cv_.notify_one();
+    });
+  }
+  // MPI's int counts; the arrays live until wait_all(), as a non-blocking collective needs.
+  void reduce_scatter_sum_start(const float* in, float* out,
+                                const std::vector<int64_t>& counts) override {
+    const std::vector<int>& c = keep_counts(counts);
+    start([&](MPI_Request* req) {
+      check(MPI_Ireduce_scatter(in, out, c.data(), MPI_FLOAT, MPI_SUM, comm_, req),
+            "MPI_Ireduce_scatter");
+    });
+  }
+  void allgather_start(float* data, const std::vector<int64_t>& offsets,
+                       const std::vector<int64_t>& counts) override {
+    const std::vector<int>& c = keep_counts(counts);
+    const std::vector<int>& d = keep_counts(offsets);
+    start([&](MPI_Request* req) {
+      check(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, c.data(), d.data(), MPI_FLOAT,
+                            comm_, req),
+            "MPI_Iallgatherv");
+    });
   }
   void progress() override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -93,6 +106,7 @@ class MpiCommunicator final : public Communicator {
       if (watched_) watchdog_->set_bucket(first);
     }
     requests_.clear();
+    counts_.clear();
     in_flight_ = false;
   }
   void allreduce_sum(double* data, int count) override {
@@ -173,6 +187,31 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  // Posts one non-blocking collective (`post` fills its request) for the progress thread.
+  template <class Post>
+  void start(Post post) {
+    if (watched_) watchdog_->started();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      requests_.push_back(MPI_REQUEST_NULL);
+      post(&requests_.back());
+      in_flight_ = true;
+      if (watched_ && !progress_thread_.joinable())
+        progress_thread_ = std::thread([this] { progress_loop(); });
+    }
+    cv_.notify_one();
+  }
+  // Counts or offsets as MPI's ints, kept until wait_all().
+  const std::vector<int>& keep_counts(const std::vector<int64_t>& values) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<int>& out = counts_.emplace_back();
+    for (int64_t v : values) {
+      if (v > INT32_MAX)
+        throw std::length_error("MPI reduce-scatter or all-gather over 2^31 elements");
+      out.push_back(static_cast<int>(v));
+    }
+    return out;
+  }
   // mu_ held. Returns MPI's status rather than throwing: the progress thread cannot throw.
   int test_in_flight() {
     if (!in_flight_) return MPI_SUCCESS;
@@ -226,6 +265,7 @@ class MpiCommunicator final : public Communicator {
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<MPI_Request> requests_;      // under mu_
+  std::deque<std::vector<int>> counts_;    // under mu_: the arrays of the requests in flight
   bool in_flight_ = false, stop_ = false;  // under mu_
   std::thread progress_thread_;
 };
@@ -297,6 +337,12 @@ class SingleCommunicator final : public Communicator {
   int rank() const override { return 0; }
   int size() const override { return 1; }
   void allreduce_sum_start(float*, int64_t) override {}
+  // Host memory only: a GPU run at world size 1 without NCCL never starts a collective.
+  void reduce_scatter_sum_start(const float* in, float* out,
+                                const std::vector<int64_t>& counts) override {
+    if (in != out && counts[0]) std::memcpy(out, in, counts[0] * sizeof(float));
+  }
+  void allgather_start(float*, const std::vector<int64_t>&, const std::vector<int64_t>&) override {}
   void progress() override {}
   void wait_all() override {}
   void allreduce_sum(double*, int) override {}

@@ -45,26 +45,6 @@ int64_t now_unix() {
       .count();
 }
 
-// Copies bytes [offset, offset + size) of the concatenated buffers into or out of `bytes`.
-void copy_range(const std::vector<StateBuffer>& buffers, uint64_t offset, uint64_t size,
-                char* bytes, bool to_buffers) {
-  uint64_t base = 0;
-  for (const auto& b : buffers) {
-    const uint64_t n = b.tensor.nbytes();
-    const uint64_t lo = std::max(offset, base), hi = std::min(offset + size, base + n);
-    if (lo < hi) {
-      char* buf = static_cast<char*>(b.tensor.raw()) + (lo - base);
-      char* ext = bytes + (lo - offset);
-      // The buffers may be in GPU memory; `bytes` is always host memory.
-      if (to_buffers)
-        copy_bytes(buf, b.tensor.device(), ext, Device{}, hi - lo);
-      else
-        copy_bytes(ext, Device{}, buf, b.tensor.device(), hi - lo);
-    }
-    base += n;
-  }
-}
-
 bool same_layout(const std::vector<ParamInfo>& a, const std::vector<ParamInfo>& b,
                  std::string* why) {
   if (a.size() != b.size()) {
@@ -199,7 +179,8 @@ Manifest read_checkpoint(ObjectStore& store, int64_t step, std::string* out) {
 CheckpointManager::CheckpointManager(const CheckpointConfig& cfg, Communicator& comm,
                                      std::vector<StateBuffer> buffers,
                                      std::vector<ParamInfo> layout, std::string optimizer,
-                                     std::string config_text, nlohmann::json model)
+                                     std::string config_text, nlohmann::json model,
+                                     const FlatSharding* sharding)
     : cfg_(cfg),
       comm_(comm.duplicate()),
       store_(open_store(cfg.uri, cfg.retry_seconds)),
@@ -209,15 +190,63 @@ CheckpointManager::CheckpointManager(const CheckpointConfig& cfg, Communicator& 
       config_(std::move(config_text)),
       config_hash_(xxh3_hex(config_.data(), config_.size())),
       model_(std::move(model)) {
-  for (const auto& b : buffers_) state_bytes_ += b.tensor.nbytes();
+  if (sharding) sharding_ = *sharding;
+  for (const auto& b : buffers_) {
+    const int64_t numel = b.sharded ? sharding_->total() : b.tensor.numel();
+    const bool fits = !sharding_ || (b.sharded ? b.tensor.numel() == sharding_->size(comm_->rank())
+                                               : b.tensor.numel() == sharding_->total());
+    if ((b.sharded && !sharding_) || !fits || b.tensor.dtype() != DType::f32)
+      throw std::invalid_argument("CheckpointManager: buffer " + b.name +
+                                  " does not fit the sharding");
+    buffer_bytes_.push_back(static_cast<uint64_t>(numel) * sizeof(float));
+    state_bytes_ += buffer_bytes_.back();
+  }
+  if (sharding_ && buffers_.size() > kMaxPieces)
+    throw std::invalid_argument("CheckpointManager: too many buffers to shard");
   worker_.start([this] { upload_loop(); });
 }
 
 // A pending save is still committed: stop() lets the loop finish it.
 CheckpointManager::~CheckpointManager() { worker_.stop(); }
 
-std::pair<uint64_t, uint64_t> CheckpointManager::shard_range(int rank, int world) const {
-  return {state_bytes_ * rank / world, state_bytes_ * (rank + 1) / world};
+// Unsharded: rank r writes bytes [r*S/W, (r+1)*S/W) of the state. ZeRO-1: its slice of each
+// buffer (none when its slice is empty).
+std::vector<CheckpointManager::Piece> CheckpointManager::pieces_of(int rank, int world) const {
+  if (!sharding_) {
+    const uint64_t lo = state_bytes_ * rank / world, hi = state_bytes_ * (rank + 1) / world;
+    return {{shard_key(rank, world), lo, hi - lo}};
+  }
+  std::vector<Piece> out;
+  uint64_t base = 0;
+  for (size_t i = 0; i < buffers_.size(); ++i) {
+    const uint64_t lo = sharding_->begin(rank) * sizeof(float);
+    const uint64_t size = sharding_->size(rank) * sizeof(float);
+    if (size) out.push_back({buffers_[i].name + "." + shard_key(rank, world), base + lo, size});
+    base += buffer_bytes_[i];
+  }
+  return out;
+}
+
+void CheckpointManager::copy_range(uint64_t offset, uint64_t size, char* bytes,
+                                   bool to_buffers) const {
+  uint64_t base = 0;
+  for (size_t i = 0; i < buffers_.size(); ++i) {
+    const StateBuffer& b = buffers_[i];
+    // Where the tensor's bytes lie in the whole state.
+    const uint64_t first = base + (b.sharded ? sharding_->begin(comm_->rank()) * sizeof(float) : 0);
+    const uint64_t lo = std::max(offset, first),
+                   hi = std::min(offset + size, first + b.tensor.nbytes());
+    if (lo < hi) {
+      char* buf = static_cast<char*>(b.tensor.raw()) + (lo - first);
+      char* ext = bytes + (lo - offset);
+      // The buffers may be in GPU memory; `bytes` is always host memory.
+      if (to_buffers)
+        copy_bytes(buf, b.tensor.device(), ext, Device{}, hi - lo);
+      else
+        copy_bytes(ext, Device{}, buf, b.tensor.device(), hi - lo);
+    }
+    base += buffer_bytes_[i];
+  }
 }
 
 double CheckpointManager::save(const TrainingPosition& pos, bool sync) {
@@ -225,11 +254,15 @@ double CheckpointManager::save(const TrainingPosition& pos, bool sync) {
   wait();
   Job job;
   job.pos = pos;
-  auto [lo, hi] = shard_range(comm_->rank(), comm_->size());
-  snapshot_.resize(hi - lo);
-  copy_range(buffers_, lo, hi - lo, snapshot_.data(), false);
-  job.shard = snapshot_.data();
-  job.size = hi - lo;
+  job.pieces = pieces_of(comm_->rank(), comm_->size());
+  uint64_t total = 0;
+  for (const Piece& p : job.pieces) total += p.size;
+  snapshot_.resize(total);
+  total = 0;
+  for (const Piece& p : job.pieces) {
+    copy_range(p.offset, p.size, snapshot_.data() + total, false);
+    total += p.size;
+  }
   {
     auto lock = worker_.lock();
     pending_ = std::move(job);
@@ -278,9 +311,14 @@ void CheckpointManager::commit(const Job& job) {
   const auto start = Clock::now();
   ShardReport mine{};
   try {
-    store_->put(folder + "/" + shard_key(rank, world), job.shard, job.size);
+    const char* bytes = snapshot_.data();
+    for (size_t i = 0; i < job.pieces.size(); ++i) {
+      const Piece& p = job.pieces[i];
+      store_->put(folder + "/" + p.key, bytes, p.size);
+      std::snprintf(mine.xxh3[i], sizeof mine.xxh3[i], "%s", xxh3_hex(bytes, p.size).c_str());
+      bytes += p.size;
+    }
     mine.ok = 1;
-    std::snprintf(mine.xxh3, sizeof mine.xxh3, "%s", xxh3_hex(job.shard, job.size).c_str());
   } catch (const std::exception& e) {
     spdlog::error("checkpoint step {}: shard of rank {} not written: {}", job.pos.step, rank,
                   e.what());
@@ -320,12 +358,17 @@ bool CheckpointManager::write_manifest(const Job& job, const std::vector<ShardRe
   m.world_size = world;
   m.state_bytes = state_bytes_;
   m.created = now_unix();
-  for (const auto& b : buffers_) m.buffers.emplace_back(b.name, b.tensor.nbytes());
+  for (size_t i = 0; i < buffers_.size(); ++i)
+    m.buffers.emplace_back(buffers_[i].name, buffer_bytes_[i]);
   m.tensors = layout_;
   for (int r = 0; r < world; ++r) {
-    auto [lo, hi] = shard_range(r, world);
-    m.shards.push_back({shard_key(r, world), lo, hi - lo, all[r].xxh3});
+    const std::vector<Piece> pieces = pieces_of(r, world);
+    for (size_t i = 0; i < pieces.size(); ++i)
+      m.shards.push_back({pieces[i].key, pieces[i].offset, pieces[i].size, all[r].xxh3[i]});
   }
+  // In the order of the state, as the manifest's readers check that the pieces tile it.
+  std::sort(m.shards.begin(), m.shards.end(),
+            [](const ShardEntry& a, const ShardEntry& b) { return a.offset < b.offset; });
   m.optimizer = optimizer_;
   m.config = config_;
   m.config_hash = config_hash_;
@@ -426,7 +469,7 @@ std::optional<TrainingPosition> CheckpointManager::resume() {
     double failures = error.empty() ? 0 : 1;
     comm_->allreduce_sum(&failures, 1);
     if (failures == 0) {
-      copy_range(buffers_, 0, state_bytes_, state.data(), true);
+      copy_range(0, state_bytes_, state.data(), true);
       if (root)
         spdlog::info("resumed from {}/{} (step {}, written by {} rank(s))", store->uri(),
                      checkpoint_folder(step), step, m.world_size);

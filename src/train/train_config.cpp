@@ -86,6 +86,9 @@ void register_trainer_options(OptionSet& o, TrainerConfig& c) {
   o.add("dist.overlap", &c.dist.overlap,
         "start each bucket's all-reduce during backward (off: all after backward, to measure "
         "what the overlap hides)");
+  o.add("dist.zero", &c.dist.zero,
+        "0: every rank keeps the whole optimizer state; 1 (ZeRO-1): each rank keeps and updates "
+        "its 1/W slice (gradients reduce-scattered, parameters all-gathered)");
   o.add("dist.timeout_seconds", &c.dist.timeout_seconds,
         "a peer rank silent (dead, stopped, cut off) or without progress for this long ends the "
         "job with exit 76 instead of hanging it (MPI watchdog; NCCL collectives abort)");
@@ -174,6 +177,7 @@ void validate_trainer_config(const OptionSet& o, const TrainerConfig& c) {
           "expected auto, nccl, mpi or none");
   require(c.dist.timeout_seconds > 0, o, "dist.timeout_seconds", "must be > 0");
   require(c.dist.bucket_mb > 0, o, "dist.bucket_mb", "must be > 0");
+  require(c.dist.zero == 0 || c.dist.zero == 1, o, "dist.zero", "must be 0 or 1");
   require(c.dist.straggler_seconds >= 0, o, "dist.straggler_seconds", "must be >= 0");
   // Store URIs are parsed here, once, so a bad one is a usage error before any rank starts.
   if (!c.checkpoint.uri.empty()) StoreUri::parse(c.checkpoint.uri, o.describe("checkpoint.uri"));

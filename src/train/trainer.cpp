@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -54,7 +55,11 @@ Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_in
     model_->params().copy_from(host);
     model_->params_changed();
   }
-  optim_ = std::make_unique<Optimizer>(cfg_.optim, cfg_.train.steps, model_->num_params(), device_);
+  // ZeRO-1: the optimizer state covers this rank's slice alone.
+  const int64_t num_params = model_->num_params();
+  if (cfg_.dist.zero) sharding_.emplace(num_params, comm_.size());
+  const int64_t state_numel = sharding_ ? sharding_->size(comm_.rank()) : num_params;
+  optim_ = std::make_unique<Optimizer>(cfg_.optim, cfg_.train.steps, state_numel, device_);
   // On a GPU the gradients travel over NCCL (dist.backend=auto|nccl), also at world size 1; with
   // dist.backend=mpi, or ranks sharing a GPU (which NCCL refuses), through host memory over MPI.
   const std::string& backend = cfg_.dist.backend;
@@ -67,19 +72,34 @@ Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_in
                      " GPU(s), and NCCL needs a GPU per rank (use dist.backend=mpi)");
   if (device_.on_gpu() && (backend == "nccl" || (backend == "auto" && !shared_gpu)))
     grad_comm_ = make_nccl_communicator(comm_, cfg_.dist.timeout_seconds);
-  reducer_ = std::make_unique<GradReducer>(grad_comm_ ? *grad_comm_ : comm_, model_->grads(),
-                                           cfg_.dist.bucket_mb, cfg_.dist.overlap);
+  Communicator& grad_comm = grad_comm_ ? *grad_comm_ : comm_;
+  if (sharding_) {
+    // One rank: the slice is the whole buffer, and the reduced gradients are the gradients.
+    const int me = comm_.rank();
+    shard_grads_ = comm_.size() == 1 ? model_->grads().slice(0, {num_params})
+                                     : Tensor::zeros({sharding_->size(me)}, DType::f32, device_);
+    // At least 4 chunks per slice, so that the all-gather overlaps the update; at most a bucket.
+    const int64_t bucket = static_cast<int64_t>(cfg_.dist.bucket_mb * (1 << 20) / sizeof(float));
+    const int64_t chunk = std::clamp<int64_t>((sharding_->size(0) + 3) / 4, 1 << 14,
+                                              std::max<int64_t>(bucket / comm_.size(), 1 << 14));
+    gather_ = std::make_unique<ParamGather>(grad_comm, model_->params(), *sharding_, chunk);
+  }
+  reducer_ = std::make_unique<GradReducer>(grad_comm, model_->grads(), cfg_.dist.bucket_mb,
+                                           cfg_.dist.overlap, sharding_ ? &*sharding_ : nullptr,
+                                           shard_grads_);
 
   bool resumed = false;
   if (!cfg_.checkpoint.uri.empty()) {
-    std::vector<StateBuffer> state = {{"params", model_->params()}};
+    const bool sharded = sharding_.has_value();
+    std::vector<StateBuffer> state = {{"params", model_->params(), false}};
     if (cfg_.optim.name == "adamw")
-      state.insert(state.end(), {{"optim.m", optim_->state_a()}, {"optim.v", optim_->state_b()}});
+      state.insert(state.end(), {{"optim.m", optim_->state_a(), sharded},
+                                 {"optim.v", optim_->state_b(), sharded}});
     else
-      state.push_back({"optim.velocity", optim_->state_a()});
-    ckpt_ = std::make_unique<CheckpointManager>(cfg_.checkpoint, comm_, std::move(state),
-                                                model_->param_table(), cfg_.optim.name,
-                                                effective_ini_, export_info_to_json(export_info_));
+      state.push_back({"optim.velocity", optim_->state_a(), sharded});
+    ckpt_ = std::make_unique<CheckpointManager>(
+        cfg_.checkpoint, comm_, std::move(state), model_->param_table(), cfg_.optim.name,
+        effective_ini_, export_info_to_json(export_info_), sharded ? &*sharding_ : nullptr);
     if (auto pos = ckpt_->resume()) {
       start_ = *pos;
       resumed = true;
@@ -99,10 +119,13 @@ Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_in
   if (root)
     spdlog::info(
         "model: {} layers, {} parameters; data: {} train rows, {} val rows; {} rank(s), "
-        "global batch {}, {} all-reduce bucket(s) over {}; device {}{}",
+        "global batch {}, {} {} bucket(s) over {}; optimizer state {:.2f} MB per rank{}; "
+        "device {}{}",
         model_->num_layers(), model_->num_params(), data_.train.rows(), data_.val.rows(),
         comm_.size(), cfg_.train.batch_size, reducer_->num_buckets(),
-        grad_comm_ ? "NCCL" : (comm_.size() > 1 ? "MPI" : "none"),
+        sharding_ ? "reduce-scatter" : "all-reduce",
+        grad_comm_ ? "NCCL" : (comm_.size() > 1 ? "MPI" : "none"), optimizer_state_mb(),
+        sharding_ ? " (ZeRO-1, rank 0's slice)" : "",
         device_.on_gpu() ? cuda_device_description() : std::string("cpu"),
         device_.on_gpu() ? ", " + cfg_.run.precision + (cfg_.run.tf32 ? " (TF32)" : "") : "");
 }
@@ -168,6 +191,11 @@ void Trainer::load_tokens(DType compute) {
 }
 
 Trainer::~Trainer() = default;
+
+// What the optimizer keeps on this rank (ZeRO-1: its slice), in MB.
+double Trainer::optimizer_state_mb() const {
+  return static_cast<double>(optim_->state_a().nbytes() + optim_->state_b().nbytes()) / 1e6;
+}
 
 std::pair<Tensor, Tensor> Trainer::on_device(const Tensor& x, const Tensor& y) {
   if (!uploader_) return {x, y};
@@ -362,15 +390,24 @@ TrainResult Trainer::run() {
     }
     auto t4 = Clock::now();
     reducer_->finish();
-    // The loss sum and the preemption flag travel together: every rank sees both.
-    double shared[2] = {loss_sum, preemption.requested() ? 1.0 : 0.0};
-    comm_.allreduce_sum(shared, 2);
+    // The loss sum, the preemption flag and (ZeRO-1) the slices' squared gradient norms travel
+    // together: every rank sees all three.
+    double shared[3] = {loss_sum, preemption.requested() ? 1.0 : 0.0,
+                        sharding_ ? ops::sum_squares(shard_grads_) : 0.0};
+    comm_.allreduce_sum(shared, sharding_ ? 3 : 2);
     const double loss = shared[0] / static_cast<double>(B * positions_);
     auto t5 = Clock::now();
     t.allreduce_wait = std::chrono::duration<double>(t5 - t4).count();
 
     Optimizer::StepStats os;
-    if (std::isfinite(loss)) {
+    if (std::isfinite(loss) && sharding_) {
+      const int me = comm_.rank();
+      os = optim_->step_slice(*model_, shard_grads_, sharding_->begin(me), step, shared[2],
+                              sharding_->num_chunks(gather_->chunk()), gather_->chunk(),
+                              [this](int c) { gather_->chunk_done(c); });
+      gather_->finish();
+      model_->params_changed();
+    } else if (std::isfinite(loss)) {
       os = optim_->step(*model_, step);
     } else if (tc.on_nonfinite == "error") {
       throw std::runtime_error("non-finite training loss (" + std::to_string(loss) + ") at step " +
@@ -464,6 +501,7 @@ TrainResult Trainer::finish(TrainResult result, int64_t step, double wall) {
                          {"wall_seconds", wall},
                          {"samples_per_sec", result.samples_per_sec},
                          {"world_size", comm_.size()},
+                         {"optimizer_state_mb", optimizer_state_mb()},
                          {"version", version_string()}};
   if (data_.has_val) {
     done["val_loss"] = result.val.loss;

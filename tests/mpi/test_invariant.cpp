@@ -1,5 +1,6 @@
 // Run under mpirun -np W (W = 2, 3): a W-rank run must give the parameters of a 1-rank run with
-// the same global batch (DESIGN.md section 4), and two W-rank runs must be bit-identical.
+// the same global batch (DESIGN.md section 4), and two W-rank runs must be bit-identical; with
+// ZeRO-1 (optimizer state sharded) too.
 #include <gtest/gtest.h>
 #include <mpi.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <random>
 
 #include "tern/base/log.h"
+#include "tern/dist/sharding.h"
 #include "tern/io/hdf5_file.h"
 #include "tern/train/trainer.h"
 
@@ -99,13 +101,15 @@ void expect_matches_one_rank(const TrainerConfig& c) {
 
 TEST(WRankInvariant, AdamWWithDropout) { expect_matches_one_rank(base_config()); }
 
-TEST(WRankInvariant, SgdWithAccumulation) {
+TrainerConfig sgd_with_accumulation() {
   TrainerConfig c = base_config();
   c.optim.name = "sgd";
   c.optim.lr = 0.05f;
   c.train.accum_steps = 2;
-  expect_matches_one_rank(c);
+  return c;
 }
+
+TEST(WRankInvariant, SgdWithAccumulation) { expect_matches_one_rank(sgd_with_accumulation()); }
 
 // Batch norm's statistics are reduced over the ranks: W ranks still train as one.
 TEST(WRankInvariant, SynchronisedBatchNorm) {
@@ -123,6 +127,97 @@ TEST(WRankInvariant, BatchSmallerThanWorld) {
   c.train.batch_size = 2;  // with 3 ranks one rank has no rows
   c.train.steps = 10;
   expect_matches_one_rank(c);
+}
+
+// ZeRO-1's collectives, uneven counts and a rank with none: the reduce-scatter gives each rank
+// the sums of its part, the all-gather puts every rank's part everywhere.
+TEST(ZeroCollectives, ReduceScatterAndAllGatherUnevenCounts) {
+  auto comm = make_mpi_communicator(MpiScope::world);
+  const int W = comm->size(), me = comm->rank();
+  std::vector<int64_t> counts(W), offsets(W);
+  int64_t total = 0;
+  for (int r = 0; r < W; ++r) {
+    counts[r] = r == 1 ? 0 : 5 + 3 * r;  // rank 1 owns nothing
+    offsets[r] = total;
+    total += counts[r];
+  }
+  std::vector<float> in(total), out(std::max<int64_t>(counts[me], 1), -1.0f);
+  for (int64_t i = 0; i < total; ++i) in[i] = static_cast<float>(i + 100 * me);
+  comm->reduce_scatter_sum_start(in.data(), out.data(), counts);
+  comm->wait_all();
+  for (int64_t i = 0; i < counts[me]; ++i) {
+    float want = 0;
+    for (int r = 0; r < W; ++r) want += static_cast<float>(offsets[me] + i + 100 * r);
+    EXPECT_EQ(out[i], want) << "element " << i;
+  }
+  std::vector<float> data(total + 7, -1.0f);  // parts at offsets shifted by 7: not from 0
+  for (int r = 0; r < W; ++r) offsets[r] += 7;
+  for (int64_t i = 0; i < counts[me]; ++i) data[offsets[me] + i] = 1000.0f * me + i;
+  comm->allgather_start(data.data(), offsets, counts);
+  comm->wait_all();
+  for (int r = 0; r < W; ++r)
+    for (int64_t i = 0; i < counts[r]; ++i) EXPECT_EQ(data[offsets[r] + i], 1000.0f * r + i);
+  for (int i = 0; i < 7; ++i) EXPECT_EQ(data[i], -1.0f) << "outside the parts";
+}
+
+TEST(ZeroSharding, AlignedSlicesThatTile) {
+  for (int W : {1, 2, 3, 7})
+    for (int64_t n : {0, 5, 16, 1000, 1 << 20}) {
+      FlatSharding s(n, W);
+      EXPECT_EQ(s.begin(0), 0);
+      EXPECT_EQ(s.end(W - 1), n);
+      for (int r = 0; r < W; ++r) {
+        EXPECT_LE(s.begin(r), s.end(r));
+        if (r > 0) {
+          EXPECT_EQ(s.begin(r), s.end(r - 1));
+          if (s.begin(r) < n) {
+            EXPECT_EQ(s.begin(r) % FlatSharding::kAlign, 0);
+          }
+        }
+        int64_t chunked = 0;
+        for (int c = 0; c < s.num_chunks(64); ++c) {
+          auto [first, last] = s.chunk_of(r, c, 64);
+          EXPECT_EQ(first, s.begin(r) + chunked);
+          chunked += last - first;
+        }
+        EXPECT_EQ(chunked, s.size(r));
+      }
+      int64_t sum = 0;
+      for (int64_t c : s.counts_within(n / 3, n)) sum += c;
+      EXPECT_EQ(sum, n - n / 3);
+    }
+}
+
+// ZeRO-1 trains as unsharded does: bit for bit on 1 rank, within float tolerance on W (the sums
+// go in another order), and two W-rank runs are bit-identical.
+void expect_zero_matches(TrainerConfig c) {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  c.dist.zero = 0;
+  Run plain = train(c, MpiScope::world);
+  c.dist.zero = 1;
+  Run zero = train(c, MpiScope::world);
+  Run again = train(c, MpiScope::world);
+  EXPECT_EQ(zero.checksum, again.checksum) << "ZeRO-1, same W: bit for bit";
+  const double d = relative_distance(zero.params, plain.params);
+  EXPECT_LT(d, 1e-5) << "ZeRO-1 vs unsharded relative distance " << d;
+  if (rank == 0) {
+    c.dist.zero = 0;
+    Run one = train(c, MpiScope::self);
+    c.dist.zero = 1;
+    Run one_zero = train(c, MpiScope::self);
+    EXPECT_EQ(one.checksum, one_zero.checksum) << "1 rank: ZeRO-1 is the unsharded update";
+    std::printf("[ zero ] relative distance ZeRO-1 vs unsharded on W ranks: %.3g\n", d);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(ZeroOne, AdamWWithClippingMatchesUnsharded) { expect_zero_matches(base_config()); }
+
+TEST(ZeroOne, SgdWithAccumulationMatchesUnsharded) {
+  TrainerConfig c = sgd_with_accumulation();
+  c.dist.bucket_mb = 25;  // one bucket: the reduce-scatter spans every slice
+  expect_zero_matches(c);
 }
 
 }  // namespace

@@ -43,6 +43,16 @@ class Communicator {
   // True when allreduce_sum_start takes device pointers (NCCL), false for host memory (MPI).
   virtual bool device_buffers() const { return false; }
   virtual void allreduce_sum_start(float* data, int64_t count) = 0;
+  // ZeRO-1's two halves of an all-reduce, started like allreduce_sum_start and completed by
+  // wait_all(), in the communicator's memory (device_buffers()):
+  //   reduce-scatter: `in` holds sum(counts) elements, counts[r] for rank r in rank order; this
+  //                   rank's `out` receives its counts[rank] of them summed over the ranks (`out`
+  //                   must not overlap `in`);
+  //   all-gather:     in place: rank r's counts[r] elements at data + offsets[r] reach every rank.
+  virtual void reduce_scatter_sum_start(const float* in, float* out,
+                                        const std::vector<int64_t>& counts) = 0;
+  virtual void allgather_start(float* data, const std::vector<int64_t>& offsets,
+                               const std::vector<int64_t>& counts) = 0;
   virtual void progress() = 0;
   virtual void wait_all() = 0;
   virtual void allreduce_sum(double* data, int count) = 0;

@@ -13,6 +13,7 @@
 #include "tern/base/worker.h"
 #include "tern/compute/tensor.h"
 #include "tern/dist/communicator.h"
+#include "tern/dist/sharding.h"
 #include "tern/io/store.h"
 #include "tern/nn/model.h"
 
@@ -20,6 +21,10 @@
 // (the named buffers: parameters, optimizer moments) plus the step and data position, stored as
 //   <uri>/ckpt/step-00001200/shard-00000-of-00004.bin   rank r: bytes [r*S/W, (r+1)*S/W)
 //   <uri>/ckpt/step-00001200/MANIFEST.json             written last, by rank 0
+// or, with ZeRO-1, each rank's slice of each buffer, the part of the state it owns:
+//   <uri>/ckpt/step-00001200/optim.m.shard-00000-of-00004.bin
+// The manifest lists the pieces with their offsets in the whole state, which is the same however
+// it was written: any world size, with or without ZeRO, resumes from it.
 // A folder without a manifest does not exist for resume.
 namespace tern {
 
@@ -36,10 +41,12 @@ struct CheckpointConfig {
   double spot_poll_seconds = 5;
 };
 
-// One named flat buffer of the state (f32), e.g. "params", "optim.m".
+// One named flat buffer of the state (f32), e.g. "params", "optim.m". Sharded (ZeRO-1): the
+// tensor holds this rank's slice of the buffer alone, as the manager's FlatSharding cuts it.
 struct StateBuffer {
   std::string name;
   Tensor tensor;
+  bool sharded = false;
 };
 
 struct TrainingPosition {
@@ -89,10 +96,13 @@ Manifest read_checkpoint(ObjectStore& store, int64_t step, std::string* out);
 class CheckpointManager {
  public:
   // `comm` is duplicated, so commits never interfere with the training loop's collectives.
+  // sharding (ZeRO-1): every rank writes its slice of each buffer (all of the parameters' size);
+  // sharded buffers hold that slice alone.
   CheckpointManager(const CheckpointConfig& cfg, Communicator& comm,
                     std::vector<StateBuffer> buffers, std::vector<ParamInfo> layout,
                     std::string optimizer, std::string config_text,
-                    nlohmann::json model = nlohmann::json::object());
+                    nlohmann::json model = nlohmann::json::object(),
+                    const FlatSharding* sharding = nullptr);
   ~CheckpointManager();
   CheckpointManager(const CheckpointManager&) = delete;
   CheckpointManager& operator=(const CheckpointManager&) = delete;
@@ -111,21 +121,29 @@ class CheckpointManager {
   std::optional<TrainingPosition> resume();
 
  private:
+  // One object a rank writes: bytes [offset, offset + size) of the whole state.
+  struct Piece {
+    std::string key;
+    uint64_t offset = 0, size = 0;
+  };
+  static constexpr size_t kMaxPieces = 4;  // a rank writes one, or one per buffer
   struct Job {
     TrainingPosition pos;
-    const char* shard = nullptr;  // this rank's bytes, in snapshot_
-    uint64_t size = 0;
+    std::vector<Piece> pieces;  // this rank's, their bytes one after another in snapshot_
   };
   void upload_loop();
   void commit(const Job& job);
-  struct ShardReport {  // what each rank tells the others after writing its shard
+  struct ShardReport {  // what each rank tells the others after writing its pieces
     char ok;
-    char xxh3[17];
+    char xxh3[kMaxPieces][17];
   };
+  std::vector<Piece> pieces_of(int rank, int world) const;
+  // Bytes [offset, offset + size) of the whole state into or out of `bytes`, for the part that
+  // this rank's buffers hold.
+  void copy_range(uint64_t offset, uint64_t size, char* bytes, bool to_buffers) const;
   // Rank 0: the manifest, if every rank's shard is good. True when committed.
   bool write_manifest(const Job& job, const std::vector<ShardReport>& reports);
   void apply_retention(int64_t newest);
-  std::pair<uint64_t, uint64_t> shard_range(int rank, int world) const;
 
   CheckpointConfig cfg_;
   std::unique_ptr<Communicator> comm_;
@@ -134,7 +152,9 @@ class CheckpointManager {
   std::vector<ParamInfo> layout_;
   std::string optimizer_, config_, config_hash_;
   nlohmann::json model_;
+  std::optional<FlatSharding> sharding_;
   uint64_t state_bytes_ = 0;
+  std::vector<uint64_t> buffer_bytes_;  // each buffer's size in the whole state
   // Host copy of this rank's shard, reused by every save (one save in flight at a time), so a
   // save costs one memcpy into memory that is already mapped.
   std::vector<char> snapshot_;

@@ -55,6 +55,7 @@ struct DistConfig {
   bool overlap = true;
   double timeout_seconds = 600.0;
   double straggler_seconds = 0;  // 0 = timeout_seconds / 4
+  int64_t zero = 0;              // 1: ZeRO-1, optimizer state sharded over the ranks
 };
 
 // Everything tern-train reads.

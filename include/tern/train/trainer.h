@@ -1,10 +1,12 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "tern/compute/device.h"
 #include "tern/dist/grad_reducer.h"
+#include "tern/dist/param_gather.h"
 #include "tern/infer/export.h"
 #include "tern/io/dataset.h"
 #include "tern/nn/model.h"
@@ -54,6 +56,7 @@ class Trainer {
   void load_tokens(DType compute);
   // The batch on the training device (queued through the uploader on a GPU).
   std::pair<Tensor, Tensor> on_device(const Tensor& x, const Tensor& y);
+  double optimizer_state_mb() const;
 
   TrainerConfig cfg_;
   Communicator& comm_;
@@ -67,6 +70,11 @@ class Trainer {
   std::unique_ptr<Model> model_;
   std::unique_ptr<Optimizer> optim_;
   std::unique_ptr<GradReducer> reducer_;
+  // ZeRO-1 (dist.zero=1): this rank's slice of the flat buffers, its reduced gradients and the
+  // all-gather of the updated parameters.
+  std::optional<FlatSharding> sharding_;
+  Tensor shard_grads_;
+  std::unique_ptr<ParamGather> gather_;
   std::unique_ptr<CheckpointManager> ckpt_;
   TrainingPosition start_;  // where this run begins: 0, or the resumed checkpoint
   RunLog log_;
