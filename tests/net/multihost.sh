@@ -61,11 +61,12 @@ distance() {  # relative distance between two checkpoint stores' newest checkpoi
   "$TERN_BIN/tern-ckpt" compare "$1" "$2" | sed 's/.*relative distance \([^,]*\),.*/\1/'
 }
 below() { python3 -c "import sys; sys.exit(0 if abs(float('$1')) <= float('$2') else 1)"; }
-# near_base NAME WHAT: NAME's newest checkpoint within the elastic-resume tolerance (1e-3 relative,
-# docs/checkpoints.md: another world size sums in another order) of the uninterrupted run's.
+# near_base NAME WHAT [BASE]: NAME's newest checkpoint within the elastic-resume tolerance (1e-3
+# relative, docs/checkpoints.md: another world size sums in another order) of the uninterrupted
+# run's (BASE, default base).
 near_base() {
   local d
-  d=$(distance "s3://tern-net/$1" "s3://tern-net/base")
+  d=$(distance "s3://tern-net/$1" "s3://tern-net/${3:-base}")
   below "$d" 1e-3 && pass "$1: $2: within $d (relative) of the uninterrupted run" ||
     fail "$1: relative distance $d from the uninterrupted run"
 }
@@ -126,13 +127,15 @@ invariant() {
 }
 
 # elastic NAME ARGS...: the launcher in the background over h1 and h2 (2 ranks each); sets ELASTIC.
-# GROW_SECONDS (default 0: never) is how often it probes a host left out.
+# GROW_SECONDS (default 0: never) is how often it probes a host left out; ELASTIC_TIMEOUT the
+# job's dist.timeout_seconds (default $timeout).
 elastic() {
   local name=$1
   shift
   # Both hosts answer first (a link just set up again may take a moment).
   for _ in $(seq 50); do "$nets" probe h1 && "$nets" probe h2 && break; sleep 0.2; done
-  launch/run-elastic.sh --hosts "h1 h2" --slots 2 --probe "$nets probe" --timeout-seconds "$timeout" \
+  launch/run-elastic.sh --hosts "h1 h2" --slots 2 --probe "$nets probe" \
+    --timeout-seconds "${ELASTIC_TIMEOUT:-$timeout}" \
     --grow-seconds "${GROW_SECONDS:-0}" --max-failures 2 -- "${config[@]}" --run.dir="$WORK/$name" \
     --checkpoint.uri="s3://tern-net/$name" "$@" >"$WORK/$name.log" 2>&1 &
   ELASTIC=$!
@@ -175,7 +178,15 @@ faults() {
   want=$(done_of base param_checksum)
   for fault in ${TERN_TEST_FAULTS:-kill stop link loss}; do
     [ "$fault" = grow ] && continue
-    elastic "$fault" "${steps[@]}"
+    # Under 30% loss TCP's retransmission backoff alone can hold a heartbeat back for more than
+    # 10 s (six losses in a row: 0.2 + 0.4 + ... + 6.4 s); a job on such a link is given a longer
+    # timeout than the faults that do kill (production's default is 600 s), and the loss lasts
+    # longer than their timeout.
+    if [ "$fault" = loss ]; then
+      ELASTIC_TIMEOUT=$((3 * timeout)) elastic "$fault" "${steps[@]}"
+    else
+      elastic "$fault" "${steps[@]}"
+    fi
     wait_step "$fault" 150 || { kill "$ELASTIC"; continue; }
     grep -q "attempt 1: 4 rank(s) on 2 of 2 host(s)" "$WORK/$fault.log" ||
       fail "$fault: the first attempt was not 4 ranks on 2 hosts: $(grep attempt "$WORK/$fault.log")"
@@ -264,11 +275,12 @@ faults() {
 
 # After a link down the job goes on with h1 alone; when h2 answers again the launcher asks that
 # job to checkpoint and stop (exit 75, not a failure) and relaunches on both. A checkpoint every
-# other step slows the 2-rank attempt (its steps take well under a millisecond) so that it is
-# still running when h2 comes back; the numbers are those of `faults` (same schedule).
+# other step slows the 2-rank attempt (its steps take well under a millisecond), and the schedule
+# is long enough that it is still running when h2 comes back, after the watchdog has ended what
+# was left on h2 (some 20 s); its uninterrupted run is `grow-base`.
 grow() {
-  local steps=(--train.steps=500 --checkpoint.every_steps=2)
-  [ -d "$WORK/base" ] || ranks 4 "h1 h2" base "${steps[@]}"
+  local steps=(--train.steps=1500 --checkpoint.every_steps=2)
+  ranks 4 "h1 h2" grow-base --train.steps=1500 --checkpoint.every_steps=500
   GROW_SECONDS=1 elastic grow "${steps[@]}"
   wait_step grow 150 || { kill "$ELASTIC"; return; }
   "$nets" link h2 down
@@ -289,7 +301,7 @@ grow() {
     fail "grow: not grown back to 2 hosts: $(grep -E 'run-elastic' "$WORK/grow.log" | tr '\n' ' ')"
   grep -q "failure 2" "$WORK/grow.log" && fail "grow: growing was counted as a failure" ||
     pass "grow: growing not counted as a failure"
-  near_base grow "4 -> 2 -> 4 ranks"
+  near_base grow "4 -> 2 -> 4 ranks" grow-base
 }
 
 spot() {
