@@ -10,7 +10,9 @@
 #    (configs/shakespeare_gpt.ini, against bench/torch_gpt.py: the same model with torch's
 #    scaled_dot_product_attention; tokens/s), at 1 and 2 threads.
 # 2. Data-parallel scaling: wide MLP, 2 MPI ranks x 1 BLAS thread vs 1 rank x 1 thread, same
-#    global batch (256).
+#    global batch (256), unsharded and with ZeRO-1 (dist.zero=1).
+# 3. ZeRO-1 memory: optimizer state and peak resident memory per rank, W = 1, 2, 3, with and
+#    without dist.zero=1.
 #
 # Steady-state throughput, both sides the same estimator: the median of per-interval samples/s
 # after a warm-up. tern: the metrics.jsonl records (one per train.log_every steps), the first
@@ -27,7 +29,7 @@
 #   BENCH_IDLE_WAIT seconds to wait for an idle machine before each timed run (default 300)
 #   BENCH_RETRIES   tries per measurement while other processes disturb it (default 4)
 #   TERN_BIN        folder with tern-train and tern-data (default build/bin)
-#   BENCH_MODELS    which parts (default "digits_mlp wide_mlp scaling gpt")
+#   BENCH_MODELS    which parts (default "digits_mlp wide_mlp scaling gpt zero_memory")
 set -euo pipefail
 
 TERN_BIN=${TERN_BIN:-build/bin}
@@ -36,7 +38,7 @@ OUT=${BENCH_OUT:-bench/out}
 TARGET_S=${BENCH_SECONDS:-12}
 BUCKET_MB=${BENCH_BUCKET_MB:-25}
 SWEEP=${BENCH_SWEEP:-0}
-MODELS=" ${BENCH_MODELS:-digits_mlp wide_mlp scaling gpt} "
+MODELS=" ${BENCH_MODELS:-digits_mlp wide_mlp scaling gpt zero_memory} "
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 if [[ ! -f CMakeLists.txt || ! -d bench ]]; then
@@ -258,14 +260,19 @@ run_tern wide_mlp.np1 "$WIDE" 1 1 --dist.bucket_mb="$BUCKET_MB"
 ONE=$TERN_SUM ONE_FOREIGN=$TERN_FOREIGN
 run_tern wide_mlp.np2 "$WIDE" 2 1 --dist.bucket_mb="$BUCKET_MB"
 TWO=$TERN_SUM TWO_FOREIGN=$TERN_FOREIGN
+run_tern wide_mlp.np2.zero "$WIDE" 2 1 --dist.bucket_mb="$BUCKET_MB" --dist.zero=1
+ZERO=$TERN_SUM ZERO_FOREIGN=$TERN_FOREIGN
 python3 -c "
-one, two = ${ONE%% *}, ${TWO%% *}
+one, two, zero = ${ONE%% *}, ${TWO%% *}, ${ZERO%% *}
 print(f'scaling wide_mlp 2 ranks x 1 thread vs 1 rank x 1 thread: ratio {two / one:.2f}x (goal >= 1.8x)')
-print(f'  1 rank x 1 thread: {one:.0f} samples/s; 2 ranks x 1 thread: {two:.0f} samples/s (global batch 256, dist.bucket_mb=$BUCKET_MB, mpirun --bind-to core)')"
+print(f'scaling wide_mlp with ZeRO-1 (dist.zero=1), 2 ranks x 1 thread vs 1 rank x 1 thread: ratio {zero / one:.2f}x (goal >= 1.8x)')
+print(f'  1 rank x 1 thread: {one:.0f} samples/s; 2 ranks x 1 thread: {two:.0f} samples/s, with ZeRO-1 {zero:.0f} (global batch 256, dist.bucket_mb=$BUCKET_MB, mpirun --bind-to core)')"
 split_line "1 rank " "$ONE"
 split_line "2 ranks" "$TWO"
+split_line "2 ranks, ZeRO-1" "$ZERO"
 [[ -z $ONE_FOREIGN ]] || echo "  note: 1-rank run$ONE_FOREIGN"
 [[ -z $TWO_FOREIGN ]] || echo "  note: 2-rank run$TWO_FOREIGN"
+[[ -z $ZERO_FOREIGN ]] || echo "  note: 2-rank ZeRO-1 run$ZERO_FOREIGN"
 
 if [[ $SWEEP == 1 ]]; then
   echo
@@ -276,6 +283,32 @@ if [[ $SWEEP == 1 ]]; then
     echo "  dist.bucket_mb=$mb: $sps samples/s ($(python3 -c "print(f'{$sps / ${ONE%% *}:.2f}')")x), allreduce_wait $ar ms/step$TERN_FOREIGN"
   done
 fi
+fi
+echo
+
+# ---- 3. ZeRO-1 memory ---------------------------------------------------------------------------
+# Optimizer state per rank (the run log's optimizer_state_mb, rank 0's slice) and each rank's peak
+# resident memory (/usr/bin/time), with and without dist.zero=1, at W = 1, 2, 3 (wide MLP,
+# 50 steps; the goal is 1/W of the state).
+if [[ $MODELS == *" zero_memory "* ]]; then
+  WIDE=bench/configs/wide_mlp.ini
+  echo "ZeRO-1 memory, wide MLP (1.86 M parameters, AdamW):"
+  printf '  %-3s %-6s %-26s %s\n' W zero "optimizer state per rank" "peak RSS per rank (MB)"
+  for np in 1 2 3; do
+    for zero in 0 1; do
+      dir=$OUT/zero_mem.np$np.z$zero
+      rm -rf "$dir"
+      mpirun -np "$np" --oversubscribe /usr/bin/time -f "rss_kb %M" "$TERN_BIN/tern-train" \
+        --config "$WIDE" --run.dir="$dir" --run.threads=1 --run.progress=off --train.steps=50 \
+        --train.log_every=50 --dist.zero=$zero >"$OUT/zero_mem.np$np.z$zero.log" 2>&1 ||
+        { cat "$OUT/zero_mem.np$np.z$zero.log" >&2; exit 1; }
+      mb=$(grep '"event":"done"' "$dir/metrics.jsonl" | json_field optimizer_state_mb)
+      rss=$(sed -n 's/^rss_kb //p' "$OUT/zero_mem.np$np.z$zero.log" | awk '{printf "%s%.0f", (NR > 1 ? " " : ""), $1 / 1024}')
+      [[ $zero == 0 ]] && base_mb=$mb
+      ratio=$(python3 -c "print(f'{$mb / $base_mb:.3f}')")
+      printf '  %-3s %-6s %-26s %s\n' "$np" "$zero" "$mb MB ($ratio of unsharded)" "$rss"
+    done
+  done
 fi
 echo
 

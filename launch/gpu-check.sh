@@ -44,6 +44,7 @@
 #   GPU_CHECK_AUTOTUNE_TIMEOUT, 240 s a run, and then reads FAILED for that peer).
 #
 # Environment: GPU_CHECK_OUT, BENCH_SECONDS (per benchmark run, default 4), SKIP_BENCH=1,
+#   SKIP_CHECKS=1 (sections 1 and 2 skipped: the benchmarks alone),
 #   GPU_CHECK_BENCH_MODELS (bench/gpu_train.sh's BENCH_MODELS; all five:
 #   "digits_mlp wide_mlp gemm_mlp digits_cnn gpt", about 4 more minutes), SKIP_ATTENTION_BENCH=1,
 #   GPU_CHECK_COMPILE_MODES (default "compile max-autotune"; "compile" saves the autotuning).
@@ -188,6 +189,8 @@ bins=("$BIN/tern-train" "$BIN/tern-generate" "$BIN/tern_cuda_tests")
 missing=$(ldd "${bins[@]}" 2>&1 | grep "not found" | sort -u | tr -s ' \t' ' ')
 check "shared libraries" "${missing:-all found}" test -z "$missing"
 
+# SKIP_CHECKS=1: the benchmarks alone (a second call after a run whose checks passed).
+if [[ ${SKIP_CHECKS:-0} != 1 ]]; then
 # ---- 1. CUDA tests --------------------------------------------------------------------------------
 gtest_counts() {  # LOG -> "PASSED FAILED SKIPPED" (the summary lines of a GoogleTest run)
   local p f s
@@ -325,6 +328,8 @@ if [[ -x $MPI_BIN/tern_mpi_tests && -x $OMPI/bin/mpirun ]]; then
 else
   fail "2 ranks on one GPU over MPI" "not run: no MPI binaries or mpirun in the bundle"
 fi
+
+fi  # SKIP_CHECKS
 
 # ---- 3. benchmarks -----------------------------------------------------------------------------
 # Each benchmark must run and, where it checks its numbers (the attention kernel against its CPU

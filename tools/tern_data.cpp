@@ -84,24 +84,56 @@ int convert(int argc, char** argv) {
   return kExitOk;
 }
 
+// "8GB", "500MB", "2GiB", "1000": bytes.
+int64_t parse_size(const std::string& text) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  std::string unit = text.substr(used);
+  std::transform(unit.begin(), unit.end(), unit.begin(), ::toupper);
+  static const std::map<std::string, double> units = {
+      {"", 1},      {"B", 1},        {"KB", 1e3},        {"MB", 1e6},          {"GB", 1e9},
+      {"TB", 1e12}, {"KIB", 1024.0}, {"MIB", 1048576.0}, {"GIB", 1073741824.0}};
+  const auto it = units.find(unit);
+  if (used == 0 || it == units.end() || v <= 0)
+    throw InputError("synth: --size " + text + ": expected a size such as 8GB, 500MB or 2GiB");
+  return static_cast<int64_t>(v * it->second);
+}
+
 int synth(int argc, char** argv) {
-  std::string output;
+  std::string output, size;
   int64_t rows = 10000, features = 784, classes = 10, seed = 0;
   double val_fraction = 0.1;
   po::options_description desc("tern-data synth");
   desc.add_options()("help", "this text")("output", po::value(&output)->required(),
                                           "HDF5 file to write")(
       "rows", po::value(&rows)->default_value(rows), "rows in all")(
-      "features", po::value(&features)->default_value(features), "features per row")(
+      "size", po::value(&size),
+      "instead of --rows: as many rows as fit in this size (8GB, 500MB, 2GiB), written a block "
+      "at a time")("features", po::value(&features)->default_value(features), "features per row")(
       "classes", po::value(&classes)->default_value(classes), "classes")(
       "val-fraction", po::value(&val_fraction)->default_value(val_fraction),
       "share of rows for /val")("seed", po::value(&seed)->default_value(seed), "seed");
   if (!parse_options(argc, argv, desc)) return kExitOk;
-  import_synthetic({output, rows, features, classes, val_fraction, static_cast<uint64_t>(seed),
-                    std::string("tern-data ") + version_string()});
-  std::printf("synthetic: %lld rows x %lld features, %lld classes -> %s\n",
-              static_cast<long long>(rows), static_cast<long long>(features),
-              static_cast<long long>(classes), output.c_str());
+  SyntheticImport job{output,
+                      rows,
+                      features,
+                      classes,
+                      0,
+                      val_fraction,
+                      static_cast<uint64_t>(seed),
+                      std::string("tern-data ") + version_string()};
+  if (!size.empty()) job.bytes = parse_size(size);
+  const SyntheticSummary r = import_synthetic(job);
+  std::printf(
+      "synthetic: %lld rows x %lld features, %lld classes, %.1f MB -> %s (train %lld, val %lld)\n",
+      static_cast<long long>(r.train_rows + r.val_rows), static_cast<long long>(features),
+      static_cast<long long>(classes), r.bytes / 1e6, output.c_str(),
+      static_cast<long long>(r.train_rows), static_cast<long long>(r.val_rows));
   return kExitOk;
 }
 

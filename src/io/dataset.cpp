@@ -10,6 +10,7 @@
 
 #include "tern/base/error.h"
 #include "tern/io/hdf5_file.h"
+#include "tern/io/row_stream.h"
 
 namespace tern {
 namespace {
@@ -170,6 +171,17 @@ Split token_windows(std::string name, Tensor tokens, int64_t block) {
   return s;
 }
 
+int64_t Split::rows() const {
+  if (block > 0) return std::max<int64_t>(tokens.numel() - block, 0);
+  if (stream) return stream->rows();
+  return x.numel() ? x.dim(0) : 0;
+}
+
+std::pair<Tensor, Tensor> Split::rows_at(int64_t begin, int64_t n) const {
+  if (stream) return stream->rows(begin, n);
+  return {x.rows(begin, n), y.rows(begin, n)};
+}
+
 void Split::window(int64_t start, int32_t* x, int32_t* y) const {
   const int32_t* tok = tokens.data<int32_t>() + start;
   std::copy(tok, tok + block, x);
@@ -325,17 +337,26 @@ Batch Loader::make(int64_t step, int64_t micro) {
                     b.y.data<int32_t>() + i * T);
     return b;
   }
-  Shape xs = split_.x.shape(), ys = split_.y.shape();
+  const StreamedRows* stream = split_.stream.get();
+  Shape xs = stream ? stream->x_shape() : split_.x.shape();
+  Shape ys = stream ? stream->y_shape() : split_.y.shape();
   xs[0] = ys[0] = rows;
-  b.x = allocate(xs, split_.x.dtype());
-  b.y = allocate(ys, split_.y.dtype());
-  const size_t x_row = split_.x.nbytes() / split_.rows(), y_row = split_.y.nbytes() / split_.rows();
+  b.x = allocate(xs, DType::f32);
+  b.y = allocate(ys, stream ? stream->y_dtype() : split_.y.dtype());
+  const size_t x_row = b.x.nbytes() / std::max<int64_t>(rows, 1);
+  const size_t y_row = b.y.nbytes() / std::max<int64_t>(rows, 1);
   const char* xsrc = static_cast<const char*>(split_.x.raw());
   const char* ysrc = static_cast<const char*>(split_.y.raw());
-  // The sampler is not thread-safe: look the rows up first, copy them in parallel.
+  // The sampler is not thread-safe: look the rows up first, copy (or read) them in parallel.
   std::vector<int64_t> source(rows);
   for (int64_t i = 0; i < rows; ++i) source[i] = sampler_.sample_at(b.first_sample + i);
   auto copy_rows = [&](int64_t begin, int64_t end) {
+    if (stream) {
+      stream->read(source.data() + begin, end - begin,
+                   b.x.data<float>() + begin * static_cast<int64_t>(x_row / sizeof(float)),
+                   static_cast<char*>(b.y.raw()) + begin * y_row);
+      return;
+    }
     for (int64_t i = begin; i < end; ++i) {
       const int64_t s = source[i];
       std::memcpy(static_cast<char*>(b.x.raw()) + i * x_row, xsrc + s * x_row, x_row);

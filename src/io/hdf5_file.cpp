@@ -171,6 +171,105 @@ void File::write(const std::string& dataset, const Tensor& t) {
     throw std::runtime_error("'" + path_ + "': cannot write dataset " + dataset);
 }
 
+void File::create_rows(const std::string& dataset, DType dtype, const Shape& dims,
+                       int64_t chunk_rows) {
+  Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+  H5Pset_create_intermediate_group(lcpl, 1);
+  std::vector<hsize_t> d(dims.begin(), dims.end());
+  Id space(H5Screate_simple(static_cast<int>(d.size()), d.data(), nullptr), H5Sclose);
+  Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  if (!d.empty() && d[0] > 0) {
+    std::vector<hsize_t> chunk = d;
+    chunk[0] = std::clamp<hsize_t>(static_cast<hsize_t>(chunk_rows), 1, d[0]);
+    H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data());
+  }
+  Id ds(H5Dcreate2(id_, dataset.c_str(), memory_type(dtype), space, lcpl, dcpl, H5P_DEFAULT),
+        H5Dclose);
+  if (ds < 0) throw std::runtime_error("'" + path_ + "': cannot create dataset " + dataset);
+}
+
+void File::write_rows(const std::string& dataset, int64_t begin, const Tensor& rows) {
+  if (rows.numel() == 0) return;
+  Id ds(H5Dopen2(id_, dataset.c_str(), H5P_DEFAULT), H5Dclose);
+  Id file_space(H5Dget_space(ds), H5Sclose);
+  std::vector<hsize_t> start(rows.ndim(), 0), count(rows.shape().begin(), rows.shape().end());
+  start[0] = static_cast<hsize_t>(begin);
+  Id mem_space(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr), H5Sclose);
+  if (ds < 0 ||
+      H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(),
+                          nullptr) < 0 ||
+      H5Dwrite(ds, memory_type(rows.dtype()), mem_space, file_space, H5P_DEFAULT, rows.raw()) < 0)
+    throw std::runtime_error("'" + path_ + "': cannot write rows of " + dataset);
+}
+
+RowLayout File::row_layout(const std::string& dataset, DType as) const {
+  RowLayout out;
+  const DatasetInfo meta = info(dataset);
+  out.rows = meta.dims.empty() ? 0 : meta.dims[0];
+  out.row_bytes =
+      static_cast<int64_t>(dtype_size(as)) * (out.rows ? shape_numel(meta.dims) / out.rows : 0);
+  Id ds(H5Dopen2(id_, dataset.c_str(), H5P_DEFAULT), H5Dclose);
+  Id type(H5Dget_type(ds), H5Tclose);
+  Id dcpl(H5Dget_create_plist(ds), H5Pclose);
+  if (H5Tequal(type, memory_type(as)) <= 0) {
+    out.why_not = "stored as another element type than " + std::string(dtype_name(as));
+    return out;
+  }
+  if (out.rows == 0) {
+    out.why_not = "no rows";
+    return out;
+  }
+  const H5D_layout_t layout = H5Pget_layout(dcpl);
+  if (layout == H5D_CONTIGUOUS) {
+    const haddr_t at = H5Dget_offset(ds);
+    if (at == HADDR_UNDEF) {
+      out.why_not = "not written yet";
+      return out;
+    }
+    out.chunk_offsets = {static_cast<uint64_t>(at)};
+    out.direct = true;
+    return out;
+  }
+  if (layout != H5D_CHUNKED) {
+    out.why_not = "neither contiguous nor chunked";
+    return out;
+  }
+  if (H5Pget_nfilters(dcpl) > 0) {
+    out.why_not = "compressed (tern-data synth writes streamable files; see docs/data.md)";
+    return out;
+  }
+  std::vector<hsize_t> chunk(meta.dims.size());
+  H5Pget_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data());
+  for (size_t d = 1; d < chunk.size(); ++d)
+    if (chunk[d] != static_cast<hsize_t>(meta.dims[d])) {
+      out.why_not = "chunks do not hold whole rows";
+      return out;
+    }
+  out.chunk_rows = static_cast<int64_t>(chunk[0]);
+  Id space(H5Dget_space(ds), H5Sclose);
+  hsize_t n = 0;
+  const int64_t want = (out.rows + out.chunk_rows - 1) / out.chunk_rows;
+  if (H5Dget_num_chunks(ds, space, &n) < 0 || static_cast<int64_t>(n) != want) {
+    out.why_not = "not every chunk is written";
+    return out;
+  }
+  out.chunk_offsets.assign(want, 0);
+  std::vector<hsize_t> coords(meta.dims.size());
+  for (hsize_t i = 0; i < n; ++i) {
+    unsigned mask = 0;
+    haddr_t addr = HADDR_UNDEF;
+    hsize_t size = 0;
+    if (H5Dget_chunk_info(ds, space, i, coords.data(), &mask, &addr, &size) < 0 ||
+        addr == HADDR_UNDEF) {
+      out.why_not = "a chunk cannot be located";
+      return out;
+    }
+    out.chunk_offsets[coords[0] / chunk[0]] = static_cast<uint64_t>(addr);
+  }
+  out.direct = true;
+  return out;
+}
+
 void File::write_attr(const std::string& object, const std::string& name,
                       const std::string& value) {
   Id type(H5Tcopy(H5T_C_S1), H5Tclose);

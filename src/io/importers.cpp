@@ -172,33 +172,55 @@ ImportSummary import_csv(const CsvImport& job) {
           static_cast<int64_t>(val_rows.size())};
 }
 
-void import_synthetic(const SyntheticImport& job) {
-  const int64_t rows = job.rows, features = job.features, classes = job.classes;
-  const uint64_t seed = job.seed;
-  const double val_fraction = job.val_fraction;
-  const std::string& output = job.output;
+// Written a block of rows at a time into chunked, uncompressed datasets, so that a file of any
+// size is made in bounded memory and can be streamed (StreamedRows reads its rows directly).
+SyntheticSummary import_synthetic(const SyntheticImport& job) {
+  const int64_t features = job.features, classes = job.classes;
+  const int64_t row_bytes = features * static_cast<int64_t>(sizeof(float)) + 4;
+  const int64_t rows = job.bytes > 0 ? job.bytes / row_bytes : job.rows;
   if (rows < 1 || features < 1 || classes < 2)
-    throw InputError("synth: need rows >= 1, features >= 1, classes >= 2");
+    throw InputError(
+        "synth: need rows >= 1 (or --size of at least one row), features >= 1, "
+        "classes >= 2");
+  if (!(job.val_fraction >= 0.0 && job.val_fraction < 1.0))
+    throw InputError("synth: --val-fraction must be in [0, 1)");
+  const int64_t n_val =
+      static_cast<int64_t>(std::llround(job.val_fraction * static_cast<double>(rows)));
+  const int64_t n_train = rows - n_val;
+  if (n_train < 1) throw InputError("synth: no rows left for /train");
   // Gaussian blobs around one random centre per class: learnable, and cheap to make.
-  std::mt19937_64 rng(seed);
+  std::mt19937_64 rng(job.seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<float> centres(classes * features);
   for (auto& c : centres) c = normal(rng);
-  std::vector<float> x(rows * features);
-  std::vector<double> y(rows);
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t k = static_cast<int64_t>(rng() % static_cast<uint64_t>(classes));
-    y[r] = static_cast<double>(k);
-    for (int64_t f = 0; f < features; ++f)
-      x[r * features + f] = centres[k * features + f] + 2.0f * normal(rng);
+  // Chunks of about 4 MB: few enough to index, small enough to write and read in pieces.
+  constexpr int64_t kChunkBytes = int64_t{4} << 20;
+  const int64_t x_chunk = std::max<int64_t>(1, kChunkBytes / (features * 4));
+  const int64_t y_chunk = kChunkBytes / 4;
+  h5::File out = h5::File::create(job.output);
+  for (auto [name, n] : {std::pair<const char*, int64_t>{"train", n_train}, {"val", n_val}}) {
+    if (n == 0) continue;
+    const std::string xs = std::string("/") + name + "/x", ys = std::string("/") + name + "/y";
+    out.create_rows(xs, DType::f32, {n, features}, x_chunk);
+    out.create_rows(ys, DType::i32, {n}, y_chunk);
+    for (int64_t r0 = 0; r0 < n; r0 += x_chunk) {
+      const int64_t m = std::min(x_chunk, n - r0);
+      Tensor x = Tensor::empty({m, features}), y = Tensor::empty({m}, DType::i32);
+      for (int64_t r = 0; r < m; ++r) {
+        const int64_t k = static_cast<int64_t>(rng() % static_cast<uint64_t>(classes));
+        y.data<int32_t>()[r] = static_cast<int32_t>(k);
+        float* row = x.data<float>() + r * features;
+        for (int64_t f = 0; f < features; ++f)
+          row[f] = centres[k * features + f] + 2.0f * normal(rng);
+      }
+      out.write_rows(xs, r0, x);
+      out.write_rows(ys, r0, y);
+    }
   }
-  auto [train_rows, val_rows] = split_rows(rows, val_fraction, seed);
-  h5::File out = h5::File::create(output);
-  write_split(out, "train", train_rows, x, features, y, true);
-  if (!val_rows.empty()) write_split(out, "val", val_rows, x, features, y, true);
   out.write_attr("/", "task", std::string("classification"));
   out.write_attr("/", "source", std::string("synthetic"));
   out.write_attr("/", "created_by", job.created_by);
+  return {n_train, n_val, rows * row_bytes};
 }
 
 TextSummary import_text(const TextImport& job) {

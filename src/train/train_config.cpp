@@ -32,6 +32,14 @@ void register_trainer_options(OptionSet& o, TrainerConfig& c) {
         "threads that copy the rows of one large batch (over 4 MiB); 0 = up to 4, as the cores "
         "allow");
 
+  o.add("data.stream", &c.data.stream,
+        "rows: on reads each batch's rows from the file as it is made (data larger than memory); "
+        "off loads the splits into memory; auto streams when the training split is larger than "
+        "data.stream_above_mb");
+  o.add("data.stream_above_mb", &c.data.stream_above_mb,
+        "data.stream=auto's threshold in MB; 0 = a quarter of this node's memory divided by the "
+        "ranks on it");
+
   o.add("optim.name", &c.optim.name, "optimizer: adamw | sgd");
   o.add("optim.lr", &c.optim.lr, "peak learning rate");
   o.add("optim.weight_decay", &c.optim.weight_decay,
@@ -141,6 +149,9 @@ void validate_trainer_config(const OptionSet& o, const TrainerConfig& c) {
   require(c.data.prefetch >= 1, o, "data.prefetch", "must be >= 1");
   require(c.data.block_size >= 0, o, "data.block_size", "must be >= 0");
   require(c.data.loader_threads >= 0, o, "data.loader_threads", "must be >= 0");
+  require(one_of(c.data.stream, {"auto", "on", "off"}), o, "data.stream",
+          "must be auto, on or off");
+  require(c.data.stream_above_mb >= 0, o, "data.stream_above_mb", "must be >= 0");
   require(one_of(c.optim.name, {"adamw", "sgd"}), o, "optim.name", "expected adamw or sgd");
   require(c.optim.lr > 0, o, "optim.lr", "must be > 0");
   require(c.optim.weight_decay >= 0, o, "optim.weight_decay", "must be >= 0");

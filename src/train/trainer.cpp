@@ -13,6 +13,8 @@
 #include "tern/base/error.h"
 #include "tern/base/log.h"
 #include "tern/base/version.h"
+#include "tern/io/hdf5_file.h"
+#include "tern/io/row_stream.h"
 #include "tern/train/preemption.h"
 
 namespace tern {
@@ -21,6 +23,7 @@ Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_in
                  int local_world)
     : cfg_(std::move(cfg)), comm_(comm), effective_ini_(std::move(effective_ini)) {
   const bool root = comm_.rank() == 0;
+  local_world_ = local_world;
   ops::flush_denormals_on_this_thread(cfg_.run.flush_denormals);
   device_ = resolve_device(cfg_.run.device, local_rank, local_world);
   if (cfg_.run.device == "auto" && !device_.on_gpu() && cuda_device_count() > 0 && local_rank == 0)
@@ -150,8 +153,13 @@ void Trainer::load_rows(DType compute) {
   expect.classification = model_->loss_fn().classification();
   expect.classes = expect.classification ? model_->output_shape()[0] : 0;
   expect.target_dim = expect.classification ? 0 : shape_numel(model_->output_shape());
+  if (stream_rows(file_dim)) {
+    load_streamed(expect);
+    return;
+  }
   data_ = Dataset::load(cfg_.data.path, expect);
   stats_ = feature_stats(data_.train.x);
+  data_checksum_ = content_checksum(data_.train.x) + content_checksum(data_.train.y);
   // The reference is rank 0's, which writes manifests and the export; every rank holds the whole
   // training split, so it is the same for any world size.
   if (comm_.rank() == 0)
@@ -163,6 +171,91 @@ void Trainer::load_rows(DType compute) {
   }
 }
 
+// data.stream: on, off, or auto by the size of the training split against this rank's share of
+// the node's memory.
+bool Trainer::stream_rows(int64_t file_dim) const {
+  if (cfg_.data.stream != "auto") return cfg_.data.stream == "on";
+  const int64_t rows = h5::File::open(cfg_.data.path).info("/train/x").dims[0];
+  const double split_mb = static_cast<double>(rows) * file_dim * sizeof(float) / 1e6;
+  double limit_mb = static_cast<double>(cfg_.data.stream_above_mb);
+  if (limit_mb == 0) {
+    const double node_mb = static_cast<double>(sysconf(_SC_PHYS_PAGES)) *
+                           static_cast<double>(sysconf(_SC_PAGE_SIZE)) / 1e6;
+    limit_mb = node_mb / 4 / std::max(local_world_, 1);
+  }
+  return split_mb > limit_mb;
+}
+
+// The splits stay in the file (StreamedRows): rank 0 reads them through once, a block at a time,
+// for the checks, the checksum and the normalisation statistics, and tells the others, so that
+// every rank fails alike on bad data and normalises alike.
+void Trainer::load_streamed(const DataExpectation& expect) {
+  data_.path = cfg_.data.path;
+  auto train = StreamedRows::open(cfg_.data.path, "train", expect);
+  if (train->rows() == 0)
+    throw InputError("data file '" + cfg_.data.path + "': dataset /train/x: has no rows");
+  {
+    h5::File f = h5::File::open(cfg_.data.path);
+    data_.feature_names = feature_names_of(f);
+    data_.has_val = f.exists("/val/x") || f.exists("/val/y");
+  }
+  std::shared_ptr<StreamedRows> val;
+  if (data_.has_val) val = StreamedRows::open(cfg_.data.path, "val", expect);
+  std::string error;
+  std::vector<double> packed;  // the statistics, then the checksum's bytes
+  if (comm_.rank() == 0) {
+    try {
+      StreamedRows::Scan scan = train->scan(true);
+      if (val) val->scan(false);
+      stats_ = std::move(scan.stats);
+      data_checksum_ = scan.checksum;
+    } catch (const InputError& e) {
+      error = e.what();
+    }
+  }
+  uint64_t size = error.size();
+  comm_.broadcast(&size, sizeof size, 0);
+  error.resize(size);
+  comm_.broadcast(error.data(), size, 0);
+  if (!error.empty()) throw InputError(error);
+  const int64_t cols = train->x_shape()[1];
+  for (auto* v : {&stats_.mean, &stats_.stddev, &stats_.min, &stats_.max}) {
+    v->resize(cols);
+    comm_.broadcast(v->data(), v->size() * sizeof(double), 0);
+  }
+  char sum[33] = {};
+  std::snprintf(sum, sizeof sum, "%s", data_checksum_.c_str());
+  comm_.broadcast(sum, sizeof sum, 0);
+  data_checksum_ = sum;
+  // The export's reference profile: rows evenly spaced over the split, at most 65536 of them
+  // and 16 MB (memory stays bounded however wide the rows are).
+  const int64_t profile_rows = std::min<int64_t>(
+      1 << 16, (int64_t{16} << 20) / (cols * static_cast<int64_t>(sizeof(float))));
+  if (comm_.rank() == 0) {
+    const Tensor sample = train->sample_x(std::max<int64_t>(profile_rows, 1));
+    export_info_.input_profile =
+        profile_columns(sample.data<float>(), sample.dim(0), cols, data_.feature_names);
+  }
+  if (cfg_.data.normalize == "standard") {
+    train->normalize(stats_);
+    if (val) val->normalize(stats_);
+  }
+  if (comm_.rank() == 0)
+    spdlog::info(
+        "data: streaming {} ({} train rows{}), rows read from the file as batches need them{}",
+        cfg_.data.path, train->rows(),
+        val ? ", " + std::to_string(val->rows()) + " val rows" : std::string(),
+        train->direct() ? std::string()
+                        : "; slowly: not directly addressable (" + train->why_not_direct() +
+                              "), read through HDF5");
+  data_.train.name = "train";
+  data_.train.stream = std::move(train);
+  if (val) {
+    data_.val.name = "val";
+    data_.val.stream = std::move(val);
+  }
+}
+
 // A token corpus (tern-data text): samples are windows of data.block_size tokens, the targets
 // the next token at every position, the model's input the token ids.
 void Trainer::load_tokens(DType compute) {
@@ -170,6 +263,8 @@ void Trainer::load_tokens(DType compute) {
   if (T < 1)
     throw InputError("data file '" + cfg_.data.path +
                      "' is a token corpus: set data.block_size, the context length");
+  if (cfg_.data.stream == "on" && comm_.rank() == 0)
+    spdlog::warn("data.stream=on: token corpora are loaded whole (streaming reads rows of /x, /y)");
   TokenCorpus corpus = TokenCorpus::load(cfg_.data.path);
   model_ = std::make_unique<Model>(cfg_.model.layers, cfg_.model.loss, Shape{T}, device_, compute);
   const Shape& out = model_->output_shape();
@@ -219,8 +314,7 @@ void Trainer::describe_export() {
   if (e.normalization == "standard") e.norm = stats_;
   e.feature_stats = stats_;
   const std::string data_sum =
-      vocab_.empty() ? content_checksum(data_.train.x) + content_checksum(data_.train.y)
-                     : content_checksum(data_.train.tokens);
+      vocab_.empty() ? data_checksum_ : content_checksum(data_.train.tokens);
   e.lineage = {{"dataset", cfg_.data.path},
                {"dataset_checksum", data_sum},
                {"config", effective_ini_},
@@ -240,7 +334,8 @@ DataProfile Trainer::prediction_profile() {
   StepContext ctx{false, static_cast<uint64_t>(cfg_.train.seed), 0, nullptr};
   for (int64_t r = 0; r < val.rows(); r += cfg_.train.eval_batch_size) {
     const int64_t n = std::min(cfg_.train.eval_batch_size, val.rows() - r);
-    auto [x, y] = on_device(val.x.rows(r, n), val.y.rows(r, n));
+    auto [hx, hy] = val.rows_at(r, n);
+    auto [x, y] = on_device(hx, hy);
     const Tensor host = model_->forward(x, ctx).to(Device{});
     const float* o = host.data<float>();
     for (int64_t i = 0; i < n; ++i) {
@@ -278,8 +373,7 @@ EvalResult Trainer::evaluate() {
       for (int64_t i = 0; i < n; ++i)
         val.window((r + i) * T, hx.data<int32_t>() + i * T, hy.data<int32_t>() + i * T);
     } else {
-      hx = val.x.rows(r, n);
-      hy = val.y.rows(r, n);
+      std::tie(hx, hy) = val.rows_at(r, n);
     }
     auto [x, y] = on_device(hx, hy);
     model_->forward(x, ctx);

@@ -10,6 +10,12 @@ expect_exit 2 "dataset /train/x: rows have 63 features, the model expects 64" ru
 expect_exit 2 "dataset /train/y: row 9 has label 10, outside [0, 10)" run "$WORK/label.h5"
 expect_exit 2 "dataset /val/y: expected integer class labels, found float" run "$WORK/dtype.h5"
 expect_exit 2 "'$WORK/absent.h5' is missing or is not an HDF5 file" run "$WORK/absent.h5"
+# Streamed (rank 0 reads the file through once and every rank stops alike), the same messages.
+stream() { launch 2 "$train" --config configs/digits_mlp.ini --train.steps=5 --data.stream=on --data.path="$1"; }
+expect_exit 2 "dataset /train/x: row 5, column 3 is NaN" stream "$WORK/nan.h5"
+expect_exit 2 "dataset /train/x: rows have 63 features, the model expects 64" stream "$WORK/shape.h5"
+expect_exit 2 "dataset /train/y: row 9 has label 10, outside [0, 10)" stream "$WORK/label.h5"
+expect_exit 2 "dataset /val/y: expected integer class labels" stream "$WORK/dtype.h5"
 
 printf '1,2,3\n4,x,6\n' > "$WORK/bad.csv"
 expect_exit 2 "bad.csv:2, column 2: 'x' is not a finite number" "$TERN_BIN/tern-data" convert --input "$WORK/bad.csv" --output "$WORK/o.h5"

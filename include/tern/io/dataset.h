@@ -5,6 +5,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -17,21 +18,24 @@ namespace tern {
 namespace h5 {
 class File;
 }
+class StreamedRows;
 
 // One split of a dataset, in memory: x f32 [rows, features...], y i32 [rows] (classes) or
 // f32 [rows, targets] (regression).
 // A split is either rows (x, y), or a token stream read as windows: with block > 0, sample s is
 // the window starting at token s, x = tokens[s, s + block) and y = tokens[s + 1, s + block + 1]
 // (next-token targets), so there are tokens - block samples.
+// Or the rows stay in the file and are read as batches need them (`stream`, data sets larger
+// than memory; x and y are then empty).
 struct Split {
   std::string name;  // "train" or "val"
   Tensor x, y;
+  std::shared_ptr<const StreamedRows> stream;
   Tensor tokens;      // i32 [n], when block > 0
   int64_t block = 0;  // window length (the model's context)
-  int64_t rows() const {
-    if (block > 0) return std::max<int64_t>(tokens.numel() - block, 0);
-    return x.numel() ? x.dim(0) : 0;
-  }
+  int64_t rows() const;
+  // Rows [begin, begin + n) of x and y, from memory (views) or from the file.
+  std::pair<Tensor, Tensor> rows_at(int64_t begin, int64_t n) const;
   // The window starting at token `start` into x and its next tokens into y (block ids each).
   void window(int64_t start, int32_t* x, int32_t* y) const;
 };

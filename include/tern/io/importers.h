@@ -28,11 +28,17 @@ ImportSummary import_csv(const CsvImport& job);
 struct SyntheticImport {
   std::string output;
   int64_t rows = 10000, features = 784, classes = 10;
+  int64_t bytes = 0;  // > 0: as many rows as fit in this many bytes of features and labels
   double val_fraction = 0.1;
   uint64_t seed = 0;
   std::string created_by;
 };
-void import_synthetic(const SyntheticImport& job);
+struct SyntheticSummary {
+  int64_t train_rows = 0, val_rows = 0, bytes = 0;
+};
+// Gaussian blobs, one per class; written a block at a time (any size, bounded memory) into
+// chunked uncompressed datasets that StreamedRows reads directly.
+SyntheticSummary import_synthetic(const SyntheticImport& job);
 
 // UTF-8 text -> character tokens (/train/tokens, /val/tokens: the last share, contiguous) and
 // the vocabulary (distinct characters in code point order).

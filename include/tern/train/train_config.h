@@ -25,6 +25,8 @@ struct DataConfig {
   int64_t prefetch = 4;                // batches prepared ahead per rank
   int64_t loader_threads = 0;          // copying one large batch; 0 = auto
   int64_t block_size = 0;              // token corpora: the context length
+  std::string stream = "auto";         // auto | on | off: rows read from the file as needed
+  int64_t stream_above_mb = 0;         // auto streams splits larger than this; 0: see the help
 };
 
 struct TrainConfig {

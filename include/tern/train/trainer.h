@@ -57,13 +57,17 @@ class Trainer {
   // The batch on the training device (queued through the uploader on a GPU).
   std::pair<Tensor, Tensor> on_device(const Tensor& x, const Tensor& y);
   double optimizer_state_mb() const;
+  bool stream_rows(int64_t file_dim) const;
+  void load_streamed(const DataExpectation& expect);
 
   TrainerConfig cfg_;
   Communicator& comm_;
   std::string effective_ini_;
   Dataset data_;
   FeatureStats stats_;
-  ExportInfo export_info_;  // model.h5's description, also kept in every checkpoint
+  int local_world_ = 1;        // ranks on this node
+  std::string data_checksum_;  // of the raw training rows (x, then y), for the lineage
+  ExportInfo export_info_;     // model.h5's description, also kept in every checkpoint
   Device device_;
   std::unique_ptr<BatchUploader> uploader_;
   std::unique_ptr<Communicator> grad_comm_;  // NCCL on a GPU; else the reducer uses comm_

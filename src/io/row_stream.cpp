@@ -1,0 +1,248 @@
+#include "tern/io/row_stream.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "tern/base/error.h"
+
+namespace tern {
+namespace {
+
+std::string bad(const std::string& path, const std::string& dataset, const std::string& what) {
+  return "data file '" + path + "': dataset " + dataset + ": " + what;
+}
+
+// Rows per block of a scan: about 16 MB of features.
+int64_t block_rows(int64_t row_bytes) {
+  return std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(row_bytes, 1));
+}
+
+std::string hex(uint64_t h) {
+  char out[17];
+  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
+  return out;
+}
+
+}  // namespace
+
+std::shared_ptr<StreamedRows> StreamedRows::open(const std::string& path, const std::string& split,
+                                                 const DataExpectation& expect) {
+  std::shared_ptr<StreamedRows> s(new StreamedRows());
+  s->path_ = path;
+  s->split_ = split;
+  s->file_ = std::make_unique<h5::File>(h5::File::open(path));
+  const h5::File& f = *s->file_;
+  const std::string xs = "/" + split + "/x", ys = "/" + split + "/y";
+  for (const auto& ds : {xs, ys})
+    if (!f.exists(ds))
+      throw InputError(
+          bad(path, ds, "missing (tern-data writes /train/x, /train/y, /val/x, /val/y)"));
+  const h5::DatasetInfo xi = f.info(xs), yi = f.info(ys);
+  if (xi.type_class != h5::TypeClass::floating)
+    throw InputError(bad(path, xs, "expected float features"));
+  if (xi.dims.size() < 2)
+    throw InputError(
+        bad(path, xs, "expected shape [rows, features...], found " + shape_str(xi.dims)));
+  s->rows_ = xi.dims[0];
+  s->x_shape_ = xi.dims;
+  s->features_ = shape_numel(Shape(xi.dims.begin() + 1, xi.dims.end()));
+  if (expect.input_dim && s->features_ != expect.input_dim)
+    throw InputError(bad(path, xs,
+                         "rows have " + std::to_string(s->features_) +
+                             " features, the model expects " + std::to_string(expect.input_dim) +
+                             " (model.input_dim)"));
+  if (yi.dims.empty() || yi.dims[0] != s->rows_)
+    throw InputError(bad(path, ys,
+                         "has " + std::to_string(yi.dims.empty() ? 0 : yi.dims[0]) + " rows but " +
+                             xs + " has " + std::to_string(s->rows_)));
+  if (expect.classification) {
+    if (yi.type_class != h5::TypeClass::integer || yi.dims.size() != 1)
+      throw InputError(bad(path, ys, "expected integer class labels of shape [rows]"));
+    s->y_dtype_ = DType::i32;
+    s->y_shape_ = {s->rows_};
+    s->classes_ = expect.classes;
+  } else {
+    const int64_t d = yi.dims.size() == 1 ? 1 : yi.dims.size() == 2 ? yi.dims[1] : -1;
+    if (yi.type_class != h5::TypeClass::floating || d != expect.target_dim)
+      throw InputError(bad(path, ys,
+                           "expected float regression targets of shape [rows, " +
+                               std::to_string(expect.target_dim) + "], found " +
+                               shape_str(yi.dims)));
+    s->y_dtype_ = DType::f32;
+    s->y_shape_ = {s->rows_, expect.target_dim};
+  }
+  s->y_row_bytes_ = static_cast<int64_t>(dtype_size(s->y_dtype_)) *
+                    (s->y_dtype_ == DType::i32 ? 1 : expect.target_dim);
+  s->x_layout_ = f.row_layout(xs, DType::f32);
+  s->y_layout_ = f.row_layout(ys, s->y_dtype_);
+  if (s->direct()) {
+    s->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (s->fd_ < 0) throw InputError("data file '" + path + "': " + std::strerror(errno));
+  }
+  return s;
+}
+
+StreamedRows::~StreamedRows() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+const std::string& StreamedRows::why_not_direct() const {
+  return x_layout_.direct ? y_layout_.why_not : x_layout_.why_not;
+}
+
+void StreamedRows::read_row(int64_t id, float* x, char* y) const {
+  if (id < 0 || id >= rows_)
+    throw std::out_of_range("StreamedRows: row " + std::to_string(id) + " of " +
+                            std::to_string(rows_));
+  if (fd_ >= 0) {
+    const auto get = [&](void* out, int64_t bytes, uint64_t at) {
+      for (int64_t done = 0; done < bytes;) {
+        const ssize_t n = ::pread(fd_, static_cast<char*>(out) + done, bytes - done, at + done);
+        if (n <= 0)
+          throw InputError("data file '" + path_ + "': cannot read row " + std::to_string(id) +
+                           " of /" + split_ + " (" +
+                           (n == 0 ? "file truncated" : std::strerror(errno)) + ")");
+        done += n;
+      }
+    };
+    get(x, x_layout_.row_bytes, x_layout_.offset_of(id));
+    get(y, y_layout_.row_bytes, y_layout_.offset_of(id));
+    return;
+  }
+  std::lock_guard<std::mutex> lock(h5_mu_);
+  const Tensor tx = file_->read_rows("/" + split_ + "/x", id, id + 1, DType::f32);
+  const Tensor ty = file_->read_rows("/" + split_ + "/y", id, id + 1, y_dtype_);
+  std::memcpy(x, tx.raw(), tx.nbytes());
+  std::memcpy(y, ty.raw(), ty.nbytes());
+}
+
+void StreamedRows::read(const int64_t* ids, int64_t n, float* x, void* y) const {
+  char* yb = static_cast<char*>(y);
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = x + i * features_;
+    read_row(ids[i], row, yb + i * y_row_bytes_);
+    if (!mean_.empty())
+      for (int64_t c = 0; c < features_; ++c) row[c] = (row[c] - mean_[c]) * inv_[c];
+  }
+}
+
+std::pair<Tensor, Tensor> StreamedRows::rows(int64_t begin, int64_t n) const {
+  Shape xs = x_shape_, ys = y_shape_;
+  xs[0] = ys[0] = n;
+  Tensor x = Tensor::empty(xs), y = Tensor::empty(ys, y_dtype_);
+  std::vector<int64_t> ids(n);
+  for (int64_t i = 0; i < n; ++i) ids[i] = begin + i;
+  read(ids.data(), n, x.data<float>(), y.raw());
+  return {x, y};
+}
+
+StreamedRows::Scan StreamedRows::scan(bool want_stats) const {
+  std::lock_guard<std::mutex> lock(h5_mu_);
+  const std::string xs = "/" + split_ + "/x", ys = "/" + split_ + "/y";
+  const int64_t block = block_rows(features_ * static_cast<int64_t>(sizeof(float)));
+  XXH3_state_t* hx = XXH3_createState();
+  XXH3_state_t* hy = XXH3_createState();
+  XXH3_64bits_reset(hx);
+  XXH3_64bits_reset(hy);
+  const int64_t cols = features_;
+  FeatureStats st;
+  st.mean.assign(cols, 0.0);
+  st.stddev.assign(cols, 0.0);
+  st.min.assign(cols, rows_ ? INFINITY : 0.0);
+  st.max.assign(cols, rows_ ? -INFINITY : 0.0);
+  try {
+    for (int64_t r0 = 0; r0 < rows_; r0 += block) {
+      const int64_t r1 = std::min(rows_, r0 + block);
+      const Tensor x = file_->read_rows(xs, r0, r1, DType::f32);
+      const Tensor y = file_->read_rows(ys, r0, r1, y_dtype_);
+      XXH3_64bits_update(hx, x.raw(), x.nbytes());
+      XXH3_64bits_update(hy, y.raw(), y.nbytes());
+      const float* p = x.data<float>();
+      for (int64_t i = 0; i < x.numel(); ++i)
+        if (!std::isfinite(p[i]))
+          throw InputError(bad(path_, xs,
+                               "row " + std::to_string(r0 + i / cols) + ", column " +
+                                   std::to_string(i % cols) + " is " +
+                                   (std::isnan(p[i]) ? "NaN" : "infinite")));
+      if (y_dtype_ == DType::i32) {
+        const int32_t* labels = y.data<int32_t>();
+        for (int64_t r = 0; r < r1 - r0; ++r)
+          if (labels[r] < 0 || labels[r] >= classes_)
+            throw InputError(bad(path_, ys,
+                                 "row " + std::to_string(r0 + r) + " has label " +
+                                     std::to_string(labels[r]) + ", outside [0, " +
+                                     std::to_string(classes_) + ") (the model's output size)"));
+      } else {
+        const float* t = y.data<float>();
+        for (int64_t i = 0; i < y.numel(); ++i)
+          if (!std::isfinite(t[i]))
+            throw InputError(
+                bad(path_, ys,
+                    "row " + std::to_string(r0 + i / (y.numel() / (r1 - r0))) + " is not finite"));
+      }
+      if (want_stats)
+        for (int64_t r = 0; r < r1 - r0; ++r)
+          for (int64_t c = 0; c < cols; ++c) {
+            const double v = p[r * cols + c];
+            st.mean[c] += v;
+            st.min[c] = std::min(st.min[c], v);
+            st.max[c] = std::max(st.max[c], v);
+          }
+    }
+    if (want_stats) {
+      for (auto& m : st.mean) m /= std::max<int64_t>(rows_, 1);
+      for (int64_t r0 = 0; r0 < rows_; r0 += block) {
+        const int64_t r1 = std::min(rows_, r0 + block);
+        const Tensor x = file_->read_rows(xs, r0, r1, DType::f32);
+        const float* p = x.data<float>();
+        for (int64_t r = 0; r < r1 - r0; ++r)
+          for (int64_t c = 0; c < cols; ++c) {
+            const double d = p[r * cols + c] - st.mean[c];
+            st.stddev[c] += d * d;
+          }
+      }
+      for (auto& v : st.stddev) v = std::sqrt(v / std::max<int64_t>(rows_, 1));
+    }
+  } catch (...) {
+    XXH3_freeState(hx);
+    XXH3_freeState(hy);
+    throw;
+  }
+  Scan out;
+  out.checksum = hex(XXH3_64bits_digest(hx)) + hex(XXH3_64bits_digest(hy));
+  out.stats = std::move(st);
+  XXH3_freeState(hx);
+  XXH3_freeState(hy);
+  return out;
+}
+
+void StreamedRows::normalize(const FeatureStats& stats) {
+  mean_.assign(features_, 0.0f);
+  inv_.assign(features_, 1.0f);
+  for (int64_t c = 0; c < features_; ++c) {
+    mean_[c] = static_cast<float>(stats.mean[c]);
+    inv_[c] = stats.stddev[c] > 1e-12 ? static_cast<float>(1.0 / stats.stddev[c]) : 1.0f;
+  }
+}
+
+Tensor StreamedRows::sample_x(int64_t max_rows) const {
+  const int64_t n = std::min(rows_, max_rows);
+  Shape xs = x_shape_;
+  xs[0] = n;
+  Tensor x = Tensor::empty(xs);
+  std::vector<char> y(static_cast<size_t>(y_row_bytes_));
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t id = n == rows_ ? i : i * rows_ / n;
+    read_row(id, x.data<float>() + i * features_, y.data());
+  }
+  return x;
+}
+
+}  // namespace tern
