@@ -58,7 +58,10 @@ mkdir -p "$OUT/bin"
 cp "$TERN_BIN/tern-train" "$TERN_BIN/tern-data" "$OUT/bin/"
 TERN_BIN=$OUT/bin
 PY=$VENV/bin/python
-if ! "$PY" -c "import torch, h5py, numpy" >/dev/null 2>&1; then
+# The PyTorch peer only for the parts that compare with it.
+needs_torch=0
+for m in digits_mlp wide_mlp gpt; do [[ $MODELS == *" $m "* ]] && needs_torch=1; done
+if [[ $needs_torch == 1 ]] && ! "$PY" -c "import torch, h5py, numpy" >/dev/null 2>&1; then
   echo "[setup] installing the PyTorch peer into $VENV (torch, h5py, numpy from PyPI)" >&2
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet torch h5py numpy >&2
@@ -218,7 +221,7 @@ echo "== tern CPU training benchmarks =="
 echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs ($(lscpu | sed -n 's/^Core(s) per socket: *//p') cores/socket x $(lscpu | sed -n 's/^Socket(s): *//p') socket), $(free -g | awk '/^Mem:/{print $2}') GiB RAM"
 echo "tern: $("$TERN_BIN/tern-train" --version 2>&1 | head -1), BLAS: $(ldd "$TERN_BIN/tern-train" | grep -o 'libopenblas[^ ]*' | head -1) $(dpkg-query -W -f '${Version}' libopenblas0-pthread 2>/dev/null || true), $(mpirun --version 2>/dev/null | head -1 || true)"
-echo "pytorch: $("$PY" -c 'import torch; print(torch.__version__, "BLAS", "mkl" if torch.backends.mkl.is_available() else "?")')"
+[[ $needs_torch == 1 ]] && echo "pytorch: $("$PY" -c 'import torch; print(torch.__version__, "BLAS", "mkl" if torch.backends.mkl.is_available() else "?")')"
 if pgrep -x cc1plus >/dev/null || pgrep -x cc1 >/dev/null; then
   echo "WARNING: compilers are running on this machine; the timings below are disturbed"
 fi

@@ -172,10 +172,13 @@ Split token_windows(std::string name, Tensor tokens, int64_t block) {
 }
 
 int64_t Split::rows() const {
-  if (block > 0) return std::max<int64_t>(tokens.numel() - block, 0);
+  if (block > 0)
+    return std::max<int64_t>(num_tokens() - block, 0);
   if (stream) return stream->rows();
   return x.numel() ? x.dim(0) : 0;
 }
+
+int64_t Split::num_tokens() const { return token_stream ? token_stream->size() : tokens.numel(); }
 
 std::pair<Tensor, Tensor> Split::rows_at(int64_t begin, int64_t n) const {
   if (stream) return stream->rows(begin, n);
@@ -183,6 +186,15 @@ std::pair<Tensor, Tensor> Split::rows_at(int64_t begin, int64_t n) const {
 }
 
 void Split::window(int64_t start, int32_t* x, int32_t* y) const {
+  if (token_stream) {
+    // One read of block + 1 tokens: the window and its next tokens overlap.
+    thread_local std::vector<int32_t> buf;
+    buf.resize(block + 1);
+    token_stream->read(start, block + 1, buf.data());
+    std::copy(buf.begin(), buf.begin() + block, x);
+    std::copy(buf.begin() + 1, buf.end(), y);
+    return;
+  }
   const int32_t* tok = tokens.data<int32_t>() + start;
   std::copy(tok, tok + block, x);
   std::copy(tok + 1, tok + block + 1, y);
@@ -216,18 +228,23 @@ bool TokenCorpus::is_token_file(const std::string& path) {
   return h5::File::open(path).exists("/train/tokens");
 }
 
-TokenCorpus TokenCorpus::load(const std::string& path) {
+std::vector<std::string> TokenCorpus::vocab_of(const std::string& path) {
   h5::File f = h5::File::open(path);
-  TokenCorpus c;
-  nlohmann::json vocab;
+  std::vector<std::string> vocab;
   try {
-    vocab = nlohmann::json::parse(f.read_attr_string("/", "vocab"));
-    c.vocab = vocab.get<std::vector<std::string>>();
+    vocab = nlohmann::json::parse(f.read_attr_string("/", "vocab")).get<std::vector<std::string>>();
   } catch (const nlohmann::json::exception& e) {
     throw InputError("token file '" + path +
                      "': attribute /@vocab is not a JSON list of strings (" + e.what() + ")");
   }
-  if (c.vocab.empty()) throw InputError("token file '" + path + "': the vocabulary is empty");
+  if (vocab.empty()) throw InputError("token file '" + path + "': the vocabulary is empty");
+  return vocab;
+}
+
+TokenCorpus TokenCorpus::load(const std::string& path) {
+  TokenCorpus c;
+  c.vocab = vocab_of(path);
+  h5::File f = h5::File::open(path);
   for (auto [name, out] : {std::pair{"train", &c.train}, {"val", &c.val}}) {
     const std::string ds = std::string("/") + name + "/tokens";
     if (!f.exists(ds)) {

@@ -245,4 +245,80 @@ Tensor StreamedRows::sample_x(int64_t max_rows) const {
   return x;
 }
 
+std::shared_ptr<StreamedTokens> StreamedTokens::open(const std::string& path,
+                                                     const std::string& dataset) {
+  std::shared_ptr<StreamedTokens> s(new StreamedTokens());
+  s->path_ = path;
+  s->dataset_ = dataset;
+  s->file_ = std::make_unique<h5::File>(h5::File::open(path));
+  const h5::DatasetInfo info = s->file_->info(dataset);
+  if (info.type_class != h5::TypeClass::integer || info.dims.size() != 1)
+    throw InputError("token file '" + path + "': " + dataset + " must be a 1-D integer dataset");
+  s->layout_ = s->file_->row_layout(dataset, DType::i32);
+  s->layout_.rows = info.dims[0];
+  if (s->layout_.direct) {
+    s->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (s->fd_ < 0) throw InputError("token file '" + path + "': " + std::strerror(errno));
+  }
+  return s;
+}
+
+StreamedTokens::~StreamedTokens() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void StreamedTokens::read(int64_t start, int64_t n, int32_t* out) const {
+  if (start < 0 || n < 0 || start + n > size())
+    throw std::out_of_range("StreamedTokens: tokens [" + std::to_string(start) + ", " +
+                            std::to_string(start + n) + ") of " + std::to_string(size()));
+  if (fd_ < 0) {
+    std::lock_guard<std::mutex> lock(h5_mu_);
+    const Tensor t = file_->read_rows(dataset_, start, start + n, DType::i32);
+    std::memcpy(out, t.raw(), t.nbytes());
+    return;
+  }
+  // Piece by piece: a chunk holds chunk_rows tokens (contiguous: all of them).
+  const int64_t per = layout_.chunk_rows ? layout_.chunk_rows : size();
+  for (int64_t at = start; at < start + n;) {
+    const int64_t m = std::min(start + n, (at / per + 1) * per) - at;
+    char* dst = reinterpret_cast<char*>(out + (at - start));
+    const int64_t bytes = m * static_cast<int64_t>(sizeof(int32_t));
+    const uint64_t from = layout_.offset_of(at);
+    for (int64_t done = 0; done < bytes;) {
+      const ssize_t got = ::pread(fd_, dst + done, bytes - done, from + done);
+      if (got <= 0)
+        throw InputError("token file '" + path_ + "': cannot read " + dataset_ + " at token " +
+                         std::to_string(at) + " (" +
+                         (got == 0 ? "file truncated" : std::strerror(errno)) + ")");
+      done += got;
+    }
+    at += m;
+  }
+}
+
+std::string StreamedTokens::scan(int64_t vocab) const {
+  std::lock_guard<std::mutex> lock(h5_mu_);
+  XXH3_state_t* h = XXH3_createState();
+  XXH3_64bits_reset(h);
+  constexpr int64_t kBlock = int64_t{4} << 20;  // tokens per block: 16 MB
+  try {
+    for (int64_t b = 0; b < size(); b += kBlock) {
+      const Tensor t = file_->read_rows(dataset_, b, std::min(size(), b + kBlock), DType::i32);
+      XXH3_64bits_update(h, t.raw(), t.nbytes());
+      const int32_t* p = t.data<int32_t>();
+      for (int64_t i = 0; i < t.numel(); ++i)
+        if (p[i] < 0 || p[i] >= vocab)
+          throw InputError("token file '" + path_ + "': " + dataset_ + "[" + std::to_string(b + i) +
+                           "] = " + std::to_string(p[i]) + ", outside the vocabulary of " +
+                           std::to_string(vocab));
+    }
+  } catch (...) {
+    XXH3_freeState(h);
+    throw;
+  }
+  const std::string out = hex(XXH3_64bits_digest(h));
+  XXH3_freeState(h);
+  return out;
+}
+
 }  // namespace tern

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -153,7 +154,8 @@ void Trainer::load_rows(DType compute) {
   expect.classification = model_->loss_fn().classification();
   expect.classes = expect.classification ? model_->output_shape()[0] : 0;
   expect.target_dim = expect.classification ? 0 : shape_numel(model_->output_shape());
-  if (stream_rows(file_dim)) {
+  const int64_t rows = h5::File::open(cfg_.data.path).info("/train/x").dims.at(0);
+  if (stream_data(static_cast<double>(rows) * file_dim * sizeof(float) / 1e6)) {
     load_streamed(expect);
     return;
   }
@@ -161,22 +163,38 @@ void Trainer::load_rows(DType compute) {
   stats_ = feature_stats(data_.train.x);
   data_checksum_ = content_checksum(data_.train.x) + content_checksum(data_.train.y);
   // The reference is rank 0's, which writes manifests and the export; every rank holds the whole
-  // training split, so it is the same for any world size.
-  if (comm_.rank() == 0)
-    export_info_.input_profile = profile_columns(data_.train.x.data<float>(), data_.train.rows(),
-                                                 file_dim, data_.feature_names);
+  // training split, so it is the same for any world size. Rows evenly spaced, as many as a
+  // streamed split's (profile_rows), so both ways give the same reference.
+  if (comm_.rank() == 0) {
+    const int64_t rows = data_.train.rows(), n = std::min(rows, profile_rows(file_dim));
+    Tensor sample = data_.train.x;
+    if (n < rows) {
+      sample = Tensor::empty({n, file_dim});
+      for (int64_t i = 0; i < n; ++i)
+        std::memcpy(sample.data<float>() + i * file_dim,
+                    data_.train.x.data<float>() + (i * rows / n) * file_dim,
+                    file_dim * sizeof(float));
+    }
+    export_info_.input_profile =
+        profile_columns(sample.data<float>(), n, file_dim, data_.feature_names);
+  }
   if (cfg_.data.normalize == "standard") {
     normalize_inputs(data_.train, stats_);
     if (data_.has_val) normalize_inputs(data_.val, stats_);
   }
 }
 
+// Rows of the training split behind the export's reference profile: evenly spaced, at most 65536
+// of them and 16 MB (bounded time and memory however large the split).
+int64_t Trainer::profile_rows(int64_t cols) {
+  return std::clamp<int64_t>((int64_t{16} << 20) / (cols * static_cast<int64_t>(sizeof(float))), 1,
+                             1 << 16);
+}
+
 // data.stream: on, off, or auto by the size of the training split against this rank's share of
 // the node's memory.
-bool Trainer::stream_rows(int64_t file_dim) const {
+bool Trainer::stream_data(double split_mb) const {
   if (cfg_.data.stream != "auto") return cfg_.data.stream == "on";
-  const int64_t rows = h5::File::open(cfg_.data.path).info("/train/x").dims[0];
-  const double split_mb = static_cast<double>(rows) * file_dim * sizeof(float) / 1e6;
   double limit_mb = static_cast<double>(cfg_.data.stream_above_mb);
   if (limit_mb == 0) {
     const double node_mb = static_cast<double>(sysconf(_SC_PHYS_PAGES)) *
@@ -213,26 +231,16 @@ void Trainer::load_streamed(const DataExpectation& expect) {
       error = e.what();
     }
   }
-  uint64_t size = error.size();
-  comm_.broadcast(&size, sizeof size, 0);
-  error.resize(size);
-  comm_.broadcast(error.data(), size, 0);
+  share_from_root(error);
   if (!error.empty()) throw InputError(error);
   const int64_t cols = train->x_shape()[1];
   for (auto* v : {&stats_.mean, &stats_.stddev, &stats_.min, &stats_.max}) {
     v->resize(cols);
     comm_.broadcast(v->data(), v->size() * sizeof(double), 0);
   }
-  char sum[33] = {};
-  std::snprintf(sum, sizeof sum, "%s", data_checksum_.c_str());
-  comm_.broadcast(sum, sizeof sum, 0);
-  data_checksum_ = sum;
-  // The export's reference profile: rows evenly spaced over the split, at most 65536 of them
-  // and 16 MB (memory stays bounded however wide the rows are).
-  const int64_t profile_rows = std::min<int64_t>(
-      1 << 16, (int64_t{16} << 20) / (cols * static_cast<int64_t>(sizeof(float))));
+  share_from_root(data_checksum_);
   if (comm_.rank() == 0) {
-    const Tensor sample = train->sample_x(std::max<int64_t>(profile_rows, 1));
+    const Tensor sample = train->sample_x(profile_rows(cols));
     export_info_.input_profile =
         profile_columns(sample.data<float>(), sample.dim(0), cols, data_.feature_names);
   }
@@ -263,9 +271,13 @@ void Trainer::load_tokens(DType compute) {
   if (T < 1)
     throw InputError("data file '" + cfg_.data.path +
                      "' is a token corpus: set data.block_size, the context length");
-  if (cfg_.data.stream == "on" && comm_.rank() == 0)
-    spdlog::warn("data.stream=on: token corpora are loaded whole (streaming reads rows of /x, /y)");
-  TokenCorpus corpus = TokenCorpus::load(cfg_.data.path);
+  const int64_t tokens = h5::File::open(cfg_.data.path).info("/train/tokens").dims.at(0);
+  const bool streamed = stream_data(static_cast<double>(tokens) * sizeof(int32_t) / 1e6);
+  TokenCorpus corpus;
+  if (streamed)
+    corpus.vocab = TokenCorpus::vocab_of(cfg_.data.path);
+  else
+    corpus = TokenCorpus::load(cfg_.data.path);
   model_ = std::make_unique<Model>(cfg_.model.layers, cfg_.model.loss, Shape{T}, device_, compute);
   const Shape& out = model_->output_shape();
   const int64_t vocab = static_cast<int64_t>(corpus.vocab.size());
@@ -274,15 +286,63 @@ void Trainer::load_tokens(DType compute) {
                      std::to_string(T) + "] token ids to [" + std::to_string(T) + ", " +
                      std::to_string(vocab) +
                      "] logits with softmax_cross_entropy; this one gives " + shape_str(out));
-  if (corpus.train.numel() <= T)
+  if (tokens <= T)
     throw InputError("data file '" + cfg_.data.path + "': /train/tokens has " +
-                     std::to_string(corpus.train.numel()) + " tokens, not more than the context " +
+                     std::to_string(tokens) + " tokens, not more than the context " +
                      std::to_string(T));
   data_.path = cfg_.data.path;
-  data_.train = token_windows("train", corpus.train, T);
-  data_.has_val = corpus.val.numel() > T;
-  if (data_.has_val) data_.val = token_windows("val", corpus.val, T);
+  if (streamed) {
+    load_streamed_tokens(vocab, T);
+  } else {
+    data_.train = token_windows("train", corpus.train, T);
+    data_.has_val = corpus.val.numel() > T;
+    if (data_.has_val) data_.val = token_windows("val", corpus.val, T);
+    data_checksum_ = content_checksum(corpus.train);
+  }
   vocab_ = std::move(corpus.vocab);
+}
+
+// Token splits left in the file (StreamedTokens), checked by rank 0's pass as rows are.
+void Trainer::load_streamed_tokens(int64_t vocab, int64_t T) {
+  auto train = StreamedTokens::open(cfg_.data.path, "/train/tokens");
+  std::shared_ptr<StreamedTokens> val;
+  if (h5::File::open(cfg_.data.path).exists("/val/tokens"))
+    val = StreamedTokens::open(cfg_.data.path, "/val/tokens");
+  std::string error;
+  if (comm_.rank() == 0) {
+    try {
+      data_checksum_ = train->scan(vocab);
+      if (val) val->scan(vocab);
+    } catch (const InputError& e) {
+      error = e.what();
+    }
+  }
+  share_from_root(error);
+  if (!error.empty()) throw InputError(error);
+  share_from_root(data_checksum_);
+  if (comm_.rank() == 0)
+    spdlog::info(
+        "data: streaming {} ({} train tokens{}), windows read from the file as batches "
+        "need them",
+        cfg_.data.path, train->size(),
+        val ? ", " + std::to_string(val->size()) + " val tokens" : std::string());
+  data_.train.name = "train";
+  data_.train.block = T;
+  data_.train.token_stream = std::move(train);
+  data_.has_val = val && val->size() > T;
+  if (data_.has_val) {
+    data_.val.name = "val";
+    data_.val.block = T;
+    data_.val.token_stream = std::move(val);
+  }
+}
+
+// Rank 0's string on every rank.
+void Trainer::share_from_root(std::string& text) {
+  uint64_t size = text.size();
+  comm_.broadcast(&size, sizeof size, 0);
+  text.resize(size);
+  comm_.broadcast(text.data(), size, 0);
 }
 
 Trainer::~Trainer() = default;
@@ -313,8 +373,7 @@ void Trainer::describe_export() {
   e.normalization = vocab_.empty() ? cfg_.data.normalize : "none";
   if (e.normalization == "standard") e.norm = stats_;
   e.feature_stats = stats_;
-  const std::string data_sum =
-      vocab_.empty() ? data_checksum_ : content_checksum(data_.train.tokens);
+  const std::string& data_sum = data_checksum_;
   e.lineage = {{"dataset", cfg_.data.path},
                {"dataset_checksum", data_sum},
                {"config", effective_ini_},
@@ -359,7 +418,7 @@ EvalResult Trainer::evaluate() {
   if (!data_.has_val) return out;
   // Token windows overlap: evaluation reads the non-overlapping ones, every token once.
   const Split& val = data_.val;
-  const int64_t samples = val.block ? (val.tokens.numel() - 1) / val.block : val.rows();
+  const int64_t samples = val.block ? (val.num_tokens() - 1) / val.block : val.rows();
   auto [begin, end] = even_share(samples, comm_.rank(), comm_.size());
   double sums[3] = {0, 0, static_cast<double>((end - begin) * positions_)};
   StepContext ctx{false, static_cast<uint64_t>(cfg_.train.seed), 0, nullptr};

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Streaming data (data.stream=on): the rows of each batch read from the file as it is made.
 #  1. The sample order is the in-memory loader's: the same param_checksum both ways on a small
-#     file, on 1 and 2 ranks, on digits, and on a compressed file read through HDF5 (whose rows
-#     cannot be addressed directly).
+#     file, on 1 and 2 ranks, on digits, on a compressed file read through HDF5 (whose rows
+#     cannot be addressed directly), and for a token corpus (GPT, 2 ranks).
 #  2. A data set larger than the memory given to the job: a 1 GB file trains on 2 ranks inside a
 #     memory cgroup of 512 MB (both ranks together), each rank's resident memory bounded; the
 #     in-memory loader in the same cgroup does not survive (so the limit is real).
@@ -51,6 +51,18 @@ done
 grep -q "not directly addressable (compressed" "$WORK/deflated-on.log" &&
   pass "the log says the compressed file streams slowly" ||
   fail "no word on the slow path: $(grep 'data: streaming' "$WORK/deflated-on.log")"
+# A token corpus: windows read from the file (one or two preads each), the same numbers.
+"$TERN_BIN/tern-data" text --input data/tinyshakespeare.txt --output "$WORK/tokens.h5" >/dev/null
+for mode in off on; do
+  launch 2 "$TERN_BIN/tern-train" --config configs/shakespeare_gpt.ini --data.path="$WORK/tokens.h5" \
+    --train.steps=20 --train.eval_every=10 --run.progress=off --data.stream=$mode \
+    --run.dir="$WORK/tokens-$mode" >"$WORK/tokens-$mode.log" 2>&1 || fail "tokens, data.stream=$mode"
+done
+for field in param_checksum val_loss; do
+  a=$(done_field "$WORK/tokens-off" $field) b=$(done_field "$WORK/tokens-on" $field)
+  [ "$a" = "$b" ] && pass "token corpus on 2 ranks: streamed and in-memory $field $a" ||
+    fail "token corpus: $field streamed $b, in memory $a"
+done
 expect_exit 2 "data.stream" "$TERN_BIN/tern-train" "${cfg[@]}" --data.path="$WORK/small.h5" --data.stream=maybe
 
 # ---- larger than memory ----

@@ -19,6 +19,7 @@ namespace h5 {
 class File;
 }
 class StreamedRows;
+class StreamedTokens;
 
 // One split of a dataset, in memory: x f32 [rows, features...], y i32 [rows] (classes) or
 // f32 [rows, targets] (regression).
@@ -31,9 +32,11 @@ struct Split {
   std::string name;  // "train" or "val"
   Tensor x, y;
   std::shared_ptr<const StreamedRows> stream;
-  Tensor tokens;      // i32 [n], when block > 0
+  Tensor tokens;  // i32 [n], when block > 0 (or, streamed, token_stream)
+  std::shared_ptr<const StreamedTokens> token_stream;
   int64_t block = 0;  // window length (the model's context)
   int64_t rows() const;
+  int64_t num_tokens() const;  // token splits: the stream's length
   // Rows [begin, begin + n) of x and y, from memory (views) or from the file.
   std::pair<Tensor, Tensor> rows_at(int64_t begin, int64_t n) const;
   // The window starting at token `start` into x and its next tokens into y (block ids each).
@@ -50,6 +53,8 @@ struct TokenCorpus {
   std::vector<std::string> vocab;
   Tensor train, val;  // i32 [n]
   static bool is_token_file(const std::string& path);
+  // The root attribute vocab, checked (a non-empty JSON list of strings).
+  static std::vector<std::string> vocab_of(const std::string& path);
   // Loads and validates (every id inside the vocabulary; the first bad position is named).
   static TokenCorpus load(const std::string& path);
 };

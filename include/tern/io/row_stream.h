@@ -71,4 +71,32 @@ class StreamedRows {
   std::vector<float> mean_, inv_;  // empty: not normalised
 };
 
+// A token split (/train/tokens, /val/tokens: int32, 1-D) read as it is used: each window of the
+// loader is one or two pread()s (a window may straddle two chunks), or, for files whose tokens
+// cannot be addressed, reads through the HDF5 library behind a lock.
+class StreamedTokens {
+ public:
+  // InputError unless `dataset` is a 1-D integer dataset of `path`.
+  static std::shared_ptr<StreamedTokens> open(const std::string& path, const std::string& dataset);
+  ~StreamedTokens();
+  StreamedTokens(const StreamedTokens&) = delete;
+  StreamedTokens& operator=(const StreamedTokens&) = delete;
+
+  int64_t size() const { return layout_.rows; }
+  bool direct() const { return layout_.direct; }
+  // Tokens [start, start + n) into out.
+  void read(int64_t start, int64_t n, int32_t* out) const;
+  // One pass in order, a block at a time: every id inside [0, vocab) (the first bad position is
+  // named, as TokenCorpus::load names it), and the content checksum of the tokens.
+  std::string scan(int64_t vocab) const;
+
+ private:
+  StreamedTokens() = default;
+  std::string path_, dataset_;
+  h5::RowLayout layout_;
+  int fd_ = -1;
+  mutable std::mutex h5_mu_;
+  std::unique_ptr<h5::File> file_;
+};
+
 }  // namespace tern

@@ -57,8 +57,11 @@ class Trainer {
   // The batch on the training device (queued through the uploader on a GPU).
   std::pair<Tensor, Tensor> on_device(const Tensor& x, const Tensor& y);
   double optimizer_state_mb() const;
-  bool stream_rows(int64_t file_dim) const;
+  bool stream_data(double split_mb) const;
+  static int64_t profile_rows(int64_t cols);
   void load_streamed(const DataExpectation& expect);
+  void load_streamed_tokens(int64_t vocab, int64_t T);
+  void share_from_root(std::string& text);
 
   TrainerConfig cfg_;
   Communicator& comm_;
