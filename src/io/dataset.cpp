@@ -172,8 +172,7 @@ Split token_windows(std::string name, Tensor tokens, int64_t block) {
 }
 
 int64_t Split::rows() const {
-  if (block > 0)
-    return std::max<int64_t>(num_tokens() - block, 0);
+  if (block > 0) return std::max<int64_t>(num_tokens() - block, 0);
   if (stream) return stream->rows();
   return x.numel() ? x.dim(0) : 0;
 }
@@ -385,11 +384,22 @@ Batch Loader::make(int64_t step, int64_t micro) {
   const int64_t threads = rows * (x_row + y_row) >= kParallelBytes
                               ? std::clamp<int64_t>(opt_.threads, 1, std::max<int64_t>(rows, 1))
                               : 1;
+  // A read from the file can fail (a truncated file): every thread's error is kept, all threads
+  // are joined, and the first error goes to the caller.
+  std::vector<std::exception_ptr> errors(threads);
+  auto guarded = [&](int64_t t) {
+    try {
+      copy_rows(rows * t / threads, rows * (t + 1) / threads);
+    } catch (...) {
+      errors[t] = std::current_exception();
+    }
+  };
   std::vector<std::thread> helpers;
-  for (int64_t t = 1; t < threads; ++t)
-    helpers.emplace_back(copy_rows, rows * t / threads, rows * (t + 1) / threads);
-  copy_rows(0, rows / threads);
+  for (int64_t t = 1; t < threads; ++t) helpers.emplace_back(guarded, t);
+  guarded(0);
   for (auto& h : helpers) h.join();
+  for (const auto& e : errors)
+    if (e) std::rethrow_exception(e);
   return b;
 }
 

@@ -30,6 +30,13 @@ std::string hex(uint64_t h) {
   return out;
 }
 
+// One lock for every streamed split's calls into HDF5: the prefetch thread reads the training
+// split while evaluation reads the validation split.
+std::mutex& hdf5_mutex() {
+  static std::mutex mu;
+  return mu;
+}
+
 }  // namespace
 
 std::shared_ptr<StreamedRows> StreamedRows::open(const std::string& path, const std::string& split,
@@ -116,7 +123,7 @@ void StreamedRows::read_row(int64_t id, float* x, char* y) const {
     get(y, y_layout_.row_bytes, y_layout_.offset_of(id));
     return;
   }
-  std::lock_guard<std::mutex> lock(h5_mu_);
+  std::lock_guard<std::mutex> lock(hdf5_mutex());
   const Tensor tx = file_->read_rows("/" + split_ + "/x", id, id + 1, DType::f32);
   const Tensor ty = file_->read_rows("/" + split_ + "/y", id, id + 1, y_dtype_);
   std::memcpy(x, tx.raw(), tx.nbytes());
@@ -144,7 +151,7 @@ std::pair<Tensor, Tensor> StreamedRows::rows(int64_t begin, int64_t n) const {
 }
 
 StreamedRows::Scan StreamedRows::scan(bool want_stats) const {
-  std::lock_guard<std::mutex> lock(h5_mu_);
+  std::lock_guard<std::mutex> lock(hdf5_mutex());
   const std::string xs = "/" + split_ + "/x", ys = "/" + split_ + "/y";
   const int64_t block = block_rows(features_ * static_cast<int64_t>(sizeof(float)));
   XXH3_state_t* hx = XXH3_createState();
@@ -272,7 +279,7 @@ void StreamedTokens::read(int64_t start, int64_t n, int32_t* out) const {
     throw std::out_of_range("StreamedTokens: tokens [" + std::to_string(start) + ", " +
                             std::to_string(start + n) + ") of " + std::to_string(size()));
   if (fd_ < 0) {
-    std::lock_guard<std::mutex> lock(h5_mu_);
+    std::lock_guard<std::mutex> lock(hdf5_mutex());
     const Tensor t = file_->read_rows(dataset_, start, start + n, DType::i32);
     std::memcpy(out, t.raw(), t.nbytes());
     return;
@@ -297,7 +304,7 @@ void StreamedTokens::read(int64_t start, int64_t n, int32_t* out) const {
 }
 
 std::string StreamedTokens::scan(int64_t vocab) const {
-  std::lock_guard<std::mutex> lock(h5_mu_);
+  std::lock_guard<std::mutex> lock(hdf5_mutex());
   XXH3_state_t* h = XXH3_createState();
   XXH3_64bits_reset(h);
   constexpr int64_t kBlock = int64_t{4} << 20;  // tokens per block: 16 MB

@@ -84,8 +84,10 @@ Trainer::Trainer(TrainerConfig cfg, Communicator& comm, std::string effective_in
                                      : Tensor::zeros({sharding_->size(me)}, DType::f32, device_);
     // At least 4 chunks per slice, so that the all-gather overlaps the update; at most a bucket.
     const int64_t bucket = static_cast<int64_t>(cfg_.dist.bucket_mb * (1 << 20) / sizeof(float));
-    const int64_t chunk = std::clamp<int64_t>((sharding_->size(0) + 3) / 4, 1 << 14,
-                                              std::max<int64_t>(bucket / comm_.size(), 1 << 14));
+    int64_t chunk = std::clamp<int64_t>((sharding_->size(0) + 3) / 4, 1 << 14,
+                                        std::max<int64_t>(bucket / comm_.size(), 1 << 14));
+    // Whole 64-byte lines, so that every chunk starts where the vector kernels want it.
+    chunk = (chunk + FlatSharding::kAlign - 1) / FlatSharding::kAlign * FlatSharding::kAlign;
     gather_ = std::make_unique<ParamGather>(grad_comm, model_->params(), *sharding_, chunk);
   }
   reducer_ = std::make_unique<GradReducer>(grad_comm, model_->grads(), cfg_.dist.bucket_mb,
@@ -193,7 +195,8 @@ int64_t Trainer::profile_rows(int64_t cols) {
 
 // data.stream: on, off, or auto by the size of the training split against this rank's share of
 // the node's memory.
-bool Trainer::stream_data(double split_mb) const {
+// Collective: rank 0 decides, so that ranks on nodes of other sizes never disagree.
+bool Trainer::stream_data(double split_mb) {
   if (cfg_.data.stream != "auto") return cfg_.data.stream == "on";
   double limit_mb = static_cast<double>(cfg_.data.stream_above_mb);
   if (limit_mb == 0) {
@@ -201,7 +204,31 @@ bool Trainer::stream_data(double split_mb) const {
                            static_cast<double>(sysconf(_SC_PAGE_SIZE)) / 1e6;
     limit_mb = node_mb / 4 / std::max(local_world_, 1);
   }
-  return split_mb > limit_mb;
+  char stream = split_mb > limit_mb ? 1 : 0;
+  comm_.broadcast(&stream, 1, 0);
+  return stream != 0;
+}
+
+// Runs rank 0's part of loading (a pass over the file) and tells every rank how it went, so that
+// all of them stop alike: exit 2 for bad data (InputError), 1 for anything else.
+void Trainer::on_root_then_share(const std::function<void()>& work) {
+  std::string error;
+  char kind = 0;  // 0: fine, 1: InputError, 2: another error
+  if (comm_.rank() == 0) {
+    try {
+      work();
+    } catch (const InputError& e) {
+      error = e.what();
+      kind = 1;
+    } catch (const std::exception& e) {
+      error = e.what();
+      kind = 2;
+    }
+  }
+  comm_.broadcast(&kind, 1, 0);
+  share_from_root(error);
+  if (kind == 1) throw InputError(error);
+  if (kind == 2) throw std::runtime_error(error);
 }
 
 // The splits stay in the file (StreamedRows): rank 0 reads them through once, a block at a time,
@@ -219,31 +246,21 @@ void Trainer::load_streamed(const DataExpectation& expect) {
   }
   std::shared_ptr<StreamedRows> val;
   if (data_.has_val) val = StreamedRows::open(cfg_.data.path, "val", expect);
-  std::string error;
-  std::vector<double> packed;  // the statistics, then the checksum's bytes
-  if (comm_.rank() == 0) {
-    try {
-      StreamedRows::Scan scan = train->scan(true);
-      if (val) val->scan(false);
-      stats_ = std::move(scan.stats);
-      data_checksum_ = scan.checksum;
-    } catch (const InputError& e) {
-      error = e.what();
-    }
-  }
-  share_from_root(error);
-  if (!error.empty()) throw InputError(error);
-  const int64_t cols = train->x_shape()[1];
+  const int64_t cols = train->features();
+  on_root_then_share([&] {
+    StreamedRows::Scan scan = train->scan(true);
+    if (val) val->scan(false);
+    stats_ = std::move(scan.stats);
+    data_checksum_ = scan.checksum;
+    const Tensor sample = train->sample_x(profile_rows(cols));
+    export_info_.input_profile =
+        profile_columns(sample.data<float>(), sample.dim(0), cols, data_.feature_names);
+  });
   for (auto* v : {&stats_.mean, &stats_.stddev, &stats_.min, &stats_.max}) {
     v->resize(cols);
     comm_.broadcast(v->data(), v->size() * sizeof(double), 0);
   }
   share_from_root(data_checksum_);
-  if (comm_.rank() == 0) {
-    const Tensor sample = train->sample_x(profile_rows(cols));
-    export_info_.input_profile =
-        profile_columns(sample.data<float>(), sample.dim(0), cols, data_.feature_names);
-  }
   if (cfg_.data.normalize == "standard") {
     train->normalize(stats_);
     if (val) val->normalize(stats_);
@@ -308,17 +325,10 @@ void Trainer::load_streamed_tokens(int64_t vocab, int64_t T) {
   std::shared_ptr<StreamedTokens> val;
   if (h5::File::open(cfg_.data.path).exists("/val/tokens"))
     val = StreamedTokens::open(cfg_.data.path, "/val/tokens");
-  std::string error;
-  if (comm_.rank() == 0) {
-    try {
-      data_checksum_ = train->scan(vocab);
-      if (val) val->scan(vocab);
-    } catch (const InputError& e) {
-      error = e.what();
-    }
-  }
-  share_from_root(error);
-  if (!error.empty()) throw InputError(error);
+  on_root_then_share([&] {
+    data_checksum_ = train->scan(vocab);
+    if (val) val->scan(vocab);
+  });
   share_from_root(data_checksum_);
   if (comm_.rank() == 0)
     spdlog::info(

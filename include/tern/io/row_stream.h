@@ -29,6 +29,7 @@ class StreamedRows {
   StreamedRows& operator=(const StreamedRows&) = delete;
 
   int64_t rows() const { return rows_; }
+  int64_t features() const { return features_; }     // per row, all dimensions after the first
   const Shape& x_shape() const { return x_shape_; }  // [rows, features...]
   const Shape& y_shape() const { return y_shape_; }  // [rows] or [rows, targets]
   DType y_dtype() const { return y_dtype_; }
@@ -65,8 +66,8 @@ class StreamedRows {
   int64_t classes_ = 0;  // classification: labels in [0, classes)
   h5::RowLayout x_layout_, y_layout_;
   int fd_ = -1;
-  // The HDF5 library, for scans and for files whose rows cannot be read directly.
-  mutable std::mutex h5_mu_;
+  // The HDF5 library, for scans and for files whose rows cannot be read directly (under
+  // hdf5_mutex(): the library is not thread-safe, and the splits are read from several threads).
   std::unique_ptr<h5::File> file_;
   std::vector<float> mean_, inv_;  // empty: not normalised
 };
@@ -95,8 +96,7 @@ class StreamedTokens {
   std::string path_, dataset_;
   h5::RowLayout layout_;
   int fd_ = -1;
-  mutable std::mutex h5_mu_;
-  std::unique_ptr<h5::File> file_;
+  std::unique_ptr<h5::File> file_;  // under hdf5_mutex()
 };
 
 }  // namespace tern

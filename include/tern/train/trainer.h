@@ -1,5 +1,6 @@
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -57,7 +58,8 @@ class Trainer {
   // The batch on the training device (queued through the uploader on a GPU).
   std::pair<Tensor, Tensor> on_device(const Tensor& x, const Tensor& y);
   double optimizer_state_mb() const;
-  bool stream_data(double split_mb) const;
+  bool stream_data(double split_mb);
+  void on_root_then_share(const std::function<void()>& work);
   static int64_t profile_rows(int64_t cols);
   void load_streamed(const DataExpectation& expect);
   void load_streamed_tokens(int64_t vocab, int64_t T);
