@@ -47,19 +47,37 @@ std::string type_name(const h5::DatasetInfo& info) {
   return cls + " (" + std::to_string(info.type_size * 8) + "-bit)";
 }
 
-void check_finite(const std::string& path, const std::string& dataset, const Tensor& t) {
+// Rows of `t` numbered from `first`.
+void check_finite(const std::string& path, const std::string& dataset, const Tensor& t,
+                  int64_t first) {
   const float* p = t.data<float>();
   const int64_t rows = t.numel() ? t.dim(0) : 0;
   const int64_t cols = rows ? t.numel() / rows : 0;
   for (int64_t i = 0; i < t.numel(); ++i)
     if (!std::isfinite(p[i]))
       throw InputError(bad(path, dataset,
-                           "row " + std::to_string(i / cols) + ", column " +
+                           "row " + std::to_string(first + i / cols) + ", column " +
                                std::to_string(i % cols) + " is " +
                                (std::isnan(p[i]) ? "NaN" : "infinite")));
 }
 
 Split load_split(const h5::File& file, const std::string& name, const DataExpectation& expect) {
+  const SplitSchema schema = check_split_schema(file, name, expect);
+  Split split;
+  split.name = name;
+  split.x = file.read("/" + name + "/x", DType::f32);
+  split.y =
+      expect.classification
+          ? file.read("/" + name + "/y", DType::i32)
+          : file.read("/" + name + "/y", DType::f32).reshape({schema.rows, expect.target_dim});
+  check_split_values(file.path(), name, expect, split.x, split.y, 0);
+  return split;
+}
+
+}  // namespace
+
+SplitSchema check_split_schema(const h5::File& file, const std::string& name,
+                               const DataExpectation& expect) {
   const std::string xs = "/" + name + "/x", ys = "/" + name + "/y";
   const std::string& path = file.path();
   for (const auto& ds : {xs, ys})
@@ -72,12 +90,15 @@ Split load_split(const h5::File& file, const std::string& name, const DataExpect
   if (xi.dims.size() < 2)
     throw InputError(
         bad(path, xs, "expected shape [rows, features...], found " + shape_str(xi.dims)));
-  const int64_t rows = xi.dims[0];
-  const int64_t features = shape_numel(Shape(xi.dims.begin() + 1, xi.dims.end()));
-  if (expect.input_dim && features != expect.input_dim)
+  SplitSchema out;
+  out.rows = xi.dims[0];
+  out.features = shape_numel(Shape(xi.dims.begin() + 1, xi.dims.end()));
+  out.x_dims = xi.dims;
+  if (expect.input_dim && out.features != expect.input_dim)
     throw InputError(bad(path, xs,
-                         "rows have " + std::to_string(features) + " features, the model expects " +
-                             std::to_string(expect.input_dim) + " (model.input_dim)"));
+                         "rows have " + std::to_string(out.features) +
+                             " features, the model expects " + std::to_string(expect.input_dim) +
+                             " (model.input_dim)"));
   if (expect.classification) {
     if (yi.type_class != h5::TypeClass::integer)
       throw InputError(bad(path, ys, "expected integer class labels, found " + type_name(yi)));
@@ -92,57 +113,81 @@ Split load_split(const h5::File& file, const std::string& name, const DataExpect
                            "expected shape [rows, " + std::to_string(expect.target_dim) +
                                "], found " + shape_str(yi.dims)));
   }
-  if (yi.dims[0] != rows)
-    throw InputError(bad(
-        path, ys,
-        "has " + std::to_string(yi.dims[0]) + " rows but " + xs + " has " + std::to_string(rows)));
-
-  Split split;
-  split.name = name;
-  split.x = file.read(xs, DType::f32);
-  check_finite(path, xs, split.x);
-  if (expect.classification) {
-    split.y = file.read(ys, DType::i32);
-    const int32_t* labels = split.y.data<int32_t>();
-    for (int64_t r = 0; r < rows; ++r)
-      if (labels[r] < 0 || labels[r] >= expect.classes)
-        throw InputError(bad(path, ys,
-                             "row " + std::to_string(r) + " has label " +
-                                 std::to_string(labels[r]) + ", outside [0, " +
-                                 std::to_string(expect.classes) + ") (the model's output size)"));
-  } else {
-    split.y = file.read(ys, DType::f32).reshape({rows, expect.target_dim});
-    check_finite(path, ys, split.y);
-  }
-  return split;
+  if (yi.dims[0] != out.rows)
+    throw InputError(bad(path, ys,
+                         "has " + std::to_string(yi.dims[0]) + " rows but " + xs + " has " +
+                             std::to_string(out.rows)));
+  if (expect.classification)
+    out.y_dims = {out.rows};
+  else
+    out.y_dims = {out.rows, expect.target_dim};
+  return out;
 }
 
-}  // namespace
+void check_split_values(const std::string& path, const std::string& name,
+                        const DataExpectation& expect, const Tensor& x, const Tensor& y,
+                        int64_t first) {
+  check_finite(path, "/" + name + "/x", x, first);
+  if (!expect.classification) {
+    check_finite(path, "/" + name + "/y", y, first);
+    return;
+  }
+  const int32_t* labels = y.data<int32_t>();
+  for (int64_t r = 0; r < y.numel(); ++r)
+    if (labels[r] < 0 || labels[r] >= expect.classes)
+      throw InputError(bad(path, "/" + name + "/y",
+                           "row " + std::to_string(first + r) + " has label " +
+                               std::to_string(labels[r]) + ", outside [0, " +
+                               std::to_string(expect.classes) + ") (the model's output size)"));
+}
+
+FeatureStatsPass::FeatureStatsPass(int64_t cols) : cols_(cols) {
+  s_.mean.assign(cols, 0.0);
+  s_.stddev.assign(cols, 0.0);
+  s_.min.assign(cols, INFINITY);
+  s_.max.assign(cols, -INFINITY);
+}
+
+void FeatureStatsPass::add_sums(const float* p, int64_t rows) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols_; ++c) {
+      const double v = p[r * cols_ + c];
+      s_.mean[c] += v;
+      s_.min[c] = std::min(s_.min[c], v);
+      s_.max[c] = std::max(s_.max[c], v);
+    }
+  rows_ += rows;
+}
+
+void FeatureStatsPass::end_sums() {
+  for (auto& m : s_.mean) m /= std::max<int64_t>(rows_, 1);
+  if (rows_ == 0) {  // no rows: zeros, not infinities
+    s_.min.assign(cols_, 0.0);
+    s_.max.assign(cols_, 0.0);
+  }
+}
+
+void FeatureStatsPass::add_squares(const float* p, int64_t rows) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols_; ++c) {
+      const double d = p[r * cols_ + c] - s_.mean[c];
+      s_.stddev[c] += d * d;
+    }
+}
+
+FeatureStats FeatureStatsPass::finish() {
+  for (auto& v : s_.stddev) v = std::sqrt(v / std::max<int64_t>(rows_, 1));
+  return std::move(s_);
+}
 
 FeatureStats feature_stats(const Tensor& x) {
   const int64_t rows = x.numel() ? x.dim(0) : 0;
   const int64_t cols = rows ? x.numel() / rows : 0;
-  FeatureStats s;
-  s.mean.assign(cols, 0.0);
-  s.stddev.assign(cols, 0.0);
-  s.min.assign(cols, rows ? INFINITY : 0.0);
-  s.max.assign(cols, rows ? -INFINITY : 0.0);
-  const float* p = x.data<float>();
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) {
-      const double v = p[r * cols + c];
-      s.mean[c] += v;
-      s.min[c] = std::min(s.min[c], v);
-      s.max[c] = std::max(s.max[c], v);
-    }
-  for (auto& m : s.mean) m /= std::max<int64_t>(rows, 1);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) {
-      const double d = p[r * cols + c] - s.mean[c];
-      s.stddev[c] += d * d;
-    }
-  for (auto& v : s.stddev) v = std::sqrt(v / std::max<int64_t>(rows, 1));
-  return s;
+  FeatureStatsPass pass(cols);
+  pass.add_sums(x.data<float>(), rows);
+  pass.end_sums();
+  pass.add_squares(x.data<float>(), rows);
+  return pass.finish();
 }
 
 int64_t Dataset::input_dim_of(const std::string& path) {

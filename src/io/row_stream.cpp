@@ -15,10 +15,6 @@
 namespace tern {
 namespace {
 
-std::string bad(const std::string& path, const std::string& dataset, const std::string& what) {
-  return "data file '" + path + "': dataset " + dataset + ": " + what;
-}
-
 // Rows per block of a scan: about 16 MB of features.
 int64_t block_rows(int64_t row_bytes) {
   return std::max<int64_t>(1, (int64_t{16} << 20) / std::max<int64_t>(row_bytes, 1));
@@ -47,46 +43,15 @@ std::shared_ptr<StreamedRows> StreamedRows::open(const std::string& path, const 
   s->file_ = std::make_unique<h5::File>(h5::File::open(path));
   const h5::File& f = *s->file_;
   const std::string xs = "/" + split + "/x", ys = "/" + split + "/y";
-  for (const auto& ds : {xs, ys})
-    if (!f.exists(ds))
-      throw InputError(
-          bad(path, ds, "missing (tern-data writes /train/x, /train/y, /val/x, /val/y)"));
-  const h5::DatasetInfo xi = f.info(xs), yi = f.info(ys);
-  if (xi.type_class != h5::TypeClass::floating)
-    throw InputError(bad(path, xs, "expected float features"));
-  if (xi.dims.size() < 2)
-    throw InputError(
-        bad(path, xs, "expected shape [rows, features...], found " + shape_str(xi.dims)));
-  s->rows_ = xi.dims[0];
-  s->x_shape_ = xi.dims;
-  s->features_ = shape_numel(Shape(xi.dims.begin() + 1, xi.dims.end()));
-  if (expect.input_dim && s->features_ != expect.input_dim)
-    throw InputError(bad(path, xs,
-                         "rows have " + std::to_string(s->features_) +
-                             " features, the model expects " + std::to_string(expect.input_dim) +
-                             " (model.input_dim)"));
-  if (yi.dims.empty() || yi.dims[0] != s->rows_)
-    throw InputError(bad(path, ys,
-                         "has " + std::to_string(yi.dims.empty() ? 0 : yi.dims[0]) + " rows but " +
-                             xs + " has " + std::to_string(s->rows_)));
-  if (expect.classification) {
-    if (yi.type_class != h5::TypeClass::integer || yi.dims.size() != 1)
-      throw InputError(bad(path, ys, "expected integer class labels of shape [rows]"));
-    s->y_dtype_ = DType::i32;
-    s->y_shape_ = {s->rows_};
-    s->classes_ = expect.classes;
-  } else {
-    const int64_t d = yi.dims.size() == 1 ? 1 : yi.dims.size() == 2 ? yi.dims[1] : -1;
-    if (yi.type_class != h5::TypeClass::floating || d != expect.target_dim)
-      throw InputError(bad(path, ys,
-                           "expected float regression targets of shape [rows, " +
-                               std::to_string(expect.target_dim) + "], found " +
-                               shape_str(yi.dims)));
-    s->y_dtype_ = DType::f32;
-    s->y_shape_ = {s->rows_, expect.target_dim};
-  }
+  const SplitSchema schema = check_split_schema(f, split, expect);
+  s->expect_ = expect;
+  s->rows_ = schema.rows;
+  s->features_ = schema.features;
+  s->x_shape_ = schema.x_dims;
+  s->y_shape_ = schema.y_dims;
+  s->y_dtype_ = expect.classification ? DType::i32 : DType::f32;
   s->y_row_bytes_ = static_cast<int64_t>(dtype_size(s->y_dtype_)) *
-                    (s->y_dtype_ == DType::i32 ? 1 : expect.target_dim);
+                    (expect.classification ? 1 : expect.target_dim);
   s->x_layout_ = f.row_layout(xs, DType::f32);
   s->y_layout_ = f.row_layout(ys, s->y_dtype_);
   if (s->direct()) {
@@ -154,68 +119,28 @@ StreamedRows::Scan StreamedRows::scan(bool want_stats) const {
   std::lock_guard<std::mutex> lock(hdf5_mutex());
   const std::string xs = "/" + split_ + "/x", ys = "/" + split_ + "/y";
   const int64_t block = block_rows(features_ * static_cast<int64_t>(sizeof(float)));
+  const auto read = [&](const std::string& ds, int64_t r0, DType as) {
+    return file_->read_rows(ds, r0, std::min(rows_, r0 + block), as);
+  };
   XXH3_state_t* hx = XXH3_createState();
   XXH3_state_t* hy = XXH3_createState();
   XXH3_64bits_reset(hx);
   XXH3_64bits_reset(hy);
-  const int64_t cols = features_;
-  FeatureStats st;
-  st.mean.assign(cols, 0.0);
-  st.stddev.assign(cols, 0.0);
-  st.min.assign(cols, rows_ ? INFINITY : 0.0);
-  st.max.assign(cols, rows_ ? -INFINITY : 0.0);
+  FeatureStatsPass stats(features_);
   try {
     for (int64_t r0 = 0; r0 < rows_; r0 += block) {
-      const int64_t r1 = std::min(rows_, r0 + block);
-      const Tensor x = file_->read_rows(xs, r0, r1, DType::f32);
-      const Tensor y = file_->read_rows(ys, r0, r1, y_dtype_);
+      const Tensor x = read(xs, r0, DType::f32), y = read(ys, r0, y_dtype_);
       XXH3_64bits_update(hx, x.raw(), x.nbytes());
       XXH3_64bits_update(hy, y.raw(), y.nbytes());
-      const float* p = x.data<float>();
-      for (int64_t i = 0; i < x.numel(); ++i)
-        if (!std::isfinite(p[i]))
-          throw InputError(bad(path_, xs,
-                               "row " + std::to_string(r0 + i / cols) + ", column " +
-                                   std::to_string(i % cols) + " is " +
-                                   (std::isnan(p[i]) ? "NaN" : "infinite")));
-      if (y_dtype_ == DType::i32) {
-        const int32_t* labels = y.data<int32_t>();
-        for (int64_t r = 0; r < r1 - r0; ++r)
-          if (labels[r] < 0 || labels[r] >= classes_)
-            throw InputError(bad(path_, ys,
-                                 "row " + std::to_string(r0 + r) + " has label " +
-                                     std::to_string(labels[r]) + ", outside [0, " +
-                                     std::to_string(classes_) + ") (the model's output size)"));
-      } else {
-        const float* t = y.data<float>();
-        for (int64_t i = 0; i < y.numel(); ++i)
-          if (!std::isfinite(t[i]))
-            throw InputError(
-                bad(path_, ys,
-                    "row " + std::to_string(r0 + i / (y.numel() / (r1 - r0))) + " is not finite"));
-      }
-      if (want_stats)
-        for (int64_t r = 0; r < r1 - r0; ++r)
-          for (int64_t c = 0; c < cols; ++c) {
-            const double v = p[r * cols + c];
-            st.mean[c] += v;
-            st.min[c] = std::min(st.min[c], v);
-            st.max[c] = std::max(st.max[c], v);
-          }
+      check_split_values(path_, split_, expect_, x, y, r0);
+      if (want_stats) stats.add_sums(x.data<float>(), x.dim(0));
     }
     if (want_stats) {
-      for (auto& m : st.mean) m /= std::max<int64_t>(rows_, 1);
+      stats.end_sums();
       for (int64_t r0 = 0; r0 < rows_; r0 += block) {
-        const int64_t r1 = std::min(rows_, r0 + block);
-        const Tensor x = file_->read_rows(xs, r0, r1, DType::f32);
-        const float* p = x.data<float>();
-        for (int64_t r = 0; r < r1 - r0; ++r)
-          for (int64_t c = 0; c < cols; ++c) {
-            const double d = p[r * cols + c] - st.mean[c];
-            st.stddev[c] += d * d;
-          }
+        const Tensor x = read(xs, r0, DType::f32);
+        stats.add_squares(x.data<float>(), x.dim(0));
       }
-      for (auto& v : st.stddev) v = std::sqrt(v / std::max<int64_t>(rows_, 1));
     }
   } catch (...) {
     XXH3_freeState(hx);
@@ -224,7 +149,7 @@ StreamedRows::Scan StreamedRows::scan(bool want_stats) const {
   }
   Scan out;
   out.checksum = hex(XXH3_64bits_digest(hx)) + hex(XXH3_64bits_digest(hy));
-  out.stats = std::move(st);
+  if (want_stats) out.stats = stats.finish();
   XXH3_freeState(hx);
   XXH3_freeState(hy);
   return out;

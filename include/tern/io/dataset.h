@@ -70,6 +70,22 @@ struct FeatureStats {
 };
 FeatureStats feature_stats(const Tensor& x);
 
+// feature_stats over a split read a block of rows at a time: the sums of every block in row
+// order, end_sums(), then the squared deviations of every block in the same order, finish().
+// The same operations in the same order, so the same numbers bit for bit.
+class FeatureStatsPass {
+ public:
+  explicit FeatureStatsPass(int64_t cols);
+  void add_sums(const float* rows_data, int64_t rows);
+  void end_sums();
+  void add_squares(const float* rows_data, int64_t rows);
+  FeatureStats finish();
+
+ private:
+  int64_t cols_, rows_ = 0;
+  FeatureStats s_;
+};
+
 // What the model expects of a data file.
 struct DataExpectation {
   int64_t input_dim = 0;  // 0: any
@@ -77,6 +93,20 @@ struct DataExpectation {
   int64_t classes = 0;     // labels must lie in [0, classes)
   int64_t target_dim = 0;  // regression targets per row
 };
+
+// Dataset::load's checks, shared with streamed splits (row_stream.h): the schema of /<name>/x and
+// /<name>/y against the model before any value is read, then the values of a block of rows that
+// starts at row `first` (finite features and targets, labels inside [0, classes)). InputError
+// naming the file, the dataset and the first bad row.
+struct SplitSchema {
+  int64_t rows = 0, features = 0;
+  Shape x_dims, y_dims;  // y: [rows] labels or [rows, targets]
+};
+SplitSchema check_split_schema(const h5::File& file, const std::string& name,
+                               const DataExpectation& expect);
+void check_split_values(const std::string& path, const std::string& name,
+                        const DataExpectation& expect, const Tensor& x, const Tensor& y,
+                        int64_t first);
 
 // The layout tern-data writes: /train/x, /train/y and optionally /val/x, /val/y.
 struct Dataset {

@@ -63,7 +63,7 @@ class StreamedRows {
   int64_t rows_ = 0, features_ = 0, y_row_bytes_ = 0;
   Shape x_shape_, y_shape_;
   DType y_dtype_ = DType::i32;
-  int64_t classes_ = 0;  // classification: labels in [0, classes)
+  DataExpectation expect_;
   h5::RowLayout x_layout_, y_layout_;
   int fd_ = -1;
   // The HDF5 library, for scans and for files whose rows cannot be read directly (under
